@@ -1,0 +1,82 @@
+# Two commands: `make lab` (set up, then open JupyterLab on the quickstart) and `make test`
+# (set up, then every test layer). Set-up is a chain of stamp files, so a re-run with nothing
+# changed does nothing and takes seconds.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := lab
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JLPM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jlpm
+PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+PORT ?= 8888
+CHROMIUM ?= /usr/bin/chromium
+
+TS_SOURCES := $(shell find src style schema -type f 2>/dev/null) package.json tsconfig.json
+PY_SOURCES := $(shell find aigc_lab -name '*.py' -not -path '*/labextension/*')
+
+BASE_STAMP := $(VENV)/.stamp-base
+NODE_STAMP := node_modules/.stamp
+EXT_BUILT := aigc_lab/labextension/package.json
+PKG_STAMP := $(VENV)/.stamp-pkg
+
+.PHONY: lab setup test test-py test-nb test-ts test-ui lint clean bench
+
+setup: $(PKG_STAMP)
+
+# 1. the virtual environment with the build tooling (jlpm comes with jupyterlab)
+$(BASE_STAMP): constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) "jupyterlab>=4.6,<5" "hatchling>=1.5" "hatch-jupyter-builder>=0.5" editables
+	@touch $@
+
+# 2. JavaScript dependencies
+$(NODE_STAMP): $(BASE_STAMP) package.json yarn.lock .yarnrc.yml
+	$(JLPM) install
+	@touch $@
+
+# 3. the built labextension (TypeScript strict compile + production bundle)
+$(EXT_BUILT): $(NODE_STAMP) $(TS_SOURCES)
+	$(JLPM) build:prod
+	@touch $@
+
+# 4. the Python package (editable) with every dependency, and the extension linked into the venv
+$(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml constraints.txt
+	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
+	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	@touch $@
+
+lab: setup
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then OPEN=""; else OPEN="--no-browser"; \
+	  echo "No display: open the URL printed below in your browser."; fi; \
+	exec $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --port-retries=0 $$OPEN \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/01_quickstart.ipynb
+
+$(CHROMIUM):
+	@echo "Chromium is missing: installing Debian's chromium for the browser tests"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: setup $(CHROMIUM) lint test-py test-nb test-ts test-ui
+	@echo "make test: every layer passed"
+
+lint: setup
+	$(VENV)/bin/ruff check aigc_lab tests ui-tests benchmarks
+
+test-py: setup
+	$(PY) -m pytest tests -q
+
+test-nb: setup
+	$(PY) -m pytest --nbval notebooks -q
+
+test-ts: setup
+	$(JLPM) test
+
+test-ui: setup $(CHROMIUM)
+	$(PY) -m pytest ui-tests -v -s
+
+bench: setup
+	$(PY) benchmarks/comm_batching.py
+
+clean:
+	rm -rf $(VENV) node_modules lib aigc_lab/labextension tsconfig.tsbuildinfo

@@ -1,0 +1,52 @@
+"""aigc-lab: from raw data to a fine-tuned, quantized model streaming tokens, inside a notebook.
+
+``import aigc_lab as al`` is cheap: the torch-backed parts (``al.models``, ``al.generate``) load on
+first use. Inside a Jupyter kernel the import also opens the comm to the JupyterLab panel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+__version__ = "0.1.0"
+
+from . import errors, events, runs  # noqa: E402
+from .bus import bus, recorder  # noqa: E402
+from .errors import AigcLabError  # noqa: E402
+
+_LAZY = {
+    "models": ("aigc_lab.models", None),
+    "data": ("aigc_lab.data", None),
+    "infer": ("aigc_lab.infer", None),
+    "jupyter": ("aigc_lab.jupyter", None),
+    "generate": ("aigc_lab.infer", "generate"),
+}
+
+__all__ = ["AigcLabError", "bus", "errors", "events", "recorder", "runs", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'aigc_lab' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = getattr(module, attr) if attr else module
+    globals()[name] = value
+    return value
+
+
+def _in_kernel() -> bool:
+    ipython = sys.modules.get("IPython")
+    if ipython is None or "ipykernel" not in sys.modules:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+if _in_kernel():  # the panel is an enhancement: never let it break the import
+    try:
+        importlib.import_module("aigc_lab.jupyter").connect()
+    except Exception as exc:  # noqa: BLE001
+        print(f"aigc_lab: panel connection unavailable ({exc}); everything else works", file=sys.stderr)

@@ -1,0 +1,278 @@
+"""Typed events and the one Python definition of the wire format (protocol v1, docs/protocol.md).
+
+Engines publish these dataclasses on the bus; sinks turn them into JSON-ready dicts with
+``to_message``. ``from_message`` is the strict inverse used for anything arriving from outside: it
+rejects unknown types, missing or ill-typed fields and newer protocol versions with ``ProtocolError``.
+``Token`` is the per-token bus event; on the wire tokens travel in batches (``Tokens``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from .errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+RunKind = Literal["generate", "train", "bench"]
+RunStatus = Literal["ok", "cancelled", "error"]
+RUN_KINDS: tuple[str, ...] = ("generate", "train", "bench")
+RUN_STATUSES: tuple[str, ...] = ("ok", "cancelled", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What exactly ran: enough to tell two rows of a comparison apart."""
+
+    name: str
+    params: int
+    dtype: str
+    quant: str | None
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunMetrics:
+    """Speed figures of a finished run; ``None`` where a figure was not measured."""
+
+    ttft_ms: float | None = None
+    tokens: int = 0
+    tok_s: float | None = None
+    itl_p50_ms: float | None = None
+    itl_p95_ms: float | None = None
+    peak_mem_mb: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    kernel: dict[str, Any]
+    version: int = PROTOCOL_VERSION
+    run: None = None
+    type: ClassVar[str] = "hello"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    run: str
+    kind: str
+    model: ModelInfo
+    config: dict[str, Any]
+    t0: float
+    type: ClassVar[str] = "run.start"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One generated token: index in the run, token id, decoded piece, ms since run start."""
+
+    run: str
+    i: int
+    id: int | None
+    text: str
+    ms: float
+    type: ClassVar[str] = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """A batch of tokens as sent on the wire (sinks batch ``Token`` events into these)."""
+
+    run: str
+    items: tuple[Token, ...]
+    type: ClassVar[str] = "tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    run: str
+    status: str
+    metrics: RunMetrics = field(default_factory=RunMetrics)
+    error: str | None = None
+    type: ClassVar[str] = "run.end"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainStep:
+    run: str
+    step: int
+    loss: float
+    lr: float
+    tok_s: float | None = None
+    type: ClassVar[str] = "train.step"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainEval:
+    run: str
+    step: int
+    val_loss: float
+    ppl: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    type: ClassVar[str] = "train.eval"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    run: str
+    step: int
+    path: str
+    type: ClassVar[str] = "checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Panel -> kernel: stop ``run``; ``id`` is the request id echoed in the ``Ack``."""
+
+    run: str
+    id: str
+    type: ClassVar[str] = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    run: str | None
+    id: str
+    ok: bool
+    error: str | None = None
+    type: ClassVar[str] = "ack"
+
+
+Event = Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainEval | Checkpoint | Cancel | Ack
+Message = dict[str, Any]
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _token_item(t: Token) -> Message:
+    return {"i": t.i, "id": t.id, "text": t.text, "ms": t.ms}
+
+
+def to_message(event: Event) -> Message:
+    """Encode an event as a protocol-v1 message dict (JSON-ready). ``Token`` becomes a 1-item batch."""
+    if isinstance(event, Token):
+        event = Tokens(run=event.run, items=(event,))
+    msg: Message = {"v": PROTOCOL_VERSION, "type": event.type, "run": event.run}
+    if isinstance(event, Tokens):
+        msg["items"] = [_token_item(t) for t in event.items]
+        return msg
+    for name in event.__dataclass_fields__:
+        if name in ("run", "type"):
+            continue
+        value = getattr(event, name)
+        if isinstance(value, (ModelInfo, RunMetrics)):
+            value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+        msg[name] = value
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict decoding
+
+Check = Callable[[Any], bool]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _opt(check: Check) -> Check:
+    return lambda x: x is None or check(x)
+
+
+def _one_of(*values: str) -> Check:
+    return lambda x: x in values
+
+
+def _is_str(x: Any) -> bool:
+    return isinstance(x, str)
+
+
+def _is_obj(x: Any) -> bool:
+    return isinstance(x, dict)
+
+
+_MODEL_FIELDS: dict[str, Check] = {
+    "name": _is_str, "params": _is_int, "dtype": _is_str, "quant": _opt(_is_str), "device": _is_str,
+}
+_METRIC_FIELDS: dict[str, Check] = {
+    "ttft_ms": _opt(_is_num), "tokens": _is_int, "tok_s": _opt(_is_num),
+    "itl_p50_ms": _opt(_is_num), "itl_p95_ms": _opt(_is_num), "peak_mem_mb": _opt(_is_num),
+}
+_ITEM_FIELDS: dict[str, Check] = {"i": _is_int, "id": _opt(_is_int), "text": _is_str, "ms": _is_num}
+
+# type -> (run check, field checks)
+_SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
+    "hello": (lambda r: r is None, {"version": _is_int, "kernel": _is_obj}),
+    "run.start": (_is_str, {"kind": _one_of(*RUN_KINDS), "model": _is_obj, "config": _is_obj, "t0": _is_num}),
+    "tokens": (_is_str, {"items": lambda x: isinstance(x, list)}),
+    "run.end": (_is_str, {"status": _one_of(*RUN_STATUSES), "metrics": _is_obj, "error": _opt(_is_str)}),
+    "train.step": (_is_str, {"step": _is_int, "loss": _is_num, "lr": _is_num, "tok_s": _opt(_is_num)}),
+    "train.eval": (_is_str, {"step": _is_int, "val_loss": _is_num, "ppl": _opt(_is_num), "metrics": _is_obj}),
+    "checkpoint": (_is_str, {"step": _is_int, "path": _is_str}),
+    "cancel": (_is_str, {"id": _is_str}),
+    "ack": (_opt(_is_str), {"id": _is_str, "ok": lambda x: isinstance(x, bool), "error": _opt(_is_str)}),
+}
+
+
+def _check_fields(obj: dict[str, Any], spec: dict[str, Check], where: str) -> None:
+    for name, check in spec.items():
+        if name not in obj:
+            raise ProtocolError(f"{where}: missing field {name!r}")
+        if not check(obj[name]):
+            raise ProtocolError(f"{where}: field {name!r} has an invalid value {obj[name]!r}")
+
+
+def from_message(msg: Any) -> Event:
+    """Decode and validate an incoming message; raise ``ProtocolError`` saying what is wrong."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
+    v = msg.get("v")
+    if not _is_int(v):
+        raise ProtocolError("missing or non-integer protocol version 'v'")
+    if v > PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"the sender speaks protocol v{v} but this aigc-lab speaks v{PROTOCOL_VERSION}: "
+            "update aigc-lab (pip install -U aigc-lab) so both sides match"
+        )
+    if v < 1:
+        raise ProtocolError(f"protocol version {v} does not exist")
+    kind = msg.get("type")
+    if kind not in _SPECS:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    run_check, spec = _SPECS[kind]
+    if "run" not in msg or not run_check(msg["run"]):
+        raise ProtocolError(f"{kind}: missing or invalid 'run'")
+    _check_fields(msg, spec, kind)
+    run = msg["run"]
+    if kind == "hello":
+        return Hello(kernel=msg["kernel"], version=msg["version"])
+    if kind == "run.start":
+        _check_fields(msg["model"], _MODEL_FIELDS, "run.start.model")
+        model = ModelInfo(**{k: msg["model"][k] for k in _MODEL_FIELDS})
+        return RunStart(run=run, kind=msg["kind"], model=model, config=msg["config"], t0=msg["t0"])
+    if kind == "tokens":
+        items = []
+        for n, item in enumerate(msg["items"]):
+            if not isinstance(item, dict):
+                raise ProtocolError(f"tokens.items[{n}] must be an object")
+            _check_fields(item, _ITEM_FIELDS, f"tokens.items[{n}]")
+            items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}))
+        return Tokens(run=run, items=tuple(items))
+    if kind == "run.end":
+        _check_fields(msg["metrics"], _METRIC_FIELDS, "run.end.metrics")
+        metrics = RunMetrics(**{k: msg["metrics"][k] for k in _METRIC_FIELDS})
+        return RunEnd(run=run, status=msg["status"], metrics=metrics, error=msg["error"])
+    if kind == "train.eval":
+        if not all(_is_num(x) for x in msg["metrics"].values()):
+            raise ProtocolError("train.eval.metrics values must be numbers")
+        return TrainEval(run=run, step=msg["step"], val_loss=msg["val_loss"], ppl=msg["ppl"],
+                         metrics=dict(msg["metrics"]))
+    cls: dict[str, type] = {"train.step": TrainStep, "checkpoint": Checkpoint, "cancel": Cancel, "ack": Ack}
+    return cls[kind](run=run, **{k: msg[k] for k in spec})

@@ -1,0 +1,174 @@
+"""Bridge between the kernel's event bus and the JupyterLab panel over the ``aigc_lab`` comm.
+
+Token events are batched: the engine's per-token ``publish`` only appends to a list, and a flusher
+thread sends at most one ``tokens`` message per frame interval (or per ``max_batch`` tokens), so a
+fast stream neither floods the browser nor slows the decode loop. Every other event flushes the
+pending tokens first, so the panel sees messages in publish order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import __version__, runs
+from ..bus import EventBus
+from ..bus import bus as default_bus
+from ..errors import ProtocolError
+from ..events import Ack, Cancel, Event, Hello, Message, Token, Tokens, from_message, to_message
+
+log = logging.getLogger("aigc_lab")
+TARGET_NAME = "aigc_lab"
+
+Send = Callable[[Message], None]
+
+
+class CommBridge:
+    """A bus sink that forwards events to one comm, batching tokens; handles ``cancel`` requests."""
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        event_bus: EventBus | None = None,
+        flush_interval: float = 0.016,
+        max_batch: int = 512,
+    ) -> None:
+        self._send = send
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self._pending: list[Token] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._send_lock = threading.Lock()  # keeps message order between threads
+        self._wake = threading.Event()
+        self._closed = False
+        self._last_flush = 0.0
+        self.messages_sent = 0
+        self._bus = event_bus or default_bus
+        self._unsubscribe = self._bus.subscribe(self.on_event)
+        self._thread = threading.Thread(target=self._flush_loop, name="aigc-lab-comm-flush", daemon=True)
+        self._thread.start()
+
+    # -- kernel -> panel -------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        """Bus sink: queue tokens (cheap), send everything else after the queued tokens."""
+        if self._closed:
+            return
+        if isinstance(event, Token):
+            with self._lock:
+                self._pending.append(event)
+                n = len(self._pending)
+            if n == 1 or n >= self.max_batch:
+                self._wake.set()
+            return
+        with self._send_lock:
+            self._flush_locked()
+            self._emit(to_message(event))
+
+    def flush(self) -> None:
+        """Send every queued token now."""
+        with self._send_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self._last_flush = time.perf_counter()
+        start = 0
+        for n in range(1, len(pending) + 1):  # one message per run, keeping order
+            if n == len(pending) or pending[n].run != pending[start].run:
+                batch = pending[start:n]
+                for k in range(0, len(batch), self.max_batch):
+                    chunk = tuple(batch[k:k + self.max_batch])
+                    self._emit(to_message(Tokens(run=chunk[0].run, items=chunk)))
+                start = n
+
+    def _emit(self, msg: Message) -> None:
+        try:
+            self._send(msg)
+            self.messages_sent += 1
+        except Exception:  # noqa: BLE001 - a dead comm must not break the engine
+            log.warning("aigc_lab: could not send %s to the panel", msg.get("type"), exc_info=True)
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                break
+            delay = self._last_flush + self.flush_interval - time.perf_counter()
+            if delay > 0:
+                with self._lock:
+                    full = len(self._pending) >= self.max_batch
+                if not full:
+                    time.sleep(delay)
+            self.flush()
+
+    # -- panel -> kernel -------------------------------------------------------------------
+    def handle_incoming(self, data: Any) -> Message | None:
+        """Handle one message from the panel; return the reply sent (``ack``), or None if ignored."""
+        try:
+            event = from_message(data)
+        except ProtocolError as exc:
+            log.warning("aigc_lab: ignored malformed message from the panel (%s): %r", exc, data)
+            return None
+        if not isinstance(event, Cancel):
+            log.warning("aigc_lab: ignored unexpected %s message from the panel", event.type)
+            return None
+        ok = runs.cancel(event.run)
+        reply = to_message(Ack(run=event.run, id=event.id, ok=ok,
+                               error=None if ok else f"run {event.run!r} is not running"))
+        with self._send_lock:
+            self._emit(reply)
+        return reply
+
+    def close(self) -> None:
+        """Flush what is queued, stop the flusher and leave the bus."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._unsubscribe()
+        self._wake.set()
+
+
+def hello() -> Hello:
+    return Hello(kernel={"language": "python", "python": platform.python_version(),
+                         "aigc_lab": __version__, "pid": os.getpid()})
+
+
+_bridge: CommBridge | None = None
+_comm: Any = None
+
+
+def connect() -> CommBridge:
+    """Open the ``aigc_lab`` comm to the panel (idempotent) and start forwarding bus events."""
+    global _bridge, _comm
+    if _bridge is not None and not _bridge._closed:
+        return _bridge
+    import comm as comm_lib
+
+    _comm = comm_lib.create_comm(target_name=TARGET_NAME, data=to_message(hello()))
+    bridge = CommBridge(lambda msg: _comm.send(data=msg))
+    _comm.on_msg(lambda msg: bridge.handle_incoming(msg["content"]["data"]))
+    _comm.on_close(lambda _msg: bridge.close())
+    _bridge = bridge
+    return bridge
+
+
+def disconnect() -> None:
+    """Close the comm and stop forwarding."""
+    global _bridge, _comm
+    if _bridge is not None:
+        _bridge.close()
+    if _comm is not None:
+        try:
+            _comm.close()
+        except Exception:  # noqa: BLE001
+            pass
+    _bridge = _comm = None

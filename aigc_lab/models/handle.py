@@ -1,0 +1,61 @@
+"""``ModelHandle``: a loaded model with its tokenizer and the facts every event and comparison needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..events import ModelInfo
+
+
+@dataclass
+class ModelHandle:
+    """A model ready to run: the torch module, its tokenizer, and what exactly it is."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    kind: str  # "causal" | "seq2seq"
+    quant: str | None = None
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    def info(self) -> ModelInfo:
+        """The description sent with every ``run.start``."""
+        return ModelInfo(name=self.name, params=self.params, dtype=self.dtype, quant=self.quant,
+                         device=self.device)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save model (safetensors) and tokenizer to ``path`` atomically: a temp folder, then a rename."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def __repr__(self) -> str:
+        quant = f", quant={self.quant}" if self.quant else ""
+        return (f"ModelHandle({self.name!r}, {self.kind}, {self.params / 1e6:.1f}M params, "
+                f"{self.dtype}{quant}, {self.device})")

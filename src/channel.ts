@@ -1,0 +1,343 @@
+/**
+ * The comm side of the panel: one `KernelChannel` per kernel connection.
+ *
+ * The kernel opens the `aigc_lab` comm (docs/protocol.md); we register the target on every kernel
+ * the notebook tracker shows, validate everything that arrives with `parseMessage`, feed valid
+ * messages to the connection's `Store`, and send `cancel` requests that resolve on the matching
+ * `ack`.
+ *
+ * Restarts: in @jupyterlab/services 7 a restart keeps the same `KernelConnection` object and its
+ * comm-target registry, but disposes every open comm (`_clearKernelState`) without calling their
+ * `onClose`. So we watch `statusChanged` ('restarting' / 'autorestarting' / 'dead'), mark running
+ * runs interrupted, drop the comm and re-register the target (idempotent: the registry is a map by
+ * target name). A changed kernel (`sessionContext.kernelChanged`) is a new connection and gets its
+ * own channel.
+ *
+ * Page reload: a comm the kernel opened before this page existed is unknown to the new kernel
+ * connection, and `comm_msg` for unknown comm ids is dropped silently by services. On attach we
+ * ask the kernel for open `aigc_lab` comms (`comm_info_request`) and re-attach to them with
+ * `createComm(target, existingId)`, the way ipywidgets reconnects widget comms.
+ */
+
+import { ISessionContext } from '@jupyterlab/apputils';
+import { Kernel, KernelMessage } from '@jupyterlab/services';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { AckMessage, COMM_TARGET, PROTOCOL_VERSION, parseMessage } from './protocol';
+import { Store } from './store';
+
+let requestCounter = 0;
+
+/** A request id unique within this page (and, with the random part, across pages). */
+export function newRequestId(): string {
+  requestCounter += 1;
+  const rnd = Math.floor(Math.random() * 0xffffffff)
+    .toString(16)
+    .padStart(8, '0');
+  return `req-${Date.now().toString(36)}-${rnd}-${requestCounter}`;
+}
+
+interface PendingRequest {
+  run: string;
+  resolve: (ack: AckMessage) => void;
+  reject: (error: Error) => void;
+}
+
+/** Where incoming data goes; split out of `KernelChannel` so it can be tested without a kernel. */
+export class MessageSink {
+  constructor(readonly store: Store) {}
+
+  /**
+   * Validate one comm payload and dispatch it. Returns the ack it carried, if any.
+   * Malformed payloads are logged and ignored, never acted on.
+   */
+  receive(data: unknown): AckMessage | null {
+    const result = parseMessage(data);
+    if (!result.ok) {
+      if (result.kind === 'newer-version' && result.version !== undefined) {
+        console.warn(`[aigc-lab] ${result.reason}`, data);
+        this.store.dispatch({
+          type: 'protocol.mismatch',
+          version: result.version,
+          reason: result.reason
+        });
+      } else {
+        console.warn(`[aigc-lab] ignored malformed message: ${result.reason}`, data);
+        this.store.dispatch({ type: 'malformed', reason: result.reason });
+      }
+      return null;
+    }
+    const message = result.message;
+    if (message.type === 'cancel') {
+      console.warn('[aigc-lab] ignored malformed message: cancel is a panel → kernel message', data);
+      this.store.dispatch({ type: 'malformed', reason: 'cancel sent by the kernel' });
+      return null;
+    }
+    this.store.dispatch({ type: 'message', message });
+    return message.type === 'ack' ? message : null;
+  }
+}
+
+export class KernelChannel implements IDisposable {
+  constructor(kernel: Kernel.IKernelConnection) {
+    this.kernel = kernel;
+    this.store = new Store();
+    this._sink = new MessageSink(this.store);
+    this._register();
+    kernel.statusChanged.connect(this._onStatus, this);
+    kernel.connectionStatusChanged.connect(this._onConnectionStatus, this);
+    kernel.disposed.connect(this._onKernelDisposed, this);
+    void this._reattach();
+  }
+
+  readonly kernel: Kernel.IKernelConnection;
+  readonly store: Store;
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  get disposed(): ISignal<this, void> {
+    return this._disposed;
+  }
+
+  /** Whether a comm to the kernel's aigc_lab bridge is open. */
+  get hasComm(): boolean {
+    return this._comm !== null && !this._comm.isDisposed;
+  }
+
+  /**
+   * Ask the kernel to stop `run`. Resolves with the kernel's `ack` (check `ack.ok`); rejects when
+   * the request cannot be sent or can no longer be answered (comm closed, kernel restarted).
+   * The store tracks the request: `run.cancel.state` is 'pending', then 'acknowledged' / 'refused'
+   * / 'failed'.
+   */
+  cancel(run: string): Promise<AckMessage> {
+    const id = newRequestId();
+    this.store.dispatch({ type: 'cancel.requested', run, id });
+    const comm = this._comm;
+    if (comm === null || comm.isDisposed) {
+      const error = 'not connected to the kernel (no aigc_lab comm open)';
+      this.store.dispatch({ type: 'cancel.failed', run, id, error });
+      return Promise.reject(new Error(error));
+    }
+    return new Promise<AckMessage>((resolve, reject) => {
+      this._pending.set(id, { run, resolve, reject });
+      const data = { v: PROTOCOL_VERSION, type: 'cancel', run, id };
+      try {
+        const future = comm.send(data);
+        // A comm_msg gets no shell reply; its future is cancelled on restart, which
+        // `_onStatus` already handles. Nothing to report from it.
+        future.done.catch(() => undefined);
+      } catch (e) {
+        this._fail(id, `could not send the cancel request: ${String(e)}`);
+      }
+    });
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._failAll('the panel stopped following this kernel');
+    if (!this.kernel.isDisposed) {
+      this.kernel.removeCommTarget(COMM_TARGET, this._onCommOpen);
+    }
+    this._comm = null;
+    this._disposed.emit();
+    Signal.clearData(this);
+  }
+
+  // -- comm handling ---------------------------------------------------------------------------
+
+  private _register(): void {
+    if (this.kernel.isDisposed) {
+      return;
+    }
+    // Idempotent: the registry maps a target name to one callback.
+    this.kernel.registerCommTarget(COMM_TARGET, this._onCommOpen);
+  }
+
+  private _onCommOpen = (comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg): void => {
+    if (this._isDisposed) {
+      return;
+    }
+    this._attach(comm);
+    const data: unknown = msg.content.data;
+    // An empty open payload carries nothing; hello normally travels as the open data.
+    if (!(typeof data === 'object' && data !== null && Object.keys(data).length === 0)) {
+      this._receive(data);
+    }
+  };
+
+  private _attach(comm: Kernel.IComm): void {
+    this._comm = comm;
+    comm.onMsg = (m: KernelMessage.ICommMsgMsg) => {
+      if (!this._isDisposed) {
+        this._receive(m.content.data);
+      }
+    };
+    comm.onClose = () => {
+      if (this._comm === comm) {
+        this._comm = null;
+        this._failAll('the aigc_lab comm closed');
+        this.store.dispatch({ type: 'comm.closed' });
+      }
+    };
+  }
+
+  private _receive(data: unknown): void {
+    const ack = this._sink.receive(data);
+    if (ack !== null) {
+      const pending = this._pending.get(ack.id);
+      if (pending !== undefined) {
+        this._pending.delete(ack.id);
+        pending.resolve(ack);
+      }
+    }
+  }
+
+  /** Re-attach to an aigc_lab comm the kernel opened before this page loaded. */
+  private async _reattach(): Promise<void> {
+    try {
+      const reply = await this.kernel.requestCommInfo({ target_name: COMM_TARGET });
+      if (this._isDisposed || this.kernel.isDisposed || reply.content.status !== 'ok') {
+        return;
+      }
+      for (const [commId, info] of Object.entries(reply.content.comms)) {
+        if (info.target_name !== COMM_TARGET || this.kernel.hasComm(commId)) {
+          continue;
+        }
+        const comm = this.kernel.createComm(COMM_TARGET, commId);
+        this._attach(comm);
+        this.store.dispatch({ type: 'comm.reattached' });
+      }
+    } catch (e) {
+      // No kernel yet, or a kernel without comm_info: nothing to re-attach to.
+      console.debug('[aigc-lab] comm_info_request failed', e);
+    }
+  }
+
+  private _onStatus(_: Kernel.IKernelConnection, status: KernelMessage.Status): void {
+    const down = status === 'restarting' || status === 'autorestarting' || status === 'dead';
+    if (down && !this._down) {
+      this._down = true;
+      this._comm = null; // services disposes the comm without calling onClose
+      this._failAll('the kernel restarted');
+      this.store.dispatch({ type: 'kernel.restarted' });
+      this._register();
+    } else if (!down && status !== 'unknown') {
+      if (this._down) {
+        this._register();
+      }
+      this._down = false;
+    }
+  }
+
+  private _onConnectionStatus(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
+    if (status === 'connected' && !this.hasComm && !this._down) {
+      // After a websocket reconnect, pick up a comm we may have missed.
+      void this._reattach();
+    }
+  }
+
+  private _onKernelDisposed(): void {
+    this.dispose();
+  }
+
+  private _fail(id: string, error: string): void {
+    const pending = this._pending.get(id);
+    if (pending === undefined) {
+      return;
+    }
+    this._pending.delete(id);
+    this.store.dispatch({ type: 'cancel.failed', run: pending.run, id, error });
+    pending.reject(new Error(error));
+  }
+
+  private _failAll(error: string): void {
+    for (const id of Array.from(this._pending.keys())) {
+      this._fail(id, error);
+    }
+  }
+
+  private _comm: Kernel.IComm | null = null;
+  private _pending = new Map<string, PendingRequest>();
+  private _sink: MessageSink;
+  private _down = false;
+  private _isDisposed = false;
+  private _disposed = new Signal<this, void>(this);
+}
+
+/**
+ * Keeps one `KernelChannel` per kernel connection of every followed session, so runs are
+ * recorded even for notebooks that are not the active one.
+ */
+export class ChannelManager implements IDisposable {
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  /** Emitted when a channel is created (e.g. a notebook's kernel changed). */
+  get channelAdded(): ISignal<this, KernelChannel> {
+    return this._channelAdded;
+  }
+
+  /** The channel of a kernel connection, created on first use. */
+  channelFor(kernel: Kernel.IKernelConnection): KernelChannel | null {
+    if (this._isDisposed || kernel.isDisposed) {
+      return null;
+    }
+    let channel = this._channels.get(kernel);
+    if (channel === undefined || channel.isDisposed) {
+      const created = new KernelChannel(kernel);
+      created.disposed.connect(() => {
+        if (this._channels.get(kernel) === created) {
+          this._channels.delete(kernel);
+        }
+      });
+      this._channels.set(kernel, created);
+      channel = created;
+      this._channelAdded.emit(created);
+    }
+    return channel;
+  }
+
+  /** Follow a session context: a channel for its kernel now and after every kernel change. */
+  watch(sessionContext: ISessionContext): void {
+    if (this._watched.has(sessionContext)) {
+      return;
+    }
+    this._watched.add(sessionContext);
+    const attach = () => {
+      const kernel = sessionContext.session?.kernel ?? null;
+      if (kernel !== null) {
+        this.channelFor(kernel);
+      }
+    };
+    sessionContext.kernelChanged.connect(attach, this);
+    sessionContext.disposed.connect(() => {
+      this._watched.delete(sessionContext);
+    }, this);
+    attach();
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    for (const channel of Array.from(this._channels.values())) {
+      channel.dispose();
+    }
+    this._channels.clear();
+    Signal.clearData(this);
+  }
+
+  private _channels = new Map<Kernel.IKernelConnection, KernelChannel>();
+  private _watched = new Set<ISessionContext>();
+  private _channelAdded = new Signal<this, KernelChannel>(this);
+  private _isDisposed = false;
+}

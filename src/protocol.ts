@@ -1,0 +1,337 @@
+/**
+ * The aigc-lab wire protocol, version 1 (docs/protocol.md).
+ *
+ * This file mirrors `aigc_lab/events.py` (`PROTOCOL_VERSION`, `from_message`). Both are checked
+ * against the shared fixtures in `tests/fixtures/protocol/{valid,invalid}/`, so the two halves
+ * cannot drift. Anything that arrives over the comm goes through `parseMessage` first; nothing
+ * downstream ever sees an unchecked value.
+ */
+
+/** Protocol major version spoken by this panel. Independent of the package version. */
+export const PROTOCOL_VERSION = 1;
+
+/** Comm target name registered on every followed kernel. */
+export const COMM_TARGET = 'aigc_lab';
+
+/** A JSON value (config objects and kernel facts are free-form JSON). */
+export type JSONPrimitive = string | number | boolean | null;
+export type JSONValue = JSONPrimitive | JSONObject | JSONValue[];
+export interface JSONObject {
+  [key: string]: JSONValue;
+}
+
+export type RunKind = 'generate' | 'train' | 'bench';
+export type RunEndStatus = 'ok' | 'cancelled' | 'error';
+
+export const RUN_KINDS: readonly RunKind[] = ['generate', 'train', 'bench'];
+export const RUN_END_STATUSES: readonly RunEndStatus[] = ['ok', 'cancelled', 'error'];
+
+export interface ModelInfo {
+  name: string;
+  params: number;
+  dtype: string;
+  quant: string | null;
+  device: string;
+}
+
+export interface RunMetrics {
+  ttft_ms: number | null;
+  /** Always an integer. */
+  tokens: number;
+  tok_s: number | null;
+  itl_p50_ms: number | null;
+  itl_p95_ms: number | null;
+  peak_mem_mb: number | null;
+}
+
+export interface TokenItem {
+  /** Token index in the run: integer, from 0, consecutive. */
+  i: number;
+  /** Token id, or null. */
+  id: number | null;
+  /** Decoded piece; the concatenation of all pieces is the full text. */
+  text: string;
+  /** Milliseconds since run start. */
+  ms: number;
+}
+
+interface Envelope<T extends string, R extends string | null> {
+  v: number;
+  type: T;
+  run: R;
+}
+
+export interface HelloMessage extends Envelope<'hello', null> {
+  version: number;
+  kernel: JSONObject;
+}
+
+export interface RunStartMessage extends Envelope<'run.start', string> {
+  kind: RunKind;
+  model: ModelInfo;
+  config: JSONObject;
+  t0: number;
+}
+
+export interface TokensMessage extends Envelope<'tokens', string> {
+  items: TokenItem[];
+}
+
+export interface RunEndMessage extends Envelope<'run.end', string> {
+  status: RunEndStatus;
+  metrics: RunMetrics;
+  error: string | null;
+}
+
+export interface TrainStepMessage extends Envelope<'train.step', string> {
+  step: number;
+  loss: number;
+  lr: number;
+  tok_s: number | null;
+}
+
+export interface TrainEvalMessage extends Envelope<'train.eval', string> {
+  step: number;
+  val_loss: number;
+  ppl: number | null;
+  metrics: { [name: string]: number };
+}
+
+export interface CheckpointMessage extends Envelope<'checkpoint', string> {
+  step: number;
+  path: string;
+}
+
+export interface AckMessage extends Envelope<'ack', string | null> {
+  id: string;
+  ok: boolean;
+  error: string | null;
+}
+
+/** Panel → kernel. */
+export interface CancelMessage extends Envelope<'cancel', string> {
+  id: string;
+}
+
+export type KernelToPanelMessage =
+  | HelloMessage
+  | RunStartMessage
+  | TokensMessage
+  | RunEndMessage
+  | TrainStepMessage
+  | TrainEvalMessage
+  | CheckpointMessage
+  | AckMessage;
+
+export type PanelToKernelMessage = CancelMessage;
+
+export type Message = KernelToPanelMessage | PanelToKernelMessage;
+
+export type MessageType = Message['type'];
+
+/** Outcome of `parseMessage`. */
+export type ParseResult =
+  | { ok: true; message: Message }
+  | {
+      ok: false;
+      /** 'newer-version': the sender speaks a protocol newer than this panel. */
+      kind: 'invalid' | 'newer-version';
+      reason: string;
+      /** The sender's protocol version, when kind is 'newer-version'. */
+      version?: number;
+    };
+
+// ---------------------------------------------------------------------------------------------
+// Checks (mirroring aigc_lab/events.py)
+
+type Check = (x: unknown) => boolean;
+
+const isInt: Check = x => typeof x === 'number' && Number.isInteger(x);
+const isNum: Check = x => typeof x === 'number';
+const isStr: Check = x => typeof x === 'string';
+const isBool: Check = x => typeof x === 'boolean';
+const isNull: Check = x => x === null;
+const isArr: Check = x => Array.isArray(x);
+const opt =
+  (check: Check): Check =>
+  x =>
+    x === null || check(x);
+const oneOf =
+  (...values: readonly string[]): Check =>
+  x =>
+    typeof x === 'string' && values.includes(x);
+
+export function isObject(x: unknown): x is { [key: string]: unknown } {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+type Spec = { [field: string]: Check };
+
+const MODEL_FIELDS: Spec = {
+  name: isStr,
+  params: isInt,
+  dtype: isStr,
+  quant: opt(isStr),
+  device: isStr
+};
+
+const METRIC_FIELDS: Spec = {
+  ttft_ms: opt(isNum),
+  tokens: isInt,
+  tok_s: opt(isNum),
+  itl_p50_ms: opt(isNum),
+  itl_p95_ms: opt(isNum),
+  peak_mem_mb: opt(isNum)
+};
+
+const ITEM_FIELDS: Spec = { i: isInt, id: opt(isInt), text: isStr, ms: isNum };
+
+/** type -> [check of `run`, field checks] */
+const SPECS: { [type in MessageType]: [Check, Spec] } = {
+  hello: [isNull, { version: isInt, kernel: isObject }],
+  'run.start': [
+    isStr,
+    { kind: oneOf(...RUN_KINDS), model: isObject, config: isObject, t0: isNum }
+  ],
+  tokens: [isStr, { items: isArr }],
+  'run.end': [
+    isStr,
+    { status: oneOf(...RUN_END_STATUSES), metrics: isObject, error: opt(isStr) }
+  ],
+  'train.step': [isStr, { step: isInt, loss: isNum, lr: isNum, tok_s: opt(isNum) }],
+  'train.eval': [isStr, { step: isInt, val_loss: isNum, ppl: opt(isNum), metrics: isObject }],
+  checkpoint: [isStr, { step: isInt, path: isStr }],
+  cancel: [isStr, { id: isStr }],
+  ack: [opt(isStr), { id: isStr, ok: isBool, error: opt(isStr) }]
+};
+
+class ProtocolError extends Error {}
+
+function show(x: unknown): string {
+  if (x === undefined) {
+    return 'undefined';
+  }
+  try {
+    const s = JSON.stringify(x);
+    return s.length > 60 ? s.slice(0, 57) + '...' : s;
+  } catch {
+    return String(x);
+  }
+}
+
+function checkFields(obj: { [key: string]: unknown }, spec: Spec, where: string): void {
+  for (const name of Object.keys(spec)) {
+    if (!(name in obj)) {
+      throw new ProtocolError(`${where}: missing field '${name}'`);
+    }
+    if (!spec[name](obj[name])) {
+      throw new ProtocolError(`${where}: field '${name}' has an invalid value ${show(obj[name])}`);
+    }
+  }
+}
+
+function isKnownType(x: unknown): x is MessageType {
+  return typeof x === 'string' && Object.prototype.hasOwnProperty.call(SPECS, x);
+}
+
+/** The text a panel shows when the kernel speaks a newer protocol. */
+export function mismatchText(version: number): string {
+  return (
+    `The kernel speaks aigc-lab protocol v${version}, but this panel understands ` +
+    `v${PROTOCOL_VERSION}: update the aigc-lab extension (pip install -U aigc-lab) and reload the page.`
+  );
+}
+
+function validate(x: unknown): Message {
+  if (!isObject(x)) {
+    throw new ProtocolError(
+      `a message must be a JSON object, got ${Array.isArray(x) ? 'array' : x === null ? 'null' : typeof x}`
+    );
+  }
+  const v = x['v'];
+  if (!isInt(v)) {
+    throw new ProtocolError("missing or non-integer protocol version 'v'");
+  }
+  if ((v as number) < 1) {
+    throw new ProtocolError(`protocol version ${v as number} does not exist`);
+  }
+  const type = x['type'];
+  if (!isKnownType(type)) {
+    throw new ProtocolError(`unknown message type ${show(type)}`);
+  }
+  const [runCheck, spec] = SPECS[type];
+  if (!('run' in x) || !runCheck(x['run'])) {
+    throw new ProtocolError(`${type}: missing or invalid 'run'`);
+  }
+  checkFields(x, spec, type);
+  switch (type) {
+    case 'run.start':
+      checkFields(x['model'] as { [key: string]: unknown }, MODEL_FIELDS, 'run.start.model');
+      break;
+    case 'run.end':
+      checkFields(x['metrics'] as { [key: string]: unknown }, METRIC_FIELDS, 'run.end.metrics');
+      break;
+    case 'tokens': {
+      const items = x['items'] as unknown[];
+      for (let n = 0; n < items.length; n++) {
+        const item = items[n];
+        if (!isObject(item)) {
+          throw new ProtocolError(`tokens.items[${n}] must be an object`);
+        }
+        checkFields(item, ITEM_FIELDS, `tokens.items[${n}]`);
+      }
+      break;
+    }
+    case 'train.eval': {
+      const metrics = x['metrics'] as { [key: string]: unknown };
+      for (const key of Object.keys(metrics)) {
+        if (!isNum(metrics[key])) {
+          throw new ProtocolError(`train.eval.metrics['${key}'] must be a number`);
+        }
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  // Every field named by the type has been checked above; extra fields (later minor additions
+  // within the same major version) are carried along untouched, as in events.py.
+  return x as unknown as Message;
+}
+
+/**
+ * Validate an incoming value. Never throws.
+ *
+ * A message whose `v` is a larger integer than `PROTOCOL_VERSION` is rejected with
+ * `kind: 'newer-version'` (whatever else it holds), so the panel can tell the user to update
+ * instead of misrendering. A `hello` whose `version` is newer is treated the same way.
+ */
+export function parseMessage(x: unknown): ParseResult {
+  if (isObject(x) && isInt(x['v']) && (x['v'] as number) > PROTOCOL_VERSION) {
+    const version = x['v'] as number;
+    return { ok: false, kind: 'newer-version', version, reason: mismatchText(version) };
+  }
+  let message: Message;
+  try {
+    message = validate(x);
+  } catch (e) {
+    if (e instanceof ProtocolError) {
+      return { ok: false, kind: 'invalid', reason: e.message };
+    }
+    return { ok: false, kind: 'invalid', reason: `unexpected validation failure: ${String(e)}` };
+  }
+  if (message.type === 'hello' && message.version > PROTOCOL_VERSION) {
+    return {
+      ok: false,
+      kind: 'newer-version',
+      version: message.version,
+      reason: mismatchText(message.version)
+    };
+  }
+  return { ok: true, message };
+}
+
+/** Build a `cancel` request (panel → kernel). */
+export function cancelMessage(run: string, id: string): CancelMessage {
+  return { v: PROTOCOL_VERSION, type: 'cancel', run, id };
+}

@@ -1,0 +1,426 @@
+/**
+ * Run state of one kernel connection, as a pure reducer: `reduce(state, action) -> state`.
+ *
+ * No DOM, no Jupyter imports: everything here is tested in plain Node. The reducer never mutates
+ * its input; a changed run gets a new object, an unchanged run keeps its identity (so views can
+ * skip it by reference). Token arrays grow by one `concat` per *batch* (the kernel's comm sink
+ * sends at most ~60 batches a second), and the run's text by one string append per batch, so a
+ * long stream costs no per-token rebuilding.
+ */
+
+import {
+  AckMessage,
+  JSONObject,
+  KernelToPanelMessage,
+  ModelInfo,
+  RunEndMessage,
+  RunKind,
+  RunMetrics,
+  RunStartMessage,
+  TokenItem,
+  TokensMessage
+} from './protocol';
+
+export type RunStatus = 'running' | 'ok' | 'cancelled' | 'error' | 'interrupted';
+
+/** State of the panel's cancel request for a run. */
+export interface CancelState {
+  /** Request id sent with the `cancel` message (echoed by the kernel's `ack`). */
+  id: string;
+  /** 'pending': sent, no ack yet; 'acknowledged': ack ok; 'refused': ack not ok; 'failed': never reached the kernel. */
+  state: 'pending' | 'acknowledged' | 'refused' | 'failed';
+  error: string | null;
+}
+
+export interface TrainStep {
+  step: number;
+  loss: number;
+  lr: number;
+  tok_s: number | null;
+}
+
+export interface TrainEval {
+  step: number;
+  val_loss: number;
+  ppl: number | null;
+  metrics: { [name: string]: number };
+}
+
+export interface CheckpointInfo {
+  step: number;
+  path: string;
+}
+
+export interface RunState {
+  id: string;
+  /** 'unknown' while the run is a placeholder (tokens or run.end arrived before run.start). */
+  kind: RunKind | 'unknown';
+  model: ModelInfo | null;
+  config: JSONObject;
+  /** Wall-clock start, ms since the epoch; null until run.start arrives. */
+  t0: number | null;
+  status: RunStatus;
+  /** True until a run.start for this run arrives. */
+  placeholder: boolean;
+  /** Tokens appended so far, in arrival order (duplicates are not appended). */
+  tokens: readonly TokenItem[];
+  /** Concatenation of `tokens[*].text`. */
+  text: string;
+  /** The index the next token should carry (last appended i + 1). */
+  nextIndex: number;
+  /** Items whose i was below the expected index: ignored. */
+  dups: number;
+  /** Items whose i was above the expected index (something was dropped): still appended. */
+  gaps: number;
+  metrics: RunMetrics | null;
+  error: string | null;
+  steps: readonly TrainStep[];
+  evals: readonly TrainEval[];
+  checkpoints: readonly CheckpointInfo[];
+  cancel: CancelState | null;
+}
+
+export interface ConnectionState {
+  /** A hello arrived on the current comm (reset by a restart or a closed comm). */
+  connected: boolean;
+  /** The kernel facts from hello. */
+  kernel: JSONObject | null;
+  /** The protocol version the kernel announced in hello. */
+  kernelProtocol: number | null;
+  /** Set when the kernel speaks a newer protocol: the text to show the user. */
+  protocolMismatch: string | null;
+  /** How many malformed messages were ignored. */
+  ignored: number;
+  /** How many times the kernel restarted while followed. */
+  restarts: number;
+}
+
+export interface State {
+  /** Runs by id. */
+  runs: Readonly<{ [id: string]: RunState }>;
+  /** Run ids in start order (order of first appearance). */
+  order: readonly string[];
+  connection: ConnectionState;
+}
+
+export type Action =
+  /** A validated kernel → panel message. */
+  | { type: 'message'; message: KernelToPanelMessage }
+  /** A message from a newer protocol major version arrived. */
+  | { type: 'protocol.mismatch'; version: number; reason: string }
+  /** A malformed message was ignored. */
+  | { type: 'malformed'; reason: string }
+  /** The kernel restarted (or died): running runs are interrupted. */
+  | { type: 'kernel.restarted' }
+  /** The comm closed (kernel side closed it, or the kernel went away). */
+  | { type: 'comm.closed' }
+  /**
+   * The panel re-attached to a comm the kernel had opened before this page loaded (page
+   * reload): no hello will come on it, but the connection is live.
+   */
+  | { type: 'comm.reattached' }
+  /** The panel sent a cancel request for `run`. */
+  | { type: 'cancel.requested'; run: string; id: string }
+  /** The cancel request could not be sent or will never be answered. */
+  | { type: 'cancel.failed'; run: string; id: string; error: string };
+
+export function initialState(): State {
+  return {
+    runs: {},
+    order: [],
+    connection: {
+      connected: false,
+      kernel: null,
+      kernelProtocol: null,
+      protocolMismatch: null,
+      ignored: 0,
+      restarts: 0
+    }
+  };
+}
+
+export function newRun(id: string): RunState {
+  return {
+    id,
+    kind: 'unknown',
+    model: null,
+    config: {},
+    t0: null,
+    status: 'running',
+    placeholder: true,
+    tokens: [],
+    text: '',
+    nextIndex: 0,
+    dups: 0,
+    gaps: 0,
+    metrics: null,
+    error: null,
+    steps: [],
+    evals: [],
+    checkpoints: [],
+    cancel: null
+  };
+}
+
+/** Runs in start order. */
+export function runList(state: State): RunState[] {
+  return state.order.map(id => state.runs[id]);
+}
+
+function withRun(state: State, id: string, update: (run: RunState) => RunState): State {
+  const existing = state.runs[id];
+  const run = update(existing ?? newRun(id));
+  if (run === existing) {
+    return state;
+  }
+  return {
+    ...state,
+    runs: { ...state.runs, [id]: run },
+    order: existing ? state.order : [...state.order, id]
+  };
+}
+
+function appendTokens(run: RunState, msg: TokensMessage): RunState {
+  if (msg.items.length === 0) {
+    return run;
+  }
+  let next = run.nextIndex;
+  let dups = run.dups;
+  let gaps = run.gaps;
+  const added: TokenItem[] = [];
+  let text = '';
+  for (const item of msg.items) {
+    if (item.i < next) {
+      dups++;
+      continue;
+    }
+    if (item.i > next) {
+      gaps++;
+    }
+    added.push({ i: item.i, id: item.id, text: item.text, ms: item.ms });
+    text += item.text;
+    next = item.i + 1;
+  }
+  if (added.length === 0) {
+    return { ...run, dups };
+  }
+  return {
+    ...run,
+    tokens: run.tokens.concat(added),
+    text: run.text + text,
+    nextIndex: next,
+    dups,
+    gaps
+  };
+}
+
+function startRun(run: RunState, msg: RunStartMessage): RunState {
+  if (!run.placeholder) {
+    // A repeated run.start (same message delivered twice) changes nothing.
+    return run;
+  }
+  return {
+    ...run,
+    placeholder: false,
+    kind: msg.kind,
+    model: msg.model,
+    config: msg.config,
+    t0: msg.t0
+  };
+}
+
+function endRun(run: RunState, msg: RunEndMessage): RunState {
+  return { ...run, status: msg.status, metrics: msg.metrics, error: msg.error };
+}
+
+function applyAck(state: State, msg: AckMessage): State {
+  const matches = (r: RunState | undefined): r is RunState =>
+    r !== undefined && r.cancel !== null && r.cancel.id === msg.id;
+  let target: RunState | undefined = msg.run !== null ? state.runs[msg.run] : undefined;
+  if (!matches(target)) {
+    target = state.order.map(id => state.runs[id]).find(matches);
+  }
+  if (!matches(target) || target.cancel === null) {
+    return state; // an ack for a request this panel does not know: nothing to update
+  }
+  const cancel: CancelState = {
+    id: msg.id,
+    state: msg.ok ? 'acknowledged' : 'refused',
+    error: msg.error
+  };
+  return withRun(state, target.id, run => ({ ...run, cancel }));
+}
+
+function applyMessage(state: State, msg: KernelToPanelMessage): State {
+  switch (msg.type) {
+    case 'hello':
+      return {
+        ...state,
+        connection: {
+          ...state.connection,
+          connected: true,
+          kernel: msg.kernel,
+          kernelProtocol: msg.version,
+          protocolMismatch: null
+        }
+      };
+    case 'run.start':
+      return withRun(state, msg.run, run => startRun(run, msg));
+    case 'tokens':
+      return withRun(state, msg.run, run => appendTokens(run, msg));
+    case 'run.end':
+      return withRun(state, msg.run, run => endRun(run, msg));
+    case 'train.step': {
+      const step: TrainStep = { step: msg.step, loss: msg.loss, lr: msg.lr, tok_s: msg.tok_s };
+      return withRun(state, msg.run, run => ({ ...run, steps: [...run.steps, step] }));
+    }
+    case 'train.eval': {
+      const ev: TrainEval = {
+        step: msg.step,
+        val_loss: msg.val_loss,
+        ppl: msg.ppl,
+        metrics: msg.metrics
+      };
+      return withRun(state, msg.run, run => ({ ...run, evals: [...run.evals, ev] }));
+    }
+    case 'checkpoint': {
+      const ck: CheckpointInfo = { step: msg.step, path: msg.path };
+      return withRun(state, msg.run, run => ({ ...run, checkpoints: [...run.checkpoints, ck] }));
+    }
+    case 'ack':
+      return applyAck(state, msg);
+  }
+}
+
+function interruptAll(state: State, failCancels: string): State {
+  let runs: { [id: string]: RunState } | null = null;
+  for (const id of state.order) {
+    const run = state.runs[id];
+    const running = run.status === 'running';
+    const pending = run.cancel !== null && run.cancel.state === 'pending';
+    if (!running && !pending) {
+      continue;
+    }
+    runs = runs ?? { ...state.runs };
+    runs[id] = {
+      ...run,
+      status: running ? 'interrupted' : run.status,
+      cancel:
+        pending && run.cancel !== null
+          ? { ...run.cancel, state: 'failed', error: failCancels }
+          : run.cancel
+    };
+  }
+  return runs === null ? state : { ...state, runs };
+}
+
+/** The reducer. Pure: never mutates `state`, returns `state` itself when nothing changed. */
+export function reduce(state: State, action: Action): State {
+  switch (action.type) {
+    case 'message':
+      return applyMessage(state, action.message);
+    case 'protocol.mismatch':
+      return {
+        ...state,
+        connection: { ...state.connection, protocolMismatch: action.reason }
+      };
+    case 'malformed':
+      return {
+        ...state,
+        connection: { ...state.connection, ignored: state.connection.ignored + 1 }
+      };
+    case 'kernel.restarted': {
+      const next = interruptAll(state, 'the kernel restarted');
+      return {
+        ...next,
+        connection: {
+          ...next.connection,
+          connected: false,
+          kernel: null,
+          kernelProtocol: null,
+          protocolMismatch: null,
+          restarts: next.connection.restarts + 1
+        }
+      };
+    }
+    case 'comm.closed': {
+      // Runs may still end later on a new comm, so they stay as they are; only requests that
+      // can no longer be answered fail.
+      let next = state;
+      for (const id of state.order) {
+        const c = state.runs[id].cancel;
+        if (c !== null && c.state === 'pending') {
+          next = withRun(next, id, run => ({
+            ...run,
+            cancel: { ...c, state: 'failed', error: 'the comm closed' }
+          }));
+        }
+      }
+      return { ...next, connection: { ...next.connection, connected: false } };
+    }
+    case 'comm.reattached':
+      return state.connection.connected
+        ? state
+        : { ...state, connection: { ...state.connection, connected: true } };
+    case 'cancel.requested':
+      return withRun(state, action.run, run => ({
+        ...run,
+        cancel: { id: action.id, state: 'pending', error: null }
+      }));
+    case 'cancel.failed':
+      return withRun(state, action.run, run =>
+        run.cancel !== null && run.cancel.id === action.id
+          ? { ...run, cancel: { ...run.cancel, state: 'failed', error: action.error } }
+          : run
+      );
+  }
+}
+
+/** Reduce a sequence of actions (handy for tests and replays). */
+export function reduceAll(state: State, actions: Iterable<Action>): State {
+  let s = state;
+  for (const a of actions) {
+    s = reduce(s, a);
+  }
+  return s;
+}
+
+export type Listener = (state: State, previous: State) => void;
+
+/** A minimal observable holder of `State` (one per kernel connection). Still DOM-free. */
+export class Store {
+  constructor(state: State = initialState()) {
+    this._state = state;
+  }
+
+  get state(): State {
+    return this._state;
+  }
+
+  dispatch(action: Action): void {
+    const previous = this._state;
+    const next = reduce(previous, action);
+    if (next === previous) {
+      return;
+    }
+    this._state = next;
+    for (const listener of Array.from(this._listeners)) {
+      try {
+        listener(next, previous);
+      } catch (e) {
+        console.error('[aigc-lab] store listener failed', e);
+      }
+    }
+  }
+
+  /** Subscribe to changes; returns the unsubscribe function. */
+  subscribe(listener: Listener): () => void {
+    this._listeners.add(listener);
+    return () => {
+      this._listeners.delete(listener);
+    };
+  }
+
+  private _state: State;
+  private _listeners = new Set<Listener>();
+}

@@ -1,0 +1,92 @@
+/**
+ * Pure formatting helpers for the panel (no DOM; unit-tested).
+ */
+
+import { RunState } from '../store';
+
+export function formatParams(n: number): string {
+  if (n >= 1e9) {
+    return `${(n / 1e9).toFixed(1)}B`;
+  }
+  if (n >= 1e6) {
+    return `${(n / 1e6).toFixed(1)}M`;
+  }
+  if (n >= 1e3) {
+    return `${(n / 1e3).toFixed(1)}K`;
+  }
+  return String(n);
+}
+
+export function formatMs(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) {
+    return '–';
+  }
+  if (ms >= 10000) {
+    return `${(ms / 1000).toFixed(1)} s`;
+  }
+  if (ms >= 100) {
+    return `${Math.round(ms)} ms`;
+  }
+  return `${ms.toFixed(1)} ms`;
+}
+
+export function formatRate(tokS: number | null | undefined): string {
+  if (tokS === null || tokS === undefined || !Number.isFinite(tokS)) {
+    return '–';
+  }
+  return tokS >= 100 ? `${Math.round(tokS)} tok/s` : `${tokS.toFixed(1)} tok/s`;
+}
+
+/**
+ * Tokens per second: the kernel's figure once the run ended, else a live estimate from the
+ * token timestamps (decode rate after the first token).
+ */
+export function tokensPerSecond(run: RunState): number | null {
+  if (run.metrics !== null && run.metrics.tok_s !== null) {
+    return run.metrics.tok_s;
+  }
+  const n = run.tokens.length;
+  if (n < 2) {
+    return null;
+  }
+  const span = run.tokens[n - 1].ms - run.tokens[0].ms;
+  return span > 0 ? ((n - 1) * 1000) / span : null;
+}
+
+/** Time to first token: the kernel's figure once ended, else the first token's timestamp. */
+export function timeToFirstToken(run: RunState): number | null {
+  if (run.metrics !== null && run.metrics.ttft_ms !== null) {
+    return run.metrics.ttft_ms;
+  }
+  return run.tokens.length > 0 ? run.tokens[0].ms : null;
+}
+
+export function modelLabel(run: RunState): string {
+  const m = run.model;
+  if (m === null) {
+    return '(model unknown)';
+  }
+  const parts = [m.name, formatParams(m.params), m.dtype];
+  if (m.quant !== null) {
+    parts.push(m.quant);
+  }
+  parts.push(m.device);
+  return parts.join(' · ');
+}
+
+export function cancelLabel(run: RunState): string {
+  const c = run.cancel;
+  if (c === null) {
+    return 'Cancel';
+  }
+  switch (c.state) {
+    case 'pending':
+      return 'cancelling…';
+    case 'acknowledged':
+      return 'cancel acknowledged';
+    case 'refused':
+      return `cancel refused${c.error ? `: ${c.error}` : ''}`;
+    case 'failed':
+      return `cancel failed${c.error ? `: ${c.error}` : ''}`;
+  }
+}

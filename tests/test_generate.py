@@ -1,0 +1,139 @@
+"""The streaming engine: parity with HF greedy decoding, exact detokenization, cancel, errors, events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+import aigc_lab as al
+from aigc_lab.bus import EventBus, Recorder
+from aigc_lab.errors import GenerationConfigError
+
+
+def _hf_greedy(handle, prompt, n):
+    ids = handle.tokenizer(prompt, return_tensors="pt").input_ids
+    out = handle.model.generate(ids, max_new_tokens=n, do_sample=False, attention_mask=torch.ones_like(ids),
+                                pad_token_id=handle.tokenizer.eos_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
+def test_greedy_matches_transformers_generate(request, fixture):
+    handle = request.getfixturevalue(fixture)
+    stream = al.generate(handle, "Once upon a time", max_new_tokens=24)
+    ours = [t.id for t in stream.tokens] if stream.wait() else []
+    ref = _hf_greedy(handle, "Once upon a time", 24)
+    assert ours == ref[: len(ours)] and len(ours) in (24, len(ref))
+
+
+def test_pieces_concatenate_to_the_full_decode_even_with_multibyte_text(llama_tiny):
+    stream = al.generate(llama_tiny, "naïve café ✓ 日本", max_new_tokens=48, temperature=1.5, seed=1)
+    pieces = [t.text for t in stream]
+    ids = [t.id for t in stream.tokens if t.id is not None]
+    assert "".join(pieces) == llama_tiny.tokenizer.decode(ids)
+    assert "\ufffd" not in "".join(pieces[:-1]) or "\ufffd" in llama_tiny.tokenizer.decode(ids)
+
+
+def test_sampling_with_a_seed_is_reproducible(gpt_tiny):
+    kw = dict(max_new_tokens=20, temperature=0.9, top_k=50, top_p=0.9, repetition_penalty=1.2, seed=7)
+    assert al.generate(gpt_tiny, "The", **kw).text == al.generate(gpt_tiny, "The", **kw).text
+
+
+def test_events_cover_the_run_and_metrics_are_consistent(gpt_tiny):
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    stream = al.generate(gpt_tiny, "Hello", max_new_tokens=16, event_bus=bus)
+    seen = [t.ms for t in stream]
+    record = rec[stream.run]
+    assert record.start.model.name == "starter:gpt-tiny" and record.end.status == "ok"
+    assert [t.i for t in record.tokens] == list(range(16)) and record.text == stream.text
+    m = stream.metrics
+    assert m.tokens == 16 and m.ttft_ms == pytest.approx(seen[0]) and seen == sorted(seen)
+    assert m.itl_p50_ms <= m.itl_p95_ms and m.tok_s > 0 and m.peak_mem_mb > 0
+
+
+def test_background_run_cancels_within_100ms_and_ends_cancelled(gpt_tiny):
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=100_000, background=True, event_bus=bus)
+    while len(stream.tokens) < 5:
+        time.sleep(0.005)
+    t = time.perf_counter()
+    assert al.runs.cancel(stream.run)  # the path the panel's cancel takes
+    stream.wait(timeout=5)
+    elapsed_ms = (time.perf_counter() - t) * 1000
+    assert stream.status == "cancelled" and rec[stream.run].end.status == "cancelled"
+    assert elapsed_ms < 100, f"cancel took {elapsed_ms:.0f} ms"
+    assert stream.run not in al.runs.live()
+
+
+def test_background_iteration_follows_the_worker(gpt_tiny):
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=30, background=True)
+    assert [t.i for t in stream] == list(range(30)) and stream.done
+
+
+class _Exploding(torch.nn.Module):
+    """Wraps a model and raises on the n-th forward call, to test failure mid-stream."""
+
+    def __init__(self, inner, fail_at):
+        super().__init__()
+        self.inner, self.fail_at, self.calls = inner, fail_at, 0
+        self.config = inner.config
+
+    def forward(self, **kw):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("device fell over")
+        return self.inner(**kw)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_error_mid_stream_reaches_the_consumer_and_ends_the_run(gpt_tiny, background):
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    broken = al.models.ModelHandle(_Exploding(gpt_tiny.model, fail_at=4), gpt_tiny.tokenizer, "broken", "causal")
+    stream = al.generate(broken, "x", max_new_tokens=50, background=background, event_bus=bus)
+    got = []
+    with pytest.raises(RuntimeError, match="device fell over"):
+        for tok in stream:
+            got.append(tok)
+    assert len(got) == 3 and stream.status == "error"
+    end = rec[stream.run].end
+    assert end.status == "error" and "device fell over" in end.error
+
+
+def test_keyboard_interrupt_ends_the_run_as_cancelled(gpt_tiny):
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=50, event_bus=bus)
+    with pytest.raises(KeyboardInterrupt):
+        for tok in stream:
+            if tok.i == 2:
+                raise KeyboardInterrupt  # what a kernel interrupt does inside the cell's loop
+    # the consumer's interrupt closes the generator on garbage collection; ensure the end event came
+    stream._steps.close()
+    assert rec[stream.run].end.status == "cancelled"
+
+
+def test_cancel_from_another_thread_in_calling_thread_mode(gpt_tiny):
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=100_000)
+    threading.Timer(0.2, stream.cancel).start()
+    stream.wait()
+    assert stream.status == "cancelled" and 0 < len(stream.tokens) < 100_000
+
+
+@pytest.mark.parametrize("bad", [dict(max_new_tokens=0), dict(temperature=-1), dict(top_p=0), dict(top_k=-2),
+                                 dict(nonsense=1)])
+def test_bad_parameters_raise_one_clear_error(gpt_tiny, bad):
+    with pytest.raises(GenerationConfigError):
+        al.generate(gpt_tiny, "x", **bad)
+
+
+def test_saved_output_has_a_static_summary(gpt_tiny):
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=5)
+    stream.wait()
+    html = stream._repr_html_()
+    assert "starter:gpt-tiny" in html and "5 tokens" in html and "TTFT" in html

@@ -1,0 +1,95 @@
+"""Integration: a real IPython kernel opens the ``aigc_lab`` comm, streams batched tokens, answers cancel."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client", reason="jupyter_client is installed with jupyterlab")
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3")
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _run(kc, code, timeout=60):
+    """Execute ``code``; return every iopub message of that execution (until idle)."""
+    msg_id = kc.execute(code)
+    out, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        out.append(msg)
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            errors = [m["content"] for m in out if m["msg_type"] == "error"]
+            assert not errors, errors
+            return out
+    raise TimeoutError(code)
+
+
+def _drain(kc, seconds=0.5):
+    out, deadline = [], time.time() + seconds
+    while time.time() < deadline:
+        try:
+            out.append(kc.get_iopub_msg(timeout=0.1))
+        except queue.Empty:
+            pass
+    return out
+
+
+def test_import_opens_the_comm_with_hello_then_streams_batched_tokens(kernel):
+    msgs = _run(kernel, "import aigc_lab")
+    opens = [m for m in msgs if m["msg_type"] == "comm_open"]
+    assert len(opens) == 1 and opens[0]["content"]["target_name"] == "aigc_lab"
+    hello = opens[0]["content"]["data"]
+    assert hello["type"] == "hello" and hello["version"] == 1 and hello["kernel"]["language"] == "python"
+    comm_id = opens[0]["content"]["comm_id"]
+
+    code = (
+        "import time\n"
+        "from aigc_lab import bus, events\n"
+        "m = events.ModelInfo(name='fake', params=1, dtype='float32', quant=None, device='cpu')\n"
+        "bus.publish(events.RunStart(run='fast', kind='generate', model=m, config={}, t0=time.time()*1000))\n"
+        "for i in range(2000):\n"
+        "    bus.publish(events.Token(run='fast', i=i, id=i, text=f'<{i}>', ms=float(i)))\n"
+        "bus.publish(events.RunEnd(run='fast', status='ok', metrics=events.RunMetrics(tokens=2000)))\n"
+    )
+    msgs = _run(kernel, code) + _drain(kernel)
+    data = [m["content"]["data"] for m in msgs if m["msg_type"] == "comm_msg"
+            and m["content"]["comm_id"] == comm_id]
+    token_msgs = [d for d in data if d["type"] == "tokens" and d["run"] == "fast"]
+    items = [it for d in token_msgs for it in d["items"]]
+    assert [it["i"] for it in items] == list(range(2000))
+    assert "".join(it["text"] for it in items) == "".join(f"<{i}>" for i in range(2000))
+    assert len(token_msgs) < 100, f"{len(token_msgs)} comm messages for 2000 tokens"
+    kinds = [d["type"] for d in data if d.get("run") == "fast"]
+    assert kinds[0] == "run.start" and kinds[-1] == "run.end"
+
+
+def test_cancel_from_the_panel_is_acknowledged(kernel):
+    msgs = _run(kernel, "import aigc_lab\nflag = aigc_lab.runs.register('live-run')")
+    comm_id = _run(kernel, "from aigc_lab.jupyter import comm_bridge\nprint(comm_bridge._comm.comm_id)")
+    comm_id = next(m["content"]["text"].strip() for m in comm_id if m["msg_type"] == "stream")
+    del msgs
+    request = {"v": 1, "type": "cancel", "run": "live-run", "id": "req-42"}
+    kernel.shell_channel.send(kernel.session.msg("comm_msg", {"comm_id": comm_id, "data": request}))
+    acks = []
+    deadline = time.time() + 10
+    while not acks and time.time() < deadline:
+        for m in _drain(kernel, 0.3):
+            if m["msg_type"] == "comm_msg" and m["content"]["data"].get("type") == "ack":
+                acks.append(m["content"]["data"])
+    assert acks and acks[0]["id"] == "req-42" and acks[0]["ok"] is True
+    out = _run(kernel, "print(flag.is_set())")
+    assert any(m["msg_type"] == "stream" and m["content"]["text"].strip() == "True" for m in out)
