@@ -212,7 +212,10 @@ function show(x: unknown): string {
     return 'undefined';
   }
   try {
-    const s = JSON.stringify(x);
+    const s: unknown = JSON.stringify(x);
+    if (typeof s !== 'string') {
+      return String(x);
+    }
     return s.length > 60 ? s.slice(0, 57) + '...' : s;
   } catch {
     return String(x);

@@ -12,10 +12,10 @@ skips.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -298,11 +298,11 @@ class Lab:
     """A JupyterLab page plus the server behind it."""
 
     page: Any
-    server: LabServer
-    console: list[tuple[str, str]] = field(default_factory=list)
+    server: LabServer = field(repr=False)
+    console: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     # -- notebooks and kernels ---------------------------------------------------------------
-    def open_notebook(self, name: str | None = None) -> "Notebook":
+    def open_notebook(self, name: str | None = None) -> Notebook:
         name = name or f"nb-{uuid.uuid4().hex[:8]}.ipynb"
         path = self.server.write_notebook(name)
         self.page.evaluate(_JS_INSTALL)
@@ -382,7 +382,7 @@ class Lab:
 
 @dataclass
 class Notebook:
-    lab: Lab
+    lab: Lab = field(repr=False)
     path: str
     widget_id: str
 
@@ -434,6 +434,7 @@ class Notebook:
         )
 
 
+@functools.lru_cache(maxsize=1)
 def _labextension_list() -> str:
     try:
         return subprocess.run(

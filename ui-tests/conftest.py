@@ -14,10 +14,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under --import-mode=importlib
 from aigc_ui_harness import (
-    ARTIFACTS, STEP_TIMEOUT, BrowserStartError, Lab, ServerStartError, _JS_INSTALL, launch_browser,
-    start_server, stop_server,
+    _JS_INSTALL,
+    ARTIFACTS,
+    STEP_TIMEOUT,
+    BrowserStartError,
+    Lab,
+    ServerStartError,
+    launch_browser,
+    start_server,
+    stop_server,
 )  # noqa: E402
-
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures

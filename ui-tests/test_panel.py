@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 from aigc_ui_harness import (
-    ARTIFACTS, KERNEL_TIMEOUT, STEP_TIMEOUT, BrowserStartError, Lab, Notebook, launch_browser,
+    ARTIFACTS,
+    STEP_TIMEOUT,
+    BrowserStartError,
+    Lab,
+    Notebook,
+    launch_browser,
 )
 
 DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "panel.png"
@@ -204,7 +209,11 @@ def test_cancel_from_panel(lab, starter):
             arg=sel, timeout=STEP_TIMEOUT * 1000,
         )
         button = lab.run_el(run).locator("button.aigc-cancel")
-        button.click(timeout=STEP_TIMEOUT * 1000)
+        try:  # a real mouse click: Playwright waits until the button is visible, enabled, stable
+            button.click(timeout=STEP_TIMEOUT * 1000)
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"could not click the cancel button of running run {run} like a user would "
+                        f"(is it re-created on every token batch?): {str(exc).splitlines()[0]}")
         attrs = lab.wait_run(run, "cancelled")
         assert int(attrs["data-token-count"]) < 100000, attrs
         assert attrs["data-dups"] == "0" and attrs["data-gaps"] == "0", attrs

@@ -1,0 +1,30 @@
+/**
+ * The shared protocol fixtures (tests/fixtures/protocol/{valid,invalid}/*.json), read from disk at
+ * test time so new fixtures are picked up without touching the tests.
+ */
+
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const FIXTURE_ROOT = resolve(__dirname, '..', '..', 'tests', 'fixtures', 'protocol');
+
+export interface Fixture {
+  name: string;
+  data: unknown;
+}
+
+export function loadFixtures(kind: 'valid' | 'invalid'): Fixture[] {
+  const dir = join(FIXTURE_ROOT, kind);
+  return readdirSync(dir)
+    .filter(f => f.endsWith('.json'))
+    .sort()
+    .map(name => ({ name, data: JSON.parse(readFileSync(join(dir, name), 'utf8')) as unknown }));
+}
+
+export function fixture(kind: 'valid' | 'invalid', name: string): unknown {
+  const found = loadFixtures(kind).find(f => f.name === name);
+  if (found === undefined) {
+    throw new Error(`no fixture ${kind}/${name}`);
+  }
+  return found.data;
+}

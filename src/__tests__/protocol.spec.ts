@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+
+import { PROTOCOL_VERSION, cancelMessage, parseMessage } from '../protocol';
+import { fixture, loadFixtures } from './fixtures';
+
+const valid = loadFixtures('valid');
+const invalid = loadFixtures('invalid');
+
+describe('shared protocol fixtures', () => {
+  it('finds fixtures in both folders', () => {
+    expect(valid.length).toBeGreaterThanOrEqual(10);
+    expect(invalid.length).toBeGreaterThanOrEqual(8);
+  });
+
+  it.each(valid.map(f => [f.name, f.data] as const))('accepts valid/%s', (_name, data) => {
+    const result = parseMessage(data);
+    if (!result.ok) {
+      throw new Error(`rejected: ${result.reason}`);
+    }
+    expect(result.message).toEqual(data);
+  });
+
+  it.each(invalid.map(f => [f.name, f.data] as const))('rejects invalid/%s', (_name, data) => {
+    const result = parseMessage(data);
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      expect(result.reason).toMatch(/\S/);
+    }
+  });
+});
+
+describe('parseMessage', () => {
+  it('speaks version 1', () => {
+    expect(PROTOCOL_VERSION).toBe(1);
+  });
+
+  it('flags a newer major version distinctly, whatever the message holds', () => {
+    const result = parseMessage(fixture('invalid', 'newer_major_version.json'));
+    expect(result).toMatchObject({ ok: false, kind: 'newer-version', version: 2 });
+    if (!result.ok) {
+      expect(result.reason).toContain('protocol v2');
+      expect(result.reason).toContain('update the aigc-lab extension');
+    }
+    expect(parseMessage({ v: 7, type: 'teleport' })).toMatchObject({
+      ok: false,
+      kind: 'newer-version',
+      version: 7
+    });
+  });
+
+  it('flags a hello announcing a newer version as a mismatch', () => {
+    const hello = { ...(fixture('valid', 'hello.json') as object), version: 3 };
+    expect(parseMessage(hello)).toMatchObject({ ok: false, kind: 'newer-version', version: 3 });
+  });
+
+  it('reports ordinary problems as invalid with a reason naming the field', () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [null, /JSON object/],
+      ['hello', /JSON object/],
+      [[1, 2, 3], /got array/],
+      [{ type: 'tokens', run: 'r', items: [] }, /'v'/],
+      [{ v: '1', type: 'tokens', run: 'r', items: [] }, /'v'/],
+      [{ v: 1.5, type: 'tokens', run: 'r', items: [] }, /'v'/],
+      [{ v: 0, type: 'tokens', run: 'r', items: [] }, /does not exist/],
+      [{ v: 1, type: 'exec', run: null }, /unknown message type/],
+      [{ v: 1, type: 'tokens', items: [] }, /'run'/],
+      [{ v: 1, type: 'tokens', run: null, items: [] }, /'run'/],
+      [{ v: 1, type: 'hello', run: 'x', version: 1, kernel: {} }, /'run'/],
+      [{ v: 1, type: 'tokens', run: 'r', items: {} }, /'items'/],
+      [{ v: 1, type: 'tokens', run: 'r', items: [5] }, /items\[0\] must be an object/],
+      [
+        { v: 1, type: 'tokens', run: 'r', items: [{ i: 0, id: 1.5, text: 'a', ms: 1 }] },
+        /items\[0\]: field 'id'/
+      ],
+      [
+        { v: 1, type: 'tokens', run: 'r', items: [{ i: 0, id: null, text: 'a', ms: null }] },
+        /field 'ms'/
+      ],
+      [{ v: 1, type: 'ack', run: null, id: 'x', ok: 'yes', error: null }, /field 'ok'/],
+      [{ v: 1, type: 'checkpoint', run: 'r', step: 1 }, /missing field 'path'/],
+      [
+        { v: 1, type: 'train.eval', run: 'r', step: 1, val_loss: 1, ppl: null, metrics: { a: 'x' } },
+        /metrics\['a'\]/
+      ]
+    ];
+    for (const [data, reason] of cases) {
+      const result = parseMessage(data);
+      expect(result, JSON.stringify(data)).toMatchObject({ ok: false, kind: 'invalid' });
+      if (!result.ok) {
+        expect(result.reason, JSON.stringify(data)).toMatch(reason);
+      }
+    }
+  });
+
+  it('checks nested model and metrics objects', () => {
+    const start = fixture('valid', 'run_start_generate.json') as { model: object };
+    expect(parseMessage({ ...start, model: { ...start.model, params: '5M' } })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('run.start.model')
+    });
+    const end = fixture('valid', 'run_end_ok.json') as { metrics: object };
+    expect(parseMessage({ ...end, metrics: { ...end.metrics, tokens: 1.5 } })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('run.end.metrics')
+    });
+    expect(parseMessage({ ...end, metrics: { ...end.metrics, tok_s: undefined } }).ok).toBe(false);
+  });
+
+  it('carries extra fields of the same major version along (forward compatible)', () => {
+    const msg = { ...(fixture('valid', 'checkpoint.json') as object), bytes: 1234 };
+    expect(parseMessage(msg).ok).toBe(true);
+  });
+
+  it('builds cancel requests that it would itself accept', () => {
+    const msg = cancelMessage('gen-1', 'req-1');
+    expect(msg).toEqual({ v: 1, type: 'cancel', run: 'gen-1', id: 'req-1' });
+    expect(parseMessage(msg)).toEqual({ ok: true, message: msg });
+  });
+
+  it('never throws, even on hostile input', () => {
+    const cyclic: { [k: string]: unknown } = { v: 1, type: 'checkpoint', run: 'r', step: 'x' };
+    cyclic['path'] = cyclic;
+    for (const data of [undefined, 0, true, Symbol('x'), () => 1, cyclic, Object.create(null)]) {
+      expect(() => parseMessage(data)).not.toThrow();
+      expect(parseMessage(data).ok).toBe(false);
+    }
+  });
+});

@@ -1,0 +1,343 @@
+import { describe, expect, it } from 'vitest';
+
+import {
+  KernelToPanelMessage,
+  TokenItem,
+  TokensMessage,
+  parseMessage
+} from '../protocol';
+import { Action, State, Store, initialState, reduce, reduceAll, runList } from '../store';
+import { fixture } from './fixtures';
+
+/** A valid kernel → panel fixture, as a store action. */
+function fx(name: string): Action {
+  const result = parseMessage(fixture('valid', name));
+  if (!result.ok || result.message.type === 'cancel') {
+    throw new Error(`fixture ${name} is not a kernel → panel message`);
+  }
+  return { type: 'message', message: result.message };
+}
+
+function msg(message: KernelToPanelMessage): Action {
+  return { type: 'message', message };
+}
+
+function tokens(run: string, from: number, count: number, text = (i: number) => `t${i} `): Action {
+  const items: TokenItem[] = [];
+  for (let i = from; i < from + count; i++) {
+    items.push({ i, id: i, text: text(i), ms: i * 2.5 });
+  }
+  const m: TokensMessage = { v: 1, type: 'tokens', run, items };
+  return msg(m);
+}
+
+function deepFreeze<T>(x: T): T {
+  if (typeof x === 'object' && x !== null && !Object.isFrozen(x)) {
+    Object.freeze(x);
+    for (const v of Object.values(x)) {
+      deepFreeze(v);
+    }
+  }
+  return x;
+}
+
+describe('run lifecycle over the fixtures', () => {
+  it('hello connects', () => {
+    const s = reduce(initialState(), fx('hello.json'));
+    expect(s.connection.connected).toBe(true);
+    expect(s.connection.kernel).toMatchObject({ language: 'python', pid: 4242 });
+    expect(s.connection.kernelProtocol).toBe(1);
+  });
+
+  it('generate: start, tokens, end ok', () => {
+    const s = reduceAll(initialState(), [
+      fx('hello.json'),
+      fx('run_start_generate.json'),
+      fx('tokens.json'),
+      fx('run_end_ok.json')
+    ]);
+    expect(s.order).toEqual(['gen-7f3a']);
+    const run = s.runs['gen-7f3a'];
+    expect(run.kind).toBe('generate');
+    expect(run.placeholder).toBe(false);
+    expect(run.model?.name).toBe('starter:gpt-tiny');
+    expect(run.config).toEqual({ max_new_tokens: 64, temperature: 0.8, top_k: 50 });
+    expect(run.t0).toBe(1795460400123.5);
+    expect(run.status).toBe('ok');
+    expect(run.tokens.map(t => t.i)).toEqual([0, 1, 2]);
+    expect(run.text).toBe('Once upon a ✓');
+    expect(run.metrics?.tok_s).toBe(180.2);
+    expect(run.error).toBeNull();
+    expect([run.dups, run.gaps]).toEqual([0, 0]);
+  });
+
+  it('end cancelled and end error', () => {
+    const base = reduceAll(initialState(), [fx('run_start_generate.json'), fx('tokens.json')]);
+    expect(reduce(base, fx('run_end_cancelled.json')).runs['gen-7f3a'].status).toBe('cancelled');
+    const err = reduce(base, fx('run_end_error.json')).runs['gen-7f3a'];
+    expect(err.status).toBe('error');
+    expect(err.error).toMatch(/^ModelLoadError/);
+  });
+
+  it('train: steps, evals, checkpoints in order', () => {
+    const s = reduceAll(initialState(), [
+      fx('run_start_generate.json'),
+      fx('run_start_train.json'),
+      fx('train_step.json'),
+      fx('train_eval.json'),
+      fx('checkpoint.json')
+    ]);
+    expect(s.order).toEqual(['gen-7f3a', 'train-01']);
+    const run = s.runs['train-01'];
+    expect(run.kind).toBe('train');
+    expect(run.model?.quant).toBe('int8');
+    expect(run.steps).toEqual([{ step: 10, loss: 3.25, lr: 0.0002, tok_s: 5120 }]);
+    expect(run.evals).toEqual([{ step: 50, val_loss: 2.9, ppl: 18.17, metrics: { accuracy: 0.42 } }]);
+    expect(run.checkpoints).toEqual([{ step: 50, path: 'runs/train-01/checkpoint-50' }]);
+    expect(run.status).toBe('running');
+    expect(runList(s).map(r => r.id)).toEqual(['gen-7f3a', 'train-01']);
+  });
+
+  it('a repeated run.start changes nothing', () => {
+    const s = reduceAll(initialState(), [fx('run_start_generate.json'), fx('tokens.json')]);
+    expect(reduce(s, fx('run_start_generate.json'))).toBe(s);
+  });
+});
+
+describe('token stream', () => {
+  it('2000 tokens in batches arrive complete, in order, without dups or gaps', () => {
+    let s = reduce(initialState(), fx('run_start_generate.json'));
+    const sizes = [1, 7, 64, 3, 512, 13, 100];
+    let i = 0;
+    let k = 0;
+    while (i < 2000) {
+      const n = Math.min(sizes[k++ % sizes.length], 2000 - i);
+      s = reduce(s, tokens('gen-7f3a', i, n));
+      i += n;
+    }
+    const run = s.runs['gen-7f3a'];
+    expect(run.tokens.length).toBe(2000);
+    expect(run.tokens.every((t, n) => t.i === n)).toBe(true);
+    expect(run.dups).toBe(0);
+    expect(run.gaps).toBe(0);
+    expect(run.nextIndex).toBe(2000);
+    let expected = '';
+    for (let n = 0; n < 2000; n++) {
+      expected += `t${n} `;
+    }
+    expect(run.text).toBe(expected);
+    expect(run.text).toBe(run.tokens.map(t => t.text).join(''));
+  });
+
+  it('preserves whitespace and unicode exactly', () => {
+    const pieces = ['  lead', '\n', '\t tab', ' ', '✓🙂', '\r\n', ''];
+    const s = reduce(
+      initialState(),
+      tokens('r', 0, pieces.length, i => pieces[i])
+    );
+    expect(s.runs['r'].text).toBe(pieces.join(''));
+  });
+
+  it('a duplicated batch is counted as dups and not appended', () => {
+    const once = reduceAll(initialState(), [fx('run_start_generate.json'), tokens('gen-7f3a', 0, 10)]);
+    const twice = reduce(once, tokens('gen-7f3a', 0, 10));
+    const run = twice.runs['gen-7f3a'];
+    expect(run.dups).toBe(10);
+    expect(run.gaps).toBe(0);
+    expect(run.tokens.length).toBe(10);
+    expect(run.text).toBe(once.runs['gen-7f3a'].text);
+    // A batch overlapping the end: old part dropped, new part appended.
+    const overlap = reduce(twice, tokens('gen-7f3a', 8, 5)).runs['gen-7f3a'];
+    expect(overlap.dups).toBe(12);
+    expect(overlap.tokens.map(t => t.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  });
+
+  it('a gap is counted and the later tokens are still appended', () => {
+    const s = reduceAll(initialState(), [
+      fx('run_start_generate.json'),
+      tokens('gen-7f3a', 0, 5),
+      tokens('gen-7f3a', 8, 2) // 5, 6, 7 were dropped
+    ]);
+    const run = s.runs['gen-7f3a'];
+    expect(run.gaps).toBe(1);
+    expect(run.dups).toBe(0);
+    expect(run.tokens.map(t => t.i)).toEqual([0, 1, 2, 3, 4, 8, 9]);
+    expect(run.nextIndex).toBe(10);
+    expect(run.text).toBe('t0 t1 t2 t3 t4 t8 t9 ');
+    // A late arrival of a dropped index is then below the expected index: a dup.
+    expect(reduce(s, tokens('gen-7f3a', 6, 1)).runs['gen-7f3a'].dups).toBe(1);
+  });
+
+  it('tokens for an unknown run create a placeholder run', () => {
+    const s = reduce(initialState(), fx('tokens.json'));
+    expect(s.order).toEqual(['gen-7f3a']);
+    const run = s.runs['gen-7f3a'];
+    expect(run.placeholder).toBe(true);
+    expect(run.kind).toBe('unknown');
+    expect(run.model).toBeNull();
+    expect(run.status).toBe('running');
+    expect(run.text).toBe('Once upon a ✓');
+    // run.start arriving late fills the placeholder in, keeping its tokens and position.
+    const filled = reduce(s, fx('run_start_generate.json')).runs['gen-7f3a'];
+    expect(filled.placeholder).toBe(false);
+    expect(filled.kind).toBe('generate');
+    expect(filled.tokens.length).toBe(3);
+  });
+
+  it('an empty batch changes nothing', () => {
+    const s = reduce(initialState(), fx('run_start_generate.json'));
+    expect(reduce(s, msg({ v: 1, type: 'tokens', run: 'gen-7f3a', items: [] }))).toBe(s);
+  });
+});
+
+describe('connection and restarts', () => {
+  it('kernel restart marks running runs interrupted and disconnects', () => {
+    const s = reduceAll(initialState(), [
+      fx('hello.json'),
+      fx('run_start_generate.json'),
+      fx('tokens.json'),
+      fx('run_start_train.json'),
+      fx('run_end_ok.json'), // gen-7f3a ends ok, train-01 still running
+      { type: 'cancel.requested', run: 'train-01', id: 'req-9' },
+      { type: 'kernel.restarted' }
+    ]);
+    expect(s.runs['gen-7f3a'].status).toBe('ok');
+    expect(s.runs['train-01'].status).toBe('interrupted');
+    expect(s.runs['train-01'].cancel).toMatchObject({ id: 'req-9', state: 'failed' });
+    expect(s.connection.connected).toBe(false);
+    expect(s.connection.kernel).toBeNull();
+    expect(s.connection.restarts).toBe(1);
+    // History survives the restart; a new hello reconnects.
+    expect(s.order).toEqual(['gen-7f3a', 'train-01']);
+    expect(reduce(s, fx('hello.json')).connection.connected).toBe(true);
+  });
+
+  it('protocol mismatch is recorded and cleared by a matching hello', () => {
+    const reason = 'The kernel speaks aigc-lab protocol v2';
+    const s = reduce(initialState(), { type: 'protocol.mismatch', version: 2, reason });
+    expect(s.connection.protocolMismatch).toBe(reason);
+    expect(s.connection.connected).toBe(false);
+    expect(reduce(s, fx('hello.json')).connection.protocolMismatch).toBeNull();
+  });
+
+  it('malformed messages are only counted', () => {
+    const s0 = reduce(initialState(), fx('run_start_generate.json'));
+    const s1 = reduce(s0, { type: 'malformed', reason: 'x' });
+    expect(s1.connection.ignored).toBe(1);
+    expect(s1.runs).toBe(s0.runs);
+  });
+
+  it('a closed comm disconnects and fails pending cancels but keeps runs running', () => {
+    const s = reduceAll(initialState(), [
+      fx('hello.json'),
+      fx('run_start_generate.json'),
+      { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-1' },
+      { type: 'comm.closed' }
+    ]);
+    expect(s.connection.connected).toBe(false);
+    expect(s.runs['gen-7f3a'].status).toBe('running');
+    expect(s.runs['gen-7f3a'].cancel?.state).toBe('failed');
+  });
+
+  it('re-attaching to an existing comm counts as connected', () => {
+    expect(reduce(initialState(), { type: 'comm.reattached' }).connection.connected).toBe(true);
+  });
+});
+
+describe('cancel requests', () => {
+  const started = reduceAll(initialState(), [fx('run_start_generate.json'), fx('tokens.json')]);
+
+  it('pending, then acknowledged by the matching ack', () => {
+    const pending = reduce(started, { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-3' });
+    expect(pending.runs['gen-7f3a'].cancel).toEqual({ id: 'req-3', state: 'pending', error: null });
+    const acked = reduce(pending, fx('ack.json'));
+    expect(acked.runs['gen-7f3a'].cancel).toEqual({ id: 'req-3', state: 'acknowledged', error: null });
+    const ended = reduce(acked, fx('run_end_cancelled.json'));
+    expect(ended.runs['gen-7f3a'].status).toBe('cancelled');
+  });
+
+  it('a refusing ack is recorded; an ack with another id is ignored', () => {
+    const pending = reduce(started, { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-3' });
+    const refused = reduce(
+      pending,
+      msg({ v: 1, type: 'ack', run: null, id: 'req-3', ok: false, error: 'not running' })
+    );
+    expect(refused.runs['gen-7f3a'].cancel).toEqual({
+      id: 'req-3',
+      state: 'refused',
+      error: 'not running'
+    });
+    const other = msg({ v: 1, type: 'ack', run: 'gen-7f3a', id: 'req-other', ok: true, error: null });
+    expect(reduce(pending, other)).toBe(pending);
+  });
+
+  it('a failed send is recorded', () => {
+    const s = reduceAll(started, [
+      { type: 'cancel.requested', run: 'gen-7f3a', id: 'r1' },
+      { type: 'cancel.failed', run: 'gen-7f3a', id: 'r1', error: 'no comm' }
+    ]);
+    expect(s.runs['gen-7f3a'].cancel).toEqual({ id: 'r1', state: 'failed', error: 'no comm' });
+  });
+});
+
+describe('purity and efficiency', () => {
+  it('never mutates its input state', () => {
+    let s: State = deepFreeze(initialState());
+    const actions: Action[] = [
+      fx('hello.json'),
+      fx('run_start_generate.json'),
+      fx('tokens.json'),
+      tokens('gen-7f3a', 3, 100),
+      tokens('gen-7f3a', 0, 2),
+      { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-3' },
+      fx('ack.json'),
+      fx('run_start_train.json'),
+      fx('train_step.json'),
+      fx('train_eval.json'),
+      fx('checkpoint.json'),
+      { type: 'protocol.mismatch', version: 2, reason: 'x' },
+      { type: 'malformed', reason: 'x' },
+      { type: 'comm.closed' },
+      { type: 'comm.reattached' },
+      { type: 'kernel.restarted' }
+    ];
+    for (const a of actions) {
+      s = deepFreeze(reduce(s, a)); // would throw on a write to a frozen object
+    }
+    expect(s.runs['gen-7f3a'].tokens.length).toBe(103);
+  });
+
+  it('keeps unchanged runs by identity', () => {
+    const s = reduceAll(initialState(), [fx('run_start_train.json'), fx('run_start_generate.json')]);
+    const t = reduce(s, fx('tokens.json'));
+    expect(t.runs['train-01']).toBe(s.runs['train-01']);
+    expect(t.runs['gen-7f3a']).not.toBe(s.runs['gen-7f3a']);
+  });
+
+  it('streams 20000 single-token batches quickly', () => {
+    let s = reduce(initialState(), fx('run_start_generate.json'));
+    const t0 = performance.now();
+    for (let i = 0; i < 20000; i++) {
+      s = reduce(s, tokens('gen-7f3a', i, 1));
+    }
+    const elapsed = performance.now() - t0;
+    expect(s.runs['gen-7f3a'].tokens.length).toBe(20000);
+    // Generous bound: catches accidental quadratic blow-ups, not machine speed.
+    expect(elapsed).toBeLessThan(5000);
+  });
+});
+
+describe('Store', () => {
+  it('notifies subscribers of changes only', () => {
+    const store = new Store();
+    const seen: number[] = [];
+    const off = store.subscribe(s => seen.push(s.order.length));
+    store.dispatch(fx('run_start_generate.json'));
+    store.dispatch(fx('run_start_generate.json')); // no change, no notification
+    store.dispatch(fx('run_start_train.json'));
+    off();
+    store.dispatch(fx('tokens.json'));
+    expect(seen).toEqual([1, 2]);
+    expect(store.state.runs['gen-7f3a'].tokens.length).toBe(3);
+  });
+});
