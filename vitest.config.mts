@@ -6,6 +6,7 @@ export default defineConfig({
   test: {
     include: ['src/__tests__/**/*.spec.ts'],
     environment: 'node',
+    setupFiles: ['src/__tests__/setup.ts'],
     watch: false,
     reporters: ['default']
   }

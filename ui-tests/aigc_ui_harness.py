@@ -169,6 +169,8 @@ def start_server() -> LabServer:
         PATH=os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", ""))),
     )
     env.pop("JUPYTER_PATH", None)
+    if os.environ.get("AIGC_UI_JUPYTER_PATH"):  # opt-in extra data dirs (e.g. an uninstalled build)
+        env["JUPYTER_PATH"] = os.environ["AIGC_UI_JUPYTER_PATH"]
     cmd = [
         sys.executable, "-m", "jupyter", "lab",
         "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0", "--allow-root",

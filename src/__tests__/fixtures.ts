@@ -6,6 +6,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
+import { parseMessage } from '../protocol';
+import { Action } from '../store';
+
 export const FIXTURE_ROOT = resolve(__dirname, '..', '..', 'tests', 'fixtures', 'protocol');
 
 export interface Fixture {
@@ -27,4 +30,13 @@ export function fixture(kind: 'valid' | 'invalid', name: string): unknown {
     throw new Error(`no fixture ${kind}/${name}`);
   }
   return found.data;
+}
+
+/** A valid kernel → panel fixture as a store action. */
+export function fixtureAction(name: string): Action {
+  const result = parseMessage(fixture('valid', name));
+  if (!result.ok || result.message.type === 'cancel') {
+    throw new Error(`fixture ${name} is not a kernel → panel message`);
+  }
+  return { type: 'message', message: result.message };
 }

@@ -3,20 +3,12 @@ import { describe, expect, it } from 'vitest';
 import {
   KernelToPanelMessage,
   TokenItem,
-  TokensMessage,
-  parseMessage
+  TokensMessage
 } from '../protocol';
 import { Action, State, Store, initialState, reduce, reduceAll, runList } from '../store';
-import { fixture } from './fixtures';
+import { fixtureAction } from './fixtures';
 
-/** A valid kernel → panel fixture, as a store action. */
-function fx(name: string): Action {
-  const result = parseMessage(fixture('valid', name));
-  if (!result.ok || result.message.type === 'cancel') {
-    throw new Error(`fixture ${name} is not a kernel → panel message`);
-  }
-  return { type: 'message', message: result.message };
-}
+const fx = fixtureAction;
 
 function msg(message: KernelToPanelMessage): Action {
   return { type: 'message', message };

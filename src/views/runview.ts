@@ -7,7 +7,8 @@
  *   .aigc-run[data-run-id][data-kind][data-status][data-token-count][data-dups][data-gaps]
  *     .aigc-run-header   kind, model, status, token count, tok/s, TTFT
  *     .aigc-run-text     textContent == concatenation of every token piece received
- *     button.aigc-cancel shown while running (and while a cancel request has a state to show)
+ *     button.aigc-cancel shown while running only; label 'cancelling…' / 'cancel acknowledged' …
+ *     .aigc-cancel-state the cancel request's state, kept after the run ended
  */
 
 import { RunState } from '../store';
@@ -52,20 +53,25 @@ export class RunView {
     this.node = el('div', 'aigc-run');
     this.node.setAttribute('data-run-id', runId);
 
+    // Header: a first row that does not change while tokens stream (so the cancel button stays
+    // put and is easy to click), and a row of live figures.
     const header = el('div', 'aigc-run-header', this.node);
-    this._kind = el('span', 'aigc-run-kind', header);
-    this._model = el('span', 'aigc-run-model', header);
-    this._status = el('span', 'aigc-run-status', header);
-    this._count = el('span', 'aigc-run-tokens', header);
-    this._speed = el('span', 'aigc-run-speed', header);
-    this._ttft = el('span', 'aigc-run-ttft', header);
-    this._cancel = el('button', 'aigc-cancel jp-mod-styled', header);
+    const title = el('div', 'aigc-run-title', header);
+    this._kind = el('span', 'aigc-run-kind', title);
+    this._status = el('span', 'aigc-run-status', title);
+    this._model = el('span', 'aigc-run-model', title);
+    this._cancel = el('button', 'aigc-cancel jp-mod-styled', title);
     this._cancel.type = 'button';
     this._cancel.addEventListener('click', () => {
       if (!this._cancel.disabled) {
         onCancel(this.runId);
       }
     });
+    const stats = el('div', 'aigc-run-stats', header);
+    this._count = el('span', 'aigc-run-tokens', stats);
+    this._speed = el('span', 'aigc-run-speed', stats);
+    this._ttft = el('span', 'aigc-run-ttft', stats);
+    this._cancelState = el('span', 'aigc-cancel-state', stats);
 
     this._extra = el('div', 'aigc-run-extra', this.node);
     this._error = el('div', 'aigc-run-error', this.node);
@@ -152,11 +158,14 @@ export class RunView {
     this._error.hidden = run.error === null;
     setText(this._error, run.error ?? '');
 
-    const showCancel = run.status === 'running' || run.cancel !== null;
-    this._cancel.hidden = !showCancel;
-    setText(this._cancel, cancelLabel(run));
+    // The button is there while the run runs; the fate of a cancel request stays readable in
+    // .aigc-cancel-state after the run ended.
+    this._cancel.hidden = run.status !== 'running';
+    setText(this._cancel, run.cancel === null ? 'Cancel' : cancelLabel(run));
     this._cancel.disabled = run.cancel !== null && run.cancel.state !== 'failed';
     setAttr(this._cancel, 'data-cancel-state', run.cancel?.state ?? '');
+    setText(this._cancelState, run.cancel === null ? '' : cancelLabel(run));
+    setAttr(this._cancelState, 'data-cancel-state', run.cancel?.state ?? '');
 
     this._updateTrain(run, previous);
   }
@@ -219,6 +228,7 @@ export class RunView {
   private _speed: HTMLSpanElement;
   private _ttft: HTMLSpanElement;
   private _cancel: HTMLButtonElement;
+  private _cancelState: HTMLSpanElement;
   private _extra: HTMLDivElement;
   private _error: HTMLDivElement;
   private _train: HTMLDivElement;
