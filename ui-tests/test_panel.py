@@ -186,8 +186,15 @@ def test_stream_from_starter_model(lab, starter):
     assert attrs["data-dups"] == "0" and attrs["data-gaps"] == "0", attrs
     assert attrs["text"] == text, f"panel text {attrs['text']!r} != kernel text {text!r}"
     assert text, "the model generated an empty text"
+    # The README's picture: the panel, cropped just below its last run.
     DOCS_PNG.parent.mkdir(exist_ok=True)
-    lab.panel().screenshot(path=str(DOCS_PNG))
+    box = lab.panel().bounding_box()
+    bottom = lab.page.evaluate(
+        "() => Math.max(0, ...[...document.querySelectorAll('#aigc-lab-panel .aigc-run')]"
+        ".map(e => e.getBoundingClientRect().bottom))")
+    height = min(box["height"], max(bottom - box["y"] + 12, 120))
+    lab.page.screenshot(path=str(DOCS_PNG), clip={"x": box["x"], "y": box["y"],
+                                                  "width": box["width"], "height": height})
     assert DOCS_PNG.stat().st_size > 1000
 
 
