@@ -8,7 +8,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-JLPM := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jlpm
+# the venv's tools (jlpm, jupyter-builder, jupyter) come first for every recipe
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+JLPM := $(VENV)/bin/jlpm
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 PORT ?= 8888
 CHROMIUM ?= /usr/bin/chromium
@@ -44,7 +46,7 @@ $(EXT_BUILT): $(NODE_STAMP) $(TS_SOURCES)
 # 4. the Python package (editable) with every dependency, and the extension linked into the venv
 $(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml constraints.txt
 	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
-	$(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
+	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
 	@touch $@
 
 lab: setup

@@ -37,6 +37,11 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built JupyterLab extension lives (used by ``jupyter-builder develop``)."""
+    return [{"src": "labextension", "dest": "aigc-lab"}]
+
+
 def _in_kernel() -> bool:
     ipython = sys.modules.get("IPython")
     if ipython is None or "ipykernel" not in sys.modules:
