@@ -122,6 +122,19 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class DataStep:
+    """One data-preparation step: how many rows went in and out, and what happened to the rest."""
+
+    run: str
+    step: str
+    rows_in: int
+    rows_out: int
+    changed: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+    type: ClassVar[str] = "data.step"
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Panel -> kernel: stop ``run``; ``id`` is the request id echoed in the ``Ack``."""
 
@@ -139,7 +152,7 @@ class Ack:
     type: ClassVar[str] = "ack"
 
 
-Event = Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainEval | Checkpoint | Cancel | Ack
+Event = Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainEval | Checkpoint | DataStep | Cancel | Ack
 Message = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +229,8 @@ _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
     "train.step": (_is_str, {"step": _is_int, "loss": _is_num, "lr": _is_num, "tok_s": _opt(_is_num)}),
     "train.eval": (_is_str, {"step": _is_int, "val_loss": _is_num, "ppl": _opt(_is_num), "metrics": _is_obj}),
     "checkpoint": (_is_str, {"step": _is_int, "path": _is_str}),
+    "data.step": (_is_str, {"step": _is_str, "rows_in": _is_int, "rows_out": _is_int, "changed": _is_int,
+                            "detail": _is_obj}),
     "cancel": (_is_str, {"id": _is_str}),
     "ack": (_opt(_is_str), {"id": _is_str, "ok": lambda x: isinstance(x, bool), "error": _opt(_is_str)}),
 }
@@ -274,5 +289,6 @@ def from_message(msg: Any) -> Event:
             raise ProtocolError("train.eval.metrics values must be numbers")
         return TrainEval(run=run, step=msg["step"], val_loss=msg["val_loss"], ppl=msg["ppl"],
                          metrics=dict(msg["metrics"]))
-    cls: dict[str, type] = {"train.step": TrainStep, "checkpoint": Checkpoint, "cancel": Cancel, "ack": Ack}
+    cls: dict[str, type] = {"train.step": TrainStep, "checkpoint": Checkpoint, "data.step": DataStep,
+                            "cancel": Cancel, "ack": Ack}
     return cls[kind](run=run, **{k: msg[k] for k in spec})

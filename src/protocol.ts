@@ -102,6 +102,15 @@ export interface CheckpointMessage extends Envelope<'checkpoint', string> {
   path: string;
 }
 
+/** One data-preparation step (rows in/out and what happened to the others). */
+export interface DataStepMessage extends Envelope<'data.step', string> {
+  step: string;
+  rows_in: number;
+  rows_out: number;
+  changed: number;
+  detail: { [key: string]: unknown };
+}
+
 export interface AckMessage extends Envelope<'ack', string | null> {
   id: string;
   ok: boolean;
@@ -121,6 +130,7 @@ export type KernelToPanelMessage =
   | TrainStepMessage
   | TrainEvalMessage
   | CheckpointMessage
+  | DataStepMessage
   | AckMessage;
 
 export type PanelToKernelMessage = CancelMessage;
@@ -201,6 +211,10 @@ const SPECS: { [type in MessageType]: [Check, Spec] } = {
   'train.step': [isStr, { step: isInt, loss: isNum, lr: isNum, tok_s: opt(isNum) }],
   'train.eval': [isStr, { step: isInt, val_loss: isNum, ppl: opt(isNum), metrics: isObject }],
   checkpoint: [isStr, { step: isInt, path: isStr }],
+  'data.step': [
+    isStr,
+    { step: isStr, rows_in: isInt, rows_out: isInt, changed: isInt, detail: isObject }
+  ],
   cancel: [isStr, { id: isStr }],
   ack: [opt(isStr), { id: isStr, ok: isBool, error: opt(isStr) }]
 };

@@ -10,6 +10,7 @@
 
 import {
   AckMessage,
+  DataStepMessage,
   JSONObject,
   KernelToPanelMessage,
   ModelInfo,
@@ -101,7 +102,12 @@ export interface State {
   /** Run ids in start order (order of first appearance). */
   order: readonly string[];
   connection: ConnectionState;
+  /** The latest data-preparation steps, oldest first (at most `MAX_DATA_STEPS`). */
+  dataSteps: readonly DataStepMessage[];
 }
+
+/** How many `data.step` messages the store keeps. */
+export const MAX_DATA_STEPS = 200;
 
 export type Action =
   /** A validated kernel → panel message. */
@@ -128,6 +134,7 @@ export function initialState(): State {
   return {
     runs: {},
     order: [],
+    dataSteps: [],
     connection: {
       connected: false,
       kernel: null,
@@ -287,6 +294,8 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
       const ck: CheckpointInfo = { step: msg.step, path: msg.path };
       return withRun(state, msg.run, run => ({ ...run, checkpoints: [...run.checkpoints, ck] }));
     }
+    case 'data.step':
+      return { ...state, dataSteps: [...state.dataSteps.slice(1 - MAX_DATA_STEPS), msg] };
     case 'ack':
       return applyAck(state, msg);
   }

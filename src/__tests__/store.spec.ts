@@ -333,3 +333,17 @@ describe('Store', () => {
     expect(store.state.runs['gen-7f3a'].tokens.length).toBe(3);
   });
 });
+
+describe('data-preparation steps', () => {
+  it('keeps data.step messages in order, bounded, without creating runs', () => {
+    let s = reduce(initialState(), fx('data_step.json'));
+    expect(s.dataSteps).toHaveLength(1);
+    expect(s.dataSteps[0]).toMatchObject({ step: 'dedupe', rows_in: 1200, rows_out: 1150 });
+    expect(s.order).toHaveLength(0);
+    for (let k = 0; k < 500; k++) {
+      s = reduce(s, msg({ v: 1, type: 'data.step', run: 'd', step: `s${k}`, rows_in: k, rows_out: k, changed: 0, detail: {} }));
+    }
+    expect(s.dataSteps.length).toBeLessThanOrEqual(200);
+    expect(s.dataSteps[s.dataSteps.length - 1].step).toBe('s499');
+  });
+});
