@@ -53,7 +53,8 @@ lab: setup
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then OPEN=""; else OPEN="--no-browser"; \
 	  echo "No display: open the URL printed below in your browser."; fi; \
 	exec $(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(PORT) --port-retries=0 $$OPEN \
-	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/01_quickstart.ipynb
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --ServerApp.root_dir="$(CURDIR)" \
+	  --LabApp.default_url=/lab/tree/notebooks/01_quickstart.ipynb
 
 $(CHROMIUM):
 	@echo "Chromium is missing: installing Debian's chromium for the browser tests"
