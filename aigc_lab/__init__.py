@@ -21,7 +21,10 @@ _LAZY = {
     "data": ("aigc_lab.data", None),
     "infer": ("aigc_lab.infer", None),
     "jupyter": ("aigc_lab.jupyter", None),
+    "bench": ("aigc_lab.bench", None),
     "generate": ("aigc_lab.infer", "generate"),
+    "quantize": ("aigc_lab.models.quantize", "quantize"),
+    "compare": ("aigc_lab.bench.compare", "compare"),
 }
 
 __all__ = ["AigcLabError", "bus", "errors", "events", "recorder", "runs", "__version__", *_LAZY]

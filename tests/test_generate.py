@@ -78,15 +78,15 @@ def test_background_iteration_follows_the_worker(gpt_tiny):
 class _Exploding(torch.nn.Module):
     """Wraps a model and raises on the n-th forward call, to test failure mid-stream."""
 
-    def __init__(self, inner, fail_at):
+    def __init__(self, inner, fail_at, exc=RuntimeError):
         super().__init__()
-        self.inner, self.fail_at, self.calls = inner, fail_at, 0
+        self.inner, self.fail_at, self.calls, self.exc = inner, fail_at, 0, exc
         self.config = inner.config
 
     def forward(self, **kw):
         self.calls += 1
         if self.calls == self.fail_at:
-            raise RuntimeError("device fell over")
+            raise self.exc("device fell over")
         return self.inner(**kw)
 
 
@@ -106,16 +106,19 @@ def test_an_error_mid_stream_reaches_the_consumer_and_ends_the_run(gpt_tiny, bac
 
 
 def test_keyboard_interrupt_ends_the_run_as_cancelled(gpt_tiny):
+    """A kernel interrupt lands while the model computes (where a cell spends its time)."""
     bus, rec = EventBus(), Recorder()
     bus.subscribe(rec)
-    stream = al.generate(gpt_tiny, "x", max_new_tokens=50, event_bus=bus)
+    interrupted = al.models.ModelHandle(_Exploding(gpt_tiny.model, fail_at=3, exc=KeyboardInterrupt),
+                                        gpt_tiny.tokenizer, "interrupted", "causal")
+    stream = al.generate(interrupted, "x", max_new_tokens=50, event_bus=bus)
+    got = []
     with pytest.raises(KeyboardInterrupt):
         for tok in stream:
-            if tok.i == 2:
-                raise KeyboardInterrupt  # what a kernel interrupt does inside the cell's loop
-    # the consumer's interrupt closes the generator on garbage collection; ensure the end event came
-    stream._steps.close()
-    assert rec[stream.run].end.status == "cancelled"
+            got.append(tok)
+    assert len(got) == 2 and stream.status == "cancelled" and stream.done
+    assert rec[stream.run].end.status == "cancelled" and rec[stream.run].end.error is None
+    assert stream.run not in al.runs.live()
 
 
 def test_cancel_from_another_thread_in_calling_thread_mode(gpt_tiny):
@@ -137,3 +140,36 @@ def test_saved_output_has_a_static_summary(gpt_tiny):
     stream.wait()
     html = stream._repr_html_()
     assert "starter:gpt-tiny" in html and "5 tokens" in html and "TTFT" in html
+
+
+def _hf_greedy_batch(handle, prompts, n):
+    tok = handle.tokenizer
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = side
+    out = handle.model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                pad_token_id=tok.pad_token_id)
+    return out[:, enc["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
+def test_a_batch_of_prompts_matches_transformers_batched_greedy(request, fixture):
+    handle = request.getfixturevalue(fixture)
+    prompts = ["Once upon a time", "The interpreter executes", "A"]
+    streams = al.generate(handle, prompts, max_new_tokens=12, ignore_eos=True)
+    assert isinstance(streams, list) and len({s.run for s in streams}) == 3
+    ours = [[t.id for t in s.wait().tokens] for s in streams]
+    assert ours == _hf_greedy_batch(handle, prompts, 12)
+    for s in streams:
+        assert s.status == "ok" and s.metrics.tokens == 12
+
+
+def test_cancelling_one_stream_of_a_batch_leaves_the_others_running(gpt_tiny):
+    a, b = al.generate(gpt_tiny, ["one", "two"], max_new_tokens=40, ignore_eos=True)
+    for tok in a:
+        if tok.i == 3:
+            a.cancel()
+    assert a.status == "cancelled" and len(a.tokens) <= 5
+    assert b.wait().status == "ok" and len(b.tokens) == 40

@@ -1,0 +1,145 @@
+"""The KV-cached decode loop for one prompt or a batch: a generator that yields once per decode step.
+
+It does no I/O and no JSON: each token becomes a ``Token`` handed to its stream (which publishes it on
+the bus). Every stream it serves gets exactly one ``run.end``: when its sequence ends (end-of-text,
+a stop string, ``max_new_tokens``), when it is cancelled, or when the loop raises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..events import Token
+from .detok import IncrementalDetokenizer
+from .sampling import pick
+
+if TYPE_CHECKING:
+    from .engine import TokenStream
+
+_ACCEPTS: dict[tuple[type, str], bool] = {}
+
+
+def accepts(model: Any, name: str) -> bool:
+    """Whether ``model.forward`` takes the keyword ``name`` (cached per model class)."""
+    key = (type(model), name)
+    if key not in _ACCEPTS:
+        import inspect
+
+        _ACCEPTS[key] = name in inspect.signature(model.forward).parameters
+    return _ACCEPTS[key]
+
+
+def _encode(tok: Any, prompts: Sequence[str], *, left_pad: bool) -> dict[str, Any]:
+    if len(prompts) == 1:
+        return tok(prompts[0], return_tensors="pt")
+    side = tok.padding_side
+    tok.padding_side = "left" if left_pad else "right"
+    try:
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok(list(prompts), return_tensors="pt", padding=True)
+    finally:
+        tok.padding_side = side
+
+
+def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
+    """Generate for every stream (same model, same parameters) in one batched loop."""
+    import torch
+
+    p = streams[0].params
+    model, tok = handle.model, handle.tokenizer
+    n = len(streams)
+    t0 = time.perf_counter()
+    for s in streams:
+        s._start(t0)
+    active = [True] * n
+    try:
+        device = next(model.parameters()).device
+        seq2seq = handle.kind == "seq2seq"
+        enc = _encode(tok, [s.prompt for s in streams], left_pad=not seq2seq)
+        ids = enc["input_ids"].to(device)
+        mask = enc["attention_mask"].to(device) if n > 1 or seq2seq else None
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (eos or 0)
+        gens = [torch.Generator(device="cpu").manual_seed(p.seed) if p.seed is not None else None for _ in streams]
+        if seq2seq:
+            history: list[list[int]] = [[] for _ in streams]
+            detoks = [IncrementalDetokenizer(tok) for _ in streams]
+        else:
+            rows = ids.tolist() if mask is None else [
+                [t for t, m in zip(row, mrow, strict=True) if m] for row, mrow in zip(ids.tolist(), mask.tolist(),
+                                                                                       strict=True)]
+            history = [list(r) for r in rows]
+            detoks = [IncrementalDetokenizer(tok, r) for r in rows]
+        generated = [""] * n
+
+        with torch.inference_mode():
+            if seq2seq:
+                encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
+                start = torch.full((n, 1), model.config.decoder_start_token_id, device=device)
+
+                def step(inp: Any, past: Any) -> Any:
+                    return model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=inp,
+                                 past_key_values=past, use_cache=True)
+
+                out = step(start, None)
+            else:
+                pos = None if mask is None else (mask.long().cumsum(-1) - 1).clamp(min=0)
+                extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+                if mask is not None:
+                    extra.update(attention_mask=mask, position_ids=pos)
+                # prefill: only the last position's logits are needed
+                out = model(input_ids=ids, use_cache=True, **extra)
+
+                def step(inp: Any, past: Any) -> Any:
+                    nonlocal mask, pos
+                    if mask is None:
+                        return model(input_ids=inp, past_key_values=past, use_cache=True)
+                    mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
+                    pos = pos[:, -1:] + 1
+                    return model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=past,
+                                 use_cache=True)
+
+            for i in range(p.max_new_tokens):
+                for b, s in enumerate(streams):
+                    if active[b] and s._cancel_flag.is_set():
+                        active[b] = False
+                        s._finish("cancelled", detoks[b].flush(), t0)
+                if not any(active):
+                    break
+                logits = out.logits[:, -1, :]
+                next_ids = []
+                for b, s in enumerate(streams):
+                    if not active[b]:
+                        next_ids.append(pad)
+                        continue
+                    nid = pick(logits[b:b + 1], history[b], p, gens[b])
+                    piece = detoks[b].push(nid)
+                    s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
+                                  ms=(time.perf_counter() - t0) * 1000.0))
+                    history[b].append(nid)
+                    generated[b] += piece
+                    next_ids.append(nid)
+                    if (nid == eos and not p.ignore_eos) or (p.stop and any(x in generated[b] for x in p.stop)):
+                        active[b] = False
+                        s._finish("ok", detoks[b].flush(), t0)
+                yield None
+                if not any(active) or i + 1 == p.max_new_tokens:
+                    break
+                out = step(torch.tensor(next_ids, device=device).view(n, 1), out.past_key_values)
+        for b, s in enumerate(streams):
+            if active[b]:
+                active[b] = False
+                s._finish("ok", detoks[b].flush(), t0)
+    except (KeyboardInterrupt, GeneratorExit) as exc:
+        for b, s in enumerate(streams):
+            if active[b]:
+                s._finish("cancelled", "", t0, exc if isinstance(exc, KeyboardInterrupt) else None)
+        raise
+    except Exception as exc:
+        for b, s in enumerate(streams):
+            if active[b]:
+                s._finish("error", "", t0, exc)
+        raise

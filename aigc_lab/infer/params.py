@@ -1,0 +1,36 @@
+"""Decoding parameters, validated once, so the decode loop never meets a bad value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import GenerationConfigError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding settings. ``temperature=0`` means greedy; ``seed`` makes sampling reproducible."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False  # keep going past the end-of-text token (benchmarks, fixed-length outputs)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            problems.append("max_new_tokens must be a positive integer")
+        if self.temperature < 0:
+            problems.append("temperature must be >= 0 (0 = greedy)")
+        if self.top_k < 0:
+            problems.append("top_k must be >= 0 (0 = off)")
+        if not 0 < self.top_p <= 1:
+            problems.append("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            problems.append("repetition_penalty must be > 0 (1 = off)")
+        if problems:
+            raise GenerationConfigError("; ".join(problems))

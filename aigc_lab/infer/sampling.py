@@ -1,0 +1,31 @@
+"""Choosing the next token from logits: greedy, or temperature / top-k / top-p sampling with a penalty."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .params import GenerationParams
+
+
+def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
+    """The next token id from one row of last-position logits (shape [1, vocab])."""
+    import torch
+
+    logits = logits[0].float()
+    if p.repetition_penalty != 1.0 and history:
+        idx = torch.tensor(sorted(set(history)), device=logits.device)
+        vals = logits[idx]
+        logits[idx] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    if p.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / p.temperature
+    if p.top_k:
+        kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > p.top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    probs = torch.softmax(logits, dim=-1).cpu()
+    return int(torch.multinomial(probs, 1, generator=gen))

@@ -1,0 +1,181 @@
+"""Decode speed of the streaming engine against HF ``generate``, on random-weight models of named shapes.
+
+Prints one JSON object. Every ratio is measured side by side in one run: the variants are interleaved
+round by round (at least 5 rounds), so drift in machine load hits all of them alike; medians are
+reported with min-max spreads. Shapes: GPT-2 4x256 with an 8k vocabulary ("tiny") and GPT-2-small
+(124M, 50257 vocabulary, "small"); 64-token prompt, 128 new tokens, greedy, batch 1.
+
+Ratios (goals from issue 4):
+  engine_vs_hf_generate_tiny  >= 1.15   engine tok/s over HF generate tok/s (decode), tiny
+  engine_vs_hf_generate_small >= 1.0    same, small
+  stream_vs_plain_small       >= 0.97   engine streaming through the real comm sink vs HF generate, no streaming
+  background_vs_main_small    >= 0.9    engine on a background thread vs the calling thread
+  int8_vs_fp32_decode_small   >= 1.8    engine int8 vs fp32 decode tok/s
+  int8_ttft_vs_fp32_small     <= 0.6    engine int8 TTFT over fp32 TTFT
+  fp32_share_of_roofline_small >= 0.65  decode tok/s over (measured read bandwidth / weight bytes)
+
+Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+import aigc_lab as al
+from aigc_lab.bus import EventBus
+from aigc_lab.jupyter.comm_bridge import CommBridge
+from aigc_lab.models import ModelHandle, train_tokenizer
+from aigc_lab.models.quantize import quantize
+
+PROMPT_TOKENS = 64
+
+
+def padded_tokenizer(vocab_size: int):
+    """A real byte-level BPE tokenizer, padded with added tokens to exactly ``vocab_size`` ids."""
+    tok = train_tokenizer(al.data.samples.python_docs(), vocab_size=min(vocab_size, 8192))
+    missing = vocab_size - len(tok)
+    if missing > 0:
+        tok.add_tokens([f"<x{i}>" for i in range(missing)])
+    return tok
+
+
+def build(shape: str) -> ModelHandle:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    layers, hidden, heads, vocab = {"tiny": (4, 256, 4, 8192), "small": (12, 768, 12, 50257)}[shape]
+    tok = padded_tokenizer(vocab)
+    config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, vocab_size=len(tok), n_positions=1024,
+                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).eval()
+    return ModelHandle(model=model, tokenizer=tok, name=f"gpt2-{shape}-random", kind="causal")
+
+
+def prompt_for(handle: ModelHandle) -> str:
+    """A prompt of exactly PROMPT_TOKENS tokens (cut from the docs corpus)."""
+    ids = handle.tokenizer(" ".join(al.data.samples.python_docs()[:3]))["input_ids"][:PROMPT_TOKENS]
+    text = handle.tokenizer.decode(ids)
+    assert len(handle.tokenizer(text)["input_ids"]) >= PROMPT_TOKENS - 2
+    return text
+
+
+def hf_generate(handle: ModelHandle, prompt: str, n: int) -> dict:
+    """HF ``generate`` greedy, no streamer; TTFT from a separate 1-token call, decode rate from the rest."""
+    ids = handle.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    kw = dict(do_sample=False, attention_mask=torch.ones_like(ids), pad_token_id=handle.tokenizer.eos_token_id)
+    with torch.inference_mode():
+        t = time.perf_counter()
+        handle.model.generate(ids, max_new_tokens=1, min_new_tokens=1, **kw)
+        ttft = time.perf_counter() - t
+        t = time.perf_counter()
+        handle.model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
+        total = time.perf_counter() - t
+    return {"tok_s": (n - 1) / max(total - ttft, 1e-9), "ttft_ms": ttft * 1000}
+
+
+def engine(handle: ModelHandle, prompt: str, n: int, *, bus: EventBus, background: bool = False) -> dict:
+    stream = al.generate(handle, prompt, max_new_tokens=n, ignore_eos=True, event_bus=bus, background=background)
+    m = stream.wait().metrics
+    assert m.tokens == n, m
+    return {"tok_s": m.tok_s, "ttft_ms": m.ttft_ms}
+
+
+def read_bandwidth_gbs() -> float:
+    """Memory read bandwidth: median of summing a 512 MB fp32 tensor (far bigger than any cache)."""
+    a = torch.ones(128 * 2**20)
+    a.sum()
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t)
+    return a.numel() * 4 / statistics.median(times) / 1e9
+
+
+def weight_bytes(handle: ModelHandle) -> int:
+    return sum(p.numel() * p.element_size() for p in handle.model.parameters())
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2)}
+
+
+def run_shape(shape: str, rounds: int, n: int) -> tuple[dict, dict]:
+    handle = build(shape)
+    prompt = prompt_for(handle)
+    plain_bus, comm_bus = EventBus(), EventBus()
+    sent = {"messages": 0}
+
+    def send(msg: dict) -> None:  # the real sink, with a send that JSON-encodes like the comm does
+        json.dumps(msg)
+        sent["messages"] += 1
+
+    bridge = CommBridge(send, event_bus=comm_bus)
+    variants = {
+        "hf_generate": lambda: hf_generate(handle, prompt, n),
+        "engine": lambda: engine(handle, prompt, n, bus=plain_bus),
+        "engine_stream": lambda: engine(handle, prompt, n, bus=comm_bus),
+    }
+    if shape == "small":
+        int8 = quantize(handle, "int8")
+        variants["engine_background"] = lambda: engine(handle, prompt, n, bus=plain_bus, background=True)
+        variants["engine_int8"] = lambda: engine(int8, prompt, n, bus=plain_bus)
+    for fn in variants.values():  # warm-up: allocator, kernels, first-call costs
+        fn()
+    results: dict[str, list[dict]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            results[name].append(fn())
+    bridge.close()
+    out = {name: {"tok_s": summary([r["tok_s"] for r in rs]), "ttft_ms": summary([r["ttft_ms"] for r in rs])}
+           for name, rs in results.items()}
+    med = {name: statistics.median(r["tok_s"] for r in rs) for name, rs in results.items()}
+    ttft = {name: statistics.median(r["ttft_ms"] for r in rs) for name, rs in results.items()}
+    ratios = {f"engine_vs_hf_generate_{shape}": med["engine"] / med["hf_generate"]}
+    if shape == "small":
+        bw = read_bandwidth_gbs()
+        wb = weight_bytes(handle)
+        ceiling = bw * 1e9 / wb
+        ratios.update({
+            "stream_vs_plain_small": med["engine_stream"] / med["hf_generate"],
+            "background_vs_main_small": med["engine_background"] / med["engine"],
+            "int8_vs_fp32_decode_small": med["engine_int8"] / med["engine"],
+            "int8_ttft_vs_fp32_small": ttft["engine_int8"] / ttft["engine"],
+            "fp32_share_of_roofline_small": med["engine"] / ceiling,
+        })
+        out["roofline"] = {"read_bandwidth_gb_s": round(bw, 1), "weight_mb": round(wb / 2**20, 1),
+                           "ceiling_tok_s": round(ceiling, 1)}
+    out["params"] = sum(p.numel() for p in handle.model.parameters())
+    out["comm_messages_for_streamed_runs"] = sent["messages"]
+    return out, {k: round(v, 3) for k, v in ratios.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--only", choices=["tiny", "small"])
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    report: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+                                "python": platform.python_version(), "cuda": torch.cuda.is_available()},
+                    "prompt_tokens": PROMPT_TOKENS, "new_tokens": args.new_tokens, "rounds": args.rounds,
+                    "shapes": {}, "ratios": {}}
+    for shape in ("tiny", "small"):
+        if args.only and shape != args.only:
+            continue
+        details, ratios = run_shape(shape, args.rounds, args.new_tokens)
+        report["shapes"][shape] = details
+        report["ratios"].update(ratios)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
