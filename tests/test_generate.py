@@ -24,7 +24,7 @@ def _hf_greedy(handle, prompt, n):
 def test_greedy_matches_transformers_generate(request, fixture):
     handle = request.getfixturevalue(fixture)
     stream = al.generate(handle, "Once upon a time", max_new_tokens=24)
-    ours = [t.id for t in stream.tokens] if stream.wait() else []
+    ours = stream.wait().ids
     ref = _hf_greedy(handle, "Once upon a time", 24)
     assert ours == ref[: len(ours)] and len(ours) in (24, len(ref))
 
@@ -160,7 +160,7 @@ def test_a_batch_of_prompts_matches_transformers_batched_greedy(request, fixture
     prompts = ["Once upon a time", "The interpreter executes", "A"]
     streams = al.generate(handle, prompts, max_new_tokens=12, ignore_eos=True)
     assert isinstance(streams, list) and len({s.run for s in streams}) == 3
-    ours = [[t.id for t in s.wait().tokens] for s in streams]
+    ours = [s.wait().ids for s in streams]
     assert ours == _hf_greedy_batch(handle, prompts, 12)
     for s in streams:
         assert s.status == "ok" and s.metrics.tokens == 12
@@ -173,3 +173,39 @@ def test_cancelling_one_stream_of_a_batch_leaves_the_others_running(gpt_tiny):
             a.cancel()
     assert a.status == "cancelled" and len(a.tokens) <= 5
     assert b.wait().status == "ok" and len(b.tokens) == 40
+
+
+def _from_config(kind, tokenizer):
+    """Tiny random Qwen2-style / T5 models around a starter tokenizer (the shapes differ, the engine must not care)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    v, eos = len(tokenizer), tokenizer.eos_token_id
+    if kind == "qwen2":
+        config = Qwen2Config(vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             eos_token_id=eos, bos_token_id=eos, pad_token_id=eos)
+        return al.models.ModelHandle(Qwen2ForCausalLM(config).eval(), tokenizer, "tiny-qwen2", "causal")
+    # eos is put on the last id so that greedy decoding runs the full length on both sides
+    config = T5Config(vocab_size=v, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4,
+                      decoder_start_token_id=eos, pad_token_id=eos, eos_token_id=v - 1)
+    return al.models.ModelHandle(T5ForConditionalGeneration(config).eval(), tokenizer, "tiny-t5", "seq2seq")
+
+
+def test_greedy_matches_transformers_for_qwen2_style(llama_tiny):
+    handle = _from_config("qwen2", llama_tiny.tokenizer)
+    ours = al.generate(handle, "Once upon a time", max_new_tokens=16, ignore_eos=True).wait().ids
+    assert ours == _hf_greedy(handle, "Once upon a time", 16)
+
+
+def test_greedy_matches_transformers_for_t5(llama_tiny):
+    handle = _from_config("t5", llama_tiny.tokenizer)
+    prompt = "translate: the quick brown fox"
+    ids = handle.tokenizer(prompt, return_tensors="pt").input_ids
+    ref = handle.model.generate(ids, max_new_tokens=16, do_sample=False)[0, 1:].tolist()
+    assert len(ref) == 16
+    ours = al.generate(handle, prompt, max_new_tokens=16, ignore_eos=True).wait().ids
+    assert ours == ref
+    batch = al.generate(handle, [prompt, "a much longer second input that needs padding"], max_new_tokens=8,
+                        ignore_eos=True)
+    assert batch[0].wait().ids == ref[:8]

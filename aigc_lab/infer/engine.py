@@ -124,6 +124,11 @@ class TokenStream:
         return self._done
 
     @property
+    def ids(self) -> list[int]:
+        """The generated token ids so far."""
+        return [t.id for t in self.tokens if t.id is not None]
+
+    @property
     def text(self) -> str:
         """The generated text (waits for the end)."""
         self.wait()
@@ -167,7 +172,8 @@ class TokenStream:
             self._emit(Token(run=self.run, i=len(self.tokens), id=None, text=tail,
                              ms=(time.perf_counter() - t0) * 1000.0))
         runs.unregister(self.run)
-        self._metrics = summarize([t.ms for t in self.tokens], peak_mem_mb=peak_memory_mb())
+        # the held-back tail (id None) is text, not a generated token: it does not count in the metrics
+        self._metrics = summarize([t.ms for t in self.tokens if t.id is not None], peak_mem_mb=peak_memory_mb())
         self.status = status
         self.error = exc
         error = f"{type(exc).__name__}: {exc}" if exc is not None and status == "error" else None
