@@ -45,7 +45,7 @@ def test_int8_keeps_quality_on_the_reference_text(gpt_tiny):
 def test_half_precision_casts(gpt_tiny, scheme):
     q = al.quantize(gpt_tiny, scheme)
     assert q.dtype == {"bf16": "bfloat16", "fp16": "float16"}[scheme] and gpt_tiny.dtype == "float32"
-    assert len(al.generate(q, "The", max_new_tokens=4).tokens) == 4
+    assert len(al.generate(q, "The", max_new_tokens=4, ignore_eos=True).wait().ids) == 4
 
 
 @pytest.mark.parametrize("scheme", ["int3", "int4-weight"])
