@@ -114,6 +114,21 @@ class Recorder:
     def __getitem__(self, run: str) -> RunRecord:
         return self.runs[run]
 
+    def replay(self) -> list[Event]:
+        """Every recorded event, run by run in start order, tokens as one batch per run (for a late panel)."""
+        out: list[Event] = []
+        with self._lock:
+            records = list(self.runs.items())
+        for run, rec in records:
+            if rec.start is not None:
+                out.append(rec.start)
+            if rec.tokens:
+                out.append(Tokens(run=run, items=tuple(rec.tokens)))
+            out.extend(sorted([*rec.steps, *rec.evals, *rec.checkpoints], key=lambda e: e.step))
+            if rec.end is not None:
+                out.append(rec.end)
+        return out
+
     def last(self) -> RunRecord | None:
         """The most recently started run, if any."""
         with self._lock:

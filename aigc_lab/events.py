@@ -144,6 +144,15 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """Panel -> kernel: replay the recorded runs (a panel opened, or reloaded, after runs started)."""
+
+    id: str
+    run: None = None
+    type: ClassVar[str] = "history"
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     run: str | None
     id: str
@@ -152,7 +161,8 @@ class Ack:
     type: ClassVar[str] = "ack"
 
 
-Event = Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainEval | Checkpoint | DataStep | Cancel | Ack
+Event = (Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainEval | Checkpoint | DataStep | Cancel | History
+         | Ack)
 Message = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +242,7 @@ _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
     "data.step": (_is_str, {"step": _is_str, "rows_in": _is_int, "rows_out": _is_int, "changed": _is_int,
                             "detail": _is_obj}),
     "cancel": (_is_str, {"id": _is_str}),
+    "history": (lambda r: r is None, {"id": _is_str}),
     "ack": (_opt(_is_str), {"id": _is_str, "ok": lambda x: isinstance(x, bool), "error": _opt(_is_str)}),
 }
 
@@ -268,6 +279,8 @@ def from_message(msg: Any) -> Event:
     run = msg["run"]
     if kind == "hello":
         return Hello(kernel=msg["kernel"], version=msg["version"])
+    if kind == "history":
+        return History(id=msg["id"])
     if kind == "run.start":
         _check_fields(msg["model"], _MODEL_FIELDS, "run.start.model")
         model = ModelInfo(**{k: msg["model"][k] for k in _MODEL_FIELDS})

@@ -69,9 +69,12 @@ export class MessageSink {
       return null;
     }
     const message = result.message;
-    if (message.type === 'cancel') {
-      console.warn('[aigc-lab] ignored malformed message: cancel is a panel → kernel message', data);
-      this.store.dispatch({ type: 'malformed', reason: 'cancel sent by the kernel' });
+    if (message.type === 'cancel' || message.type === 'history') {
+      console.warn(
+        `[aigc-lab] ignored malformed message: ${message.type} is a panel → kernel message`,
+        data
+      );
+      this.store.dispatch({ type: 'malformed', reason: `${message.type} sent by the kernel` });
       return null;
     }
     this.store.dispatch({ type: 'message', message });

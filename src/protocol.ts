@@ -133,7 +133,12 @@ export type KernelToPanelMessage =
   | DataStepMessage
   | AckMessage;
 
-export type PanelToKernelMessage = CancelMessage;
+/** Panel → kernel: replay the kernel's recorded runs (answered by an `ack`, then the runs). */
+export interface HistoryMessage extends Envelope<'history', null> {
+  id: string;
+}
+
+export type PanelToKernelMessage = CancelMessage | HistoryMessage;
 
 export type Message = KernelToPanelMessage | PanelToKernelMessage;
 
@@ -216,6 +221,7 @@ const SPECS: { [type in MessageType]: [Check, Spec] } = {
     { step: isStr, rows_in: isInt, rows_out: isInt, changed: isInt, detail: isObject }
   ],
   cancel: [isStr, { id: isStr }],
+  history: [isNull, { id: isStr }],
   ack: [opt(isStr), { id: isStr, ok: isBool, error: opt(isStr) }]
 };
 
@@ -346,6 +352,11 @@ export function parseMessage(x: unknown): ParseResult {
     };
   }
   return { ok: true, message };
+}
+
+/** Build a `history` request (panel → kernel). */
+export function historyMessage(id: string): HistoryMessage {
+  return { v: PROTOCOL_VERSION, type: 'history', run: null, id };
 }
 
 /** Build a `cancel` request (panel → kernel). */

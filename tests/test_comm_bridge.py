@@ -109,3 +109,31 @@ def test_a_dead_comm_does_not_break_publishing(caplog):
         bus.publish(RunEnd(run="r", status="ok"))
     bridge.close()
     assert "could not send" in caplog.text
+
+
+def test_history_request_is_acked_then_replays_recorded_runs():
+    from aigc_lab.bus import Recorder
+    from aigc_lab.events import TrainStep
+
+    bus, rec, sent = EventBus(), Recorder(), []
+    bus.subscribe(rec)
+    bus.publish(RunStart(run="g", kind="generate", model=MODEL, config={}, t0=0.0))
+    for i in range(1200):
+        bus.publish(Token(run="g", i=i, id=i, text="x", ms=float(i)))
+    bus.publish(RunEnd(run="g", status="cancelled", metrics=RunMetrics(tokens=1200)))
+    bus.publish(RunStart(run="t", kind="train", model=MODEL, config={}, t0=0.0))
+    bus.publish(TrainStep(run="t", step=1, loss=3.0, lr=1e-3))
+    bridge = CommBridge(sent.append, event_bus=EventBus(), history=rec)
+    try:
+        reply = bridge.handle_incoming({"v": 1, "type": "history", "run": None, "id": "h1"})
+    finally:
+        bridge.close()
+    assert reply == {"v": 1, "type": "ack", "run": None, "id": "h1", "ok": True, "error": None}
+    assert sent[0] == reply
+    kinds = [(m["type"], m["run"]) for m in sent[1:]]
+    assert kinds[0] == ("run.start", "g") and kinds[-1] == ("train.step", "t")
+    assert [it["i"] for it in _tokens(sent, "g")] == list(range(1200))
+    assert all(len(m["items"]) <= 512 for m in sent if m["type"] == "tokens")
+    assert ("run.end", "g") in kinds and ("run.end", "t") not in kinds  # the train run is still going
+    for m in sent:
+        from_message(m)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import runs
-from ..bus import EventBus, bus as default_bus
+from ..bus import EventBus
+from ..bus import bus as default_bus
 from ..events import RunEnd, RunMetrics, RunStart
 from .quality import greedy_agreement, perplexity
 

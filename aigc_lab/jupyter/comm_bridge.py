@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import __version__, runs
-from ..bus import EventBus
+from ..bus import EventBus, Recorder
 from ..bus import bus as default_bus
+from ..bus import recorder as default_recorder
 from ..errors import ProtocolError
-from ..events import Ack, Cancel, Event, Hello, Message, Token, Tokens, from_message, to_message
+from ..events import Ack, Cancel, Event, Hello, History, Message, Token, Tokens, from_message, to_message
 
 log = logging.getLogger("aigc_lab")
 TARGET_NAME = "aigc_lab"
@@ -36,6 +37,7 @@ class CommBridge:
         send: Send,
         *,
         event_bus: EventBus | None = None,
+        history: Recorder | None = None,
         flush_interval: float = 0.016,
         max_batch: int = 512,
     ) -> None:
@@ -50,6 +52,7 @@ class CommBridge:
         self._last_flush = 0.0
         self.messages_sent = 0
         self._bus = event_bus or default_bus
+        self._history = history if history is not None else default_recorder
         self._unsubscribe = self._bus.subscribe(self.on_event)
         self._thread = threading.Thread(target=self._flush_loop, name="aigc-lab-comm-flush", daemon=True)
         self._thread.start()
@@ -117,6 +120,8 @@ class CommBridge:
         except ProtocolError as exc:
             log.warning("aigc_lab: ignored malformed message from the panel (%s): %r", exc, data)
             return None
+        if isinstance(event, History):
+            return self._replay(event)
         if not isinstance(event, Cancel):
             log.warning("aigc_lab: ignored unexpected %s message from the panel", event.type)
             return None
@@ -125,6 +130,20 @@ class CommBridge:
                                error=None if ok else f"run {event.run!r} is not running"))
         with self._send_lock:
             self._emit(reply)
+        return reply
+
+    def _replay(self, request: History) -> Message:
+        """Ack the request, then send every recorded run as ordinary messages (tokens in big batches)."""
+        reply = to_message(Ack(run=None, id=request.id, ok=True))
+        with self._send_lock:
+            self._flush_locked()
+            self._emit(reply)
+            for event in self._history.replay():
+                if isinstance(event, Tokens):
+                    for k in range(0, len(event.items), self.max_batch):
+                        self._emit(to_message(Tokens(run=event.run, items=event.items[k:k + self.max_batch])))
+                else:
+                    self._emit(to_message(event))
         return reply
 
     def close(self) -> None:

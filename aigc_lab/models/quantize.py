@@ -80,7 +80,8 @@ def quantize(handle: ModelHandle, scheme: str = "int8") -> ModelHandle:
             raise QuantizationError(f"{left} Linear layers stayed unquantized; this is a bug, please report it")
     else:  # pragma: no cover - needs CUDA and torchao
         try:
-            from torchao.quantization import int4_weight_only, int8_weight_only, quantize_ as ao_quantize
+            from torchao.quantization import int4_weight_only, int8_weight_only
+            from torchao.quantization import quantize_ as ao_quantize
         except ImportError as exc:
             raise QuantizationError(f"{scheme!r} needs torchao: pip install torchao") from exc
         conv1d_to_linear(model)

@@ -35,7 +35,7 @@ export function fixture(kind: 'valid' | 'invalid', name: string): unknown {
 /** A valid kernel → panel fixture as a store action. */
 export function fixtureAction(name: string): Action {
   const result = parseMessage(fixture('valid', name));
-  if (!result.ok || result.message.type === 'cancel') {
+  if (!result.ok || result.message.type === 'cancel' || result.message.type === 'history') {
     throw new Error(`fixture ${name} is not a kernel → panel message`);
   }
   return { type: 'message', message: result.message };
