@@ -1,8 +1,9 @@
 """Streaming inference: a decode loop that timestamps every token and publishes it on the bus."""
 
+from .compiled import CompileError, compile_model
 from .detok import IncrementalDetokenizer
 from .engine import TokenStream, generate
 from .metrics import summarize
 from .params import GenerationParams
 
-__all__ = ["GenerationParams", "IncrementalDetokenizer", "TokenStream", "generate", "summarize"]
+__all__ = ["CompileError", "compile_model", "GenerationParams", "IncrementalDetokenizer", "TokenStream", "generate", "summarize"]
