@@ -13,6 +13,7 @@ Ratios (goals from issue 4):
   int8_vs_fp32_decode_small   >= 1.8    engine int8 vs fp32 decode tok/s
   int8_ttft_vs_fp32_small     <= 0.6    engine int8 TTFT over fp32 TTFT
   fp32_share_of_roofline_small >= 0.65  decode tok/s over (measured read bandwidth / weight bytes)
+  compiled_vs_eager_tiny                 the opt-in torch.compile path (compile cost reported as compile_s)
 
 Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small]
 """
@@ -107,7 +108,7 @@ def summary(values: list[float]) -> dict:
             "max": round(max(values), 2)}
 
 
-def run_shape(shape: str, rounds: int, n: int) -> tuple[dict, dict]:
+def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool) -> tuple[dict, dict]:
     handle = build(shape)
     prompt = prompt_for(handle)
     plain_bus, comm_bus = EventBus(), EventBus()
@@ -123,6 +124,11 @@ def run_shape(shape: str, rounds: int, n: int) -> tuple[dict, dict]:
         "engine": lambda: engine(handle, prompt, n, bus=plain_bus),
         "engine_stream": lambda: engine(handle, prompt, n, bus=comm_bus),
     }
+    compile_s = None
+    if shape == "tiny" and compile_tiny:
+        fast = al.infer.compile_model(handle)
+        compile_s = fast.compile_s
+        variants["engine_compiled"] = lambda: engine(fast, prompt, n, bus=plain_bus)
     if shape == "small":
         int8 = quantize(handle, "int8")
         variants["engine_background"] = lambda: engine(handle, prompt, n, bus=plain_bus, background=True)
@@ -139,6 +145,9 @@ def run_shape(shape: str, rounds: int, n: int) -> tuple[dict, dict]:
     med = {name: statistics.median(r["tok_s"] for r in rs) for name, rs in results.items()}
     ttft = {name: statistics.median(r["ttft_ms"] for r in rs) for name, rs in results.items()}
     ratios = {f"engine_vs_hf_generate_{shape}": med["engine"] / med["hf_generate"]}
+    if compile_s is not None:
+        ratios["compiled_vs_eager_tiny"] = med["engine_compiled"] / med["engine"]
+        out["compile_s"] = round(compile_s, 1)
     if shape == "small":
         bw = read_bandwidth_gbs()
         wb = weight_bytes(handle)
@@ -162,6 +171,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--only", choices=["tiny", "small"])
+    ap.add_argument("--no-compile", action="store_true", help="skip the opt-in torch.compile variant (~40 s)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     report: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -171,7 +181,7 @@ def main() -> None:
     for shape in ("tiny", "small"):
         if args.only and shape != args.only:
             continue
-        details, ratios = run_shape(shape, args.rounds, args.new_tokens)
+        details, ratios = run_shape(shape, args.rounds, args.new_tokens, not args.no_compile)
         report["shapes"][shape] = details
         report["ratios"].update(ratios)
     print(json.dumps(report, indent=2))
