@@ -40,6 +40,11 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext aigc_lab``: register the ``%aigc`` magics (and connect the panel, in a kernel)."""
+    importlib.import_module("aigc_lab.jupyter.magics").register(shell)
+
+
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     """Where the built JupyterLab extension lives (used by ``jupyter-builder develop``)."""
     return [{"src": "labextension", "dest": "aigc-lab"}]
@@ -53,8 +58,9 @@ def _in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-if _in_kernel():  # the panel is an enhancement: never let it break the import
+if _in_kernel():  # the panel and magics are enhancements: never let them break the import
     try:
         importlib.import_module("aigc_lab.jupyter").connect()
+        load_ipython_extension(sys.modules["IPython"].get_ipython())
     except Exception as exc:  # noqa: BLE001
         print(f"aigc_lab: panel connection unavailable ({exc}); everything else works", file=sys.stderr)
