@@ -25,6 +25,9 @@ _LAZY = {
     "generate": ("aigc_lab.infer", "generate"),
     "quantize": ("aigc_lab.models.quantize", "quantize"),
     "compare": ("aigc_lab.bench.compare", "compare"),
+    "train": ("aigc_lab.train", None),
+    "finetune": ("aigc_lab.train", "finetune"),
+    "Studio": ("aigc_lab.jupyter.studio", "Studio"),
 }
 
 __all__ = ["AigcLabError", "bus", "errors", "events", "recorder", "runs", "__version__", *_LAZY]
