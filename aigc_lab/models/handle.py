@@ -19,7 +19,7 @@ class ModelHandle:
     model: Any
     tokenizer: Any
     name: str
-    kind: str  # "causal" | "seq2seq"
+    kind: str  # "causal" | "seq2seq" | "rnn" (the LSTM baseline: runs through the causal path)
     quant: str | None = None
 
     @property
