@@ -209,3 +209,14 @@ def test_greedy_matches_transformers_for_t5(llama_tiny):
     batch = al.generate(handle, [prompt, "a much longer second input that needs padding"], max_new_tokens=8,
                         ignore_eos=True)
     assert batch[0].wait().ids == ref[:8]
+
+
+def test_the_consumer_never_stays_in_inference_mode(gpt_tiny):
+    """Between tokens and after the end, the caller's thread is back in normal autograd mode."""
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=5, repetition_penalty=1.3, temperature=0.7, seed=0)
+    for _ in stream:
+        assert not torch.is_inference_mode_enabled()
+    assert not torch.is_inference_mode_enabled()
+    w = torch.ones(3, requires_grad=True)
+    (w * 2).sum().backward()  # autograd still works in this thread
+    assert w.grad is not None

@@ -6,4 +6,5 @@ from .engine import TokenStream, generate
 from .metrics import summarize
 from .params import GenerationParams
 
-__all__ = ["CompileError", "compile_model", "GenerationParams", "IncrementalDetokenizer", "TokenStream", "generate", "summarize"]
+__all__ = ["CompileError", "GenerationParams", "IncrementalDetokenizer", "TokenStream", "compile_model", "generate",
+           "summarize"]

@@ -55,6 +55,12 @@ def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
     for s in streams:
         s._start(t0)
     active = [True] * n
+
+    def run_model(**kw: Any) -> Any:
+        # inference mode per call, never across a yield: the consumer's thread must not stay in it
+        with torch.inference_mode():
+            return model(**kw)
+
     try:
         device = next(model.parameters()).device
         seq2seq = handle.kind == "seq2seq"
@@ -75,60 +81,60 @@ def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
             detoks = [IncrementalDetokenizer(tok, r) for r in rows]
         generated = [""] * n
 
-        with torch.inference_mode():
-            if seq2seq:
+        if seq2seq:
+            with torch.inference_mode():
                 encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
-                start = torch.full((n, 1), model.config.decoder_start_token_id, device=device)
+            start = torch.full((n, 1), model.config.decoder_start_token_id, device=device)
 
-                def step(inp: Any, past: Any) -> Any:
-                    return model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=inp,
+            def step(inp: Any, past: Any) -> Any:
+                return run_model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=inp,
                                  past_key_values=past, use_cache=True)
 
-                out = step(start, None)
-            else:
-                pos = None if mask is None else (mask.long().cumsum(-1) - 1).clamp(min=0)
-                extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
-                if mask is not None:
-                    extra.update(attention_mask=mask, position_ids=pos)
-                # prefill: only the last position's logits are needed
-                out = model(input_ids=ids, use_cache=True, **extra)
+            out = step(start, None)
+        else:
+            pos = None if mask is None else (mask.long().cumsum(-1) - 1).clamp(min=0)
+            extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+            if mask is not None:
+                extra.update(attention_mask=mask, position_ids=pos)
+            # prefill: only the last position's logits are needed
+            out = run_model(input_ids=ids, use_cache=True, **extra)
 
-                def step(inp: Any, past: Any) -> Any:
-                    nonlocal mask, pos
-                    if mask is None:
-                        return model(input_ids=inp, past_key_values=past, use_cache=True)
-                    mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
-                    pos = pos[:, -1:] + 1
-                    return model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=past,
+            def step(inp: Any, past: Any) -> Any:
+                nonlocal mask, pos
+                if mask is None:
+                    return run_model(input_ids=inp, past_key_values=past, use_cache=True)
+                mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
+                pos = pos[:, -1:] + 1
+                return run_model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=past,
                                  use_cache=True)
 
-            for i in range(p.max_new_tokens):
-                for b, s in enumerate(streams):
-                    if active[b] and s._cancel_flag.is_set():
-                        active[b] = False
-                        s._finish("cancelled", detoks[b].flush(), t0)
-                if not any(active):
-                    break
-                logits = out.logits[:, -1, :]
-                next_ids = []
-                for b, s in enumerate(streams):
-                    if not active[b]:
-                        next_ids.append(pad)
-                        continue
-                    nid = pick(logits[b:b + 1], history[b], p, gens[b])
-                    piece = detoks[b].push(nid)
-                    s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
-                                  ms=(time.perf_counter() - t0) * 1000.0))
-                    history[b].append(nid)
-                    generated[b] += piece
-                    next_ids.append(nid)
-                    if (nid == eos and not p.ignore_eos) or (p.stop and any(x in generated[b] for x in p.stop)):
-                        active[b] = False
-                        s._finish("ok", detoks[b].flush(), t0)
-                yield None
-                if not any(active) or i + 1 == p.max_new_tokens:
-                    break
-                out = step(torch.tensor(next_ids, device=device).view(n, 1), out.past_key_values)
+        for i in range(p.max_new_tokens):
+            for b, s in enumerate(streams):
+                if active[b] and s._cancel_flag.is_set():
+                    active[b] = False
+                    s._finish("cancelled", detoks[b].flush(), t0)
+            if not any(active):
+                break
+            logits = out.logits[:, -1, :]
+            next_ids = []
+            for b, s in enumerate(streams):
+                if not active[b]:
+                    next_ids.append(pad)
+                    continue
+                nid = pick(logits[b:b + 1], history[b], p, gens[b])
+                piece = detoks[b].push(nid)
+                s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
+                              ms=(time.perf_counter() - t0) * 1000.0))
+                history[b].append(nid)
+                generated[b] += piece
+                next_ids.append(nid)
+                if (nid == eos and not p.ignore_eos) or (p.stop and any(x in generated[b] for x in p.stop)):
+                    active[b] = False
+                    s._finish("ok", detoks[b].flush(), t0)
+            yield None
+            if not any(active) or i + 1 == p.max_new_tokens:
+                break
+            out = step(torch.tensor(next_ids, device=device).view(n, 1), out.past_key_values)
         for b, s in enumerate(streams):
             if active[b]:
                 active[b] = False

@@ -13,6 +13,7 @@ def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
 
     logits = logits[0].float()
     if p.repetition_penalty != 1.0 and history:
+        logits = logits.clone()  # the model's output may be an inference tensor: never write into it
         idx = torch.tensor(sorted(set(history)), device=logits.device)
         vals = logits[idx]
         logits[idx] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
