@@ -68,3 +68,7 @@ def test_compare_reports_speed_and_quality_side_by_side(gpt_tiny):
     assert table.loc[0, "greedy_agreement"] == 1.0 and 0 <= table.loc[1, "greedy_agreement"] <= 1
     assert (table["ttft_ms"] > 0).all() and (table["tok_s"] > 0).all() and table.loc[0, "speedup"] == 1.0
     assert table.loc[0, "ppl_change_pct"] == 0.0
+
+
+def test_a_quantized_handle_still_counts_every_parameter(gpt_tiny):
+    assert al.quantize(gpt_tiny, "int8").params == gpt_tiny.params

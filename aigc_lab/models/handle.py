@@ -21,9 +21,13 @@ class ModelHandle:
     name: str
     kind: str  # "causal" | "seq2seq" | "rnn" (the LSTM baseline: runs through the causal path)
     quant: str | None = None
+    param_count: int | None = None  # set when the module no longer exposes its weights as parameters
 
     @property
     def params(self) -> int:
+        """Parameter count (a quantized copy reports its original's: packed weights are not parameters)."""
+        if self.param_count is not None:
+            return self.param_count
         return sum(p.numel() for p in self.model.parameters())
 
     @property

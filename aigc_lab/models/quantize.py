@@ -87,4 +87,5 @@ def quantize(handle: ModelHandle, scheme: str = "int8") -> ModelHandle:
         conv1d_to_linear(model)
         ao_quantize(model, int8_weight_only() if scheme == "int8-weight" else int4_weight_only())
     model.eval()
-    return ModelHandle(model=model, tokenizer=handle.tokenizer, name=handle.name, kind=handle.kind, quant=scheme)
+    return ModelHandle(model=model, tokenizer=handle.tokenizer, name=handle.name, kind=handle.kind, quant=scheme,
+                       param_count=handle.params)
