@@ -1,0 +1,366 @@
+"""The training loop: set-up (copy, LoRA, data, optimizer, resume), then one optimizer step at a time.
+
+The step loop publishes one ``TrainStep`` per step (a frozen dataclass: no I/O, no JSON) and checks
+the cancel flag before every step; it writes only checkpoints. ``Loop.run`` always ends with exactly
+one ``run.end``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..events import Checkpoint, RunEnd, RunMetrics, RunStart, TrainEval, TrainStep
+from . import checkpoint as ckpt
+from . import memory
+from .collate import Batches, as_examples, encode, is_pairs
+from .config import TrainConfig, TrainConfigError
+from .distill import check_teacher, distill_loss
+from .evaluate import eval_loss, exact_match, perplexity
+from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
+from .schedule import make_scheduler
+
+# hyper-parameters that fix the data order and model shape: a resumed run must keep them
+RESUME_FIXED = ("method", "batch_size", "grad_accum", "max_length", "max_target_length", "packing", "seed",
+                "lora_r", "lora_alpha", "lora_targets")
+
+
+@dataclass
+class Progress:
+    """What the run has done so far (the part of a checkpoint that is not tensors)."""
+
+    step: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    bad_evals: int = 0
+    tokens: int = 0
+    checkpoints: list[str] = field(default_factory=list)
+
+
+class Loop:
+    """One fine-tuning run of ``handle`` on ``data``; ``run()`` trains and returns the final status."""
+
+    def __init__(self, handle: Any, data: Any, cfg: TrainConfig, *, run_id: str, event_bus: Any,
+                 cancel_flag: threading.Event, teacher: Any = None, val: Any = None, resume: Any = None,
+                 inplace: bool = False, rank: int = 0, world: int = 1, accelerator: Any = None) -> None:
+        self.handle, self.cfg, self.run_id, self.bus, self.flag = handle, cfg, run_id, event_bus, cancel_flag
+        self.teacher, self.inplace, self.rank, self.world, self.accel = teacher, inplace, rank, world, accelerator
+        self.kind = "seq2seq" if handle.kind == "seq2seq" else "causal"
+        self.train_ex, found_val = as_examples(data)
+        self.val_ex = as_examples(val)[0] if val is not None else found_val
+        self.resume = ckpt.resolve(resume) if resume is not None else None
+        self.progress = Progress()
+        self.status = "pending"
+        self.error: BaseException | None = None
+        self.model: Any = None
+        self.adapter: dict[str, Any] | None = None
+        out = cfg.output_dir or (str(self.resume.parent) if self.resume else f"aigc_runs/{run_id}")
+        self.output_dir = Path(out)
+        self.main = rank == 0
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _device(self) -> Any:
+        import torch
+
+        if self.accel is not None:
+            return self.accel.device
+        return torch.device(self.cfg.device or self.handle.device)
+
+    def _autocast(self) -> Any:
+        import torch
+
+        dev = self.device
+        use = self.cfg.precision == "bf16" or (
+            self.cfg.precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
+        if not use:
+            return None
+        return lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+
+    def precheck(self) -> None:
+        """Refuse early, in the caller's thread: teacher, LoRA targets, memory, resume compatibility."""
+        cfg = self.cfg
+        if cfg.method == "distill":
+            check_teacher(self.handle, self.teacher)
+        if cfg.method == "lora" and self.handle.kind == "rnn":
+            raise TrainConfigError("LoRA needs attention/linear layers; train the LSTM baseline with method='full'")
+        self.device = self._device()
+        self.autocast = self._autocast()
+        src = self.handle.model
+        targets = lora_targets(src, cfg.lora_targets)[0] if cfg.method == "lora" else ()
+        need = memory.estimate(src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=not self.inplace,
+                               trainable_params=memory.lora_params(src, targets, cfg.lora_r) if targets else None,
+                               teacher=self.teacher, autocast=self.autocast is not None)
+        memory.check(need, device=self.device, method=cfg.method, batch_size=cfg.batch_size, seq_len=cfg.max_length)
+        self.meta = ckpt.read_meta(self.resume) if self.resume else None
+        if self.meta is not None:
+            old = self.meta["config"]
+            changed = [k for k in RESUME_FIXED if k in old and old[k] != cfg.to_dict()[k]]
+            if changed:
+                raise TrainConfigError(f"resume with the same {', '.join(changed)} as the checkpoint "
+                                       f"({', '.join(f'{k}={old[k]!r}' for k in changed)})")
+
+    def setup(self) -> None:
+        import torch
+
+        cfg, meta, src = self.cfg, self.meta, self.handle.model
+        self._seed(cfg.seed)
+        model = src if self.inplace else copy.deepcopy(src)
+        model.to(self.device)
+        if cfg.method == "lora":
+            model = apply_lora(model, self.kind, cfg)
+        if self.resume is not None:
+            if cfg.method == "lora":
+                load_adapter_into(model, self.resume / "adapter")
+            else:
+                ckpt.load_weights(model, self.resume)
+        model.train()
+        self.model = model
+        if self.teacher is not None:
+            self.teacher.model.eval()
+        tok = self.handle.tokenizer
+        kw = dict(max_length=cfg.max_length, max_target_length=cfg.max_target_length, packing=cfg.packing)
+        self.train_enc = encode(self.train_ex, tok, self.kind, **kw)
+        if len(self.train_enc) == 0:
+            raise TrainConfigError("no training examples left after tokenization")
+        self.batches = Batches(self.train_enc, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world)
+        self.val_batches = None
+        if self.val_ex:
+            self.val_batches = Batches(encode(self.val_ex, tok, self.kind, **kw), cfg.batch_size, cfg.seed,
+                                       shuffle=False)
+        self.total = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.batches.per_epoch / cfg.grad_accum))
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * self.total)
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.dim() < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, fused=fused or None)
+        self.scheduler = make_scheduler(self.optimizer, self.total, warmup, cfg.schedule, cfg.min_lr_ratio)
+        if self.accel is not None:
+            self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
+        if meta is not None:
+            state = ckpt.load_state(self.resume)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            p = self.progress
+            p.step, p.steps, p.evals, p.best = meta["step"], meta["steps"], meta["evals"], meta["best"]
+            p.bad_evals, p.tokens = meta["bad_evals"], meta["tokens"]
+            ckpt.set_rng_state(state["rng"])
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        import torch
+
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def publish(self, event: Any) -> None:
+        if self.main:
+            self.bus.publish(event)
+
+    def start_event(self) -> None:
+        info = self.handle.info()
+        self.publish(RunStart(run=self.run_id, kind="train", model=info,
+                              config={**self.cfg.to_dict(), "resume": str(self.resume) if self.resume else None,
+                                      "train_examples": len(self.train_ex), "world": self.world},
+                              t0=time.time() * 1000))
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _unwrapped(self) -> Any:
+        return self.accel.unwrap_model(self.model) if self.accel is not None else self.model
+
+    def _loss(self, batch: dict[str, Any]) -> Any:
+        import torch
+
+        with self.autocast() if self.autocast else contextlib.nullcontext():
+            out = self.model(**batch)
+            loss = out.loss
+            if self.cfg.method == "distill":
+                tb = {k: v.to(self.teacher.device) for k, v in batch.items()}
+                with torch.no_grad():
+                    t_logits = self.teacher.model(**tb).logits.to(out.logits.device)
+                loss = distill_loss(out.logits, t_logits, batch["labels"], loss, temperature=self.cfg.temperature,
+                                    alpha=self.cfg.alpha, causal=self.kind == "causal")
+        return loss
+
+    def _step(self, step: int) -> tuple[float, int]:
+        """One optimizer step (``grad_accum`` micro-batches); returns (mean loss, tokens)."""
+        import torch
+
+        cfg = self.cfg
+        total = torch.zeros((), device=self.device)
+        tokens = 0
+        for a in range(cfg.grad_accum):
+            cpu = self.batches.batch(step * cfg.grad_accum + a)
+            tokens += int(cpu["attention_mask"].sum())
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
+            loss = self._loss(batch)
+            if self.accel is not None:
+                self.accel.backward(loss / cfg.grad_accum)
+            else:
+                (loss / cfg.grad_accum).backward()
+            total += loss.detach()
+        if cfg.max_grad_norm:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            if self.accel is not None:
+                self.accel.clip_grad_norm_(params, cfg.max_grad_norm)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = total / cfg.grad_accum
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss)
+            loss /= self.world
+            tokens *= self.world
+        return float(loss), tokens
+
+    def evaluate(self, step: int) -> dict[str, Any] | None:
+        if self.val_batches is None or not self.main:
+            return None
+        model = self._unwrapped()
+        val = eval_loss(model, self.val_batches, self.device, limit=self.cfg.eval_batches, autocast=self.autocast)
+        metrics: dict[str, float] = {}
+        if self.cfg.eval_generate and is_pairs(self.val_ex):
+            pairs = self.val_ex[:self.cfg.eval_generate]
+            metrics["exact_match"] = exact_match(model, self.handle.tokenizer, pairs, kind=self.kind,
+                                                 device=self.device, max_new_tokens=self.cfg.max_target_length)
+        record = {"step": step, "val_loss": val, "ppl": perplexity(val), **metrics}
+        self.progress.evals.append(record)
+        self.publish(TrainEval(run=self.run_id, step=step, val_loss=val, ppl=record["ppl"], metrics=metrics))
+        p = self.progress
+        if p.best is None or val < p.best["val_loss"]:
+            p.best, p.bad_evals = dict(record), 0
+        else:
+            p.bad_evals += 1
+        return record
+
+    def save(self, step: int, *, periodic: bool = False) -> Path | None:
+        if not self.main:
+            return None
+        p = self.progress
+        meta = {"step": step, "micro_batch": step * self.cfg.grad_accum, "epoch": self.batches.epoch_of(
+            step * self.cfg.grad_accum), "config": self.cfg.to_dict(), "best": p.best, "bad_evals": p.bad_evals,
+            "tokens": p.tokens, "steps": p.steps, "evals": p.evals, "run": self.run_id,
+            "model": self.handle.name, "kind": self.handle.kind}
+        model = self._unwrapped()
+        adapter = adapter_state(model) if self.cfg.method == "lora" else None
+        path = ckpt.save(self.output_dir, step, model=model, tokenizer=self.handle.tokenizer, adapter=adapter,
+                         optimizer=self.optimizer, scheduler=self.scheduler, meta=meta)
+        p.checkpoints.append(str(path))
+        if periodic:
+            ckpt.prune(self.output_dir, self.cfg.keep_last, protect=path)
+        self.publish(Checkpoint(run=self.run_id, step=step, path=str(path)))
+        return path
+
+    def run(self) -> str:
+        """Train to the end (or cancel / early stop); publish ``run.end``; return the status."""
+        t_start = time.perf_counter()
+        started = False
+        try:
+            self.setup()
+            self.start_event()
+            started = True
+            self.status = "running"
+            self.status = self._train()
+        except KeyboardInterrupt:
+            self.status = "cancelled"
+            self._save_quietly()
+            self._end(t_start, started)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported as run.end(error) and re-raised by wait()
+            self.status, self.error = "error", exc
+            if not started:
+                self.start_event_safe()
+        self._end(t_start, True)
+        return self.status
+
+    def start_event_safe(self) -> None:
+        with contextlib.suppress(Exception):
+            self.publish(RunStart(run=self.run_id, kind="train", model=self.handle.info(),
+                                  config=self.cfg.to_dict(), t0=time.time() * 1000))
+
+    def _save_quietly(self) -> None:
+        if self.model is not None and self.progress.step > 0:
+            with contextlib.suppress(Exception):
+                self.save(self.progress.step)
+
+    def _train(self) -> str:
+        from tqdm.auto import tqdm
+
+        cfg, p = self.cfg, self.progress
+        bar = tqdm(total=self.total, initial=p.step, desc=self.run_id, disable=not (cfg.progress and self.main),
+                   leave=True, dynamic_ncols=True)
+        last_eval = last_save = -1
+        status = "ok"
+        try:
+            while p.step < self.total:
+                if self.flag.is_set():
+                    status = "cancelled"
+                    break
+                t0 = time.perf_counter()
+                lr = self.scheduler.get_last_lr()[0]
+                loss, tokens = self._step(p.step)
+                p.step += 1
+                p.tokens += tokens
+                tok_s = tokens / max(time.perf_counter() - t0, 1e-9)
+                p.steps.append({"step": p.step, "epoch": self.batches.epoch_of(p.step * cfg.grad_accum),
+                                "loss": loss, "lr": lr, "tok_s": tok_s})
+                if p.step % cfg.log_every == 0:
+                    self.publish(TrainStep(run=self.run_id, step=p.step, loss=loss, lr=lr, tok_s=tok_s))
+                bar.update(1)
+                if cfg.eval_every and p.step % cfg.eval_every == 0:
+                    self.evaluate(p.step)
+                    last_eval = p.step
+                if cfg.save_every and p.step % cfg.save_every == 0:
+                    self.save(p.step, periodic=True)
+                    last_save = p.step
+                if cfg.patience and p.bad_evals >= cfg.patience:
+                    break  # early stop: status stays ok
+        finally:
+            bar.close()
+        if status == "ok" and last_eval != p.step:
+            self.evaluate(p.step)
+        if (status == "cancelled" or cfg.save_final) and last_save != p.step and (p.step > 0 or status == "ok"):
+            self.save(p.step)
+        if self.cfg.method == "lora" and self.main:
+            self.adapter = adapter_state(self._unwrapped())
+        return status
+
+    def _end(self, t_start: float, started: bool) -> None:  # noqa: ARG002
+        if not started:
+            return
+        p = self.progress
+        steps_tok = [s["tok_s"] for s in p.steps if s.get("tok_s")]
+        err = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
+        metrics = RunMetrics(tokens=int(p.tokens), tok_s=float(np.median(steps_tok)) if steps_tok else None,
+                             peak_mem_mb=_peak_mem_mb())
+        self.publish(RunEnd(run=self.run_id, status=self.status, metrics=metrics, error=err))
+
+
+def _peak_mem_mb() -> float | None:
+    try:
+        from ..infer.metrics import peak_memory_mb
+
+        return float(peak_memory_mb())
+    except Exception:  # noqa: BLE001
+        return None
