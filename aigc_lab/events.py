@@ -100,6 +100,8 @@ class TrainStep:
     loss: float
     lr: float
     tok_s: float | None = None
+    epoch: float | None = None
+    eta_s: float | None = None
     type: ClassVar[str] = "train.step"
 
 
@@ -236,7 +238,8 @@ _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
     "run.start": (_is_str, {"kind": _one_of(*RUN_KINDS), "model": _is_obj, "config": _is_obj, "t0": _is_num}),
     "tokens": (_is_str, {"items": lambda x: isinstance(x, list)}),
     "run.end": (_is_str, {"status": _one_of(*RUN_STATUSES), "metrics": _is_obj, "error": _opt(_is_str)}),
-    "train.step": (_is_str, {"step": _is_int, "loss": _is_num, "lr": _is_num, "tok_s": _opt(_is_num)}),
+    "train.step": (_is_str, {"step": _is_int, "loss": _is_num, "lr": _is_num, "tok_s": _opt(_is_num),
+                             "epoch": _opt(_is_num), "eta_s": _opt(_is_num)}),
     "train.eval": (_is_str, {"step": _is_int, "val_loss": _is_num, "ppl": _opt(_is_num), "metrics": _is_obj}),
     "checkpoint": (_is_str, {"step": _is_int, "path": _is_str}),
     "data.step": (_is_str, {"step": _is_str, "rows_in": _is_int, "rows_out": _is_int, "changed": _is_int,
