@@ -24,7 +24,13 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { AckMessage, COMM_TARGET, PROTOCOL_VERSION, parseMessage } from './protocol';
+import {
+  AckMessage,
+  COMM_TARGET,
+  PROTOCOL_VERSION,
+  historyMessage,
+  parseMessage
+} from './protocol';
 import { Store } from './store';
 
 let requestCounter = 0;
@@ -139,6 +145,28 @@ export class KernelChannel implements IDisposable {
     });
   }
 
+  /**
+   * Ask the kernel to replay its recorded runs (`history`, docs/protocol.md). The kernel acks,
+   * then sends the runs as ordinary messages; tokens and steps already shown are ignored by the
+   * store. Returns false when no comm is open.
+   */
+  requestHistory(): boolean {
+    const id = newRequestId();
+    this.store.dispatch({ type: 'history.requested', id });
+    const comm = this._comm;
+    if (comm === null || comm.isDisposed) {
+      this.store.dispatch({ type: 'history.failed', id, error: 'no aigc_lab comm open' });
+      return false;
+    }
+    try {
+      comm.send({ ...historyMessage(id) }).done.catch(() => undefined);
+    } catch (e) {
+      this.store.dispatch({ type: 'history.failed', id, error: String(e) });
+      return false;
+    }
+    return true;
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
@@ -216,6 +244,8 @@ export class KernelChannel implements IDisposable {
         const comm = this.kernel.createComm(COMM_TARGET, commId);
         this._attach(comm);
         this.store.dispatch({ type: 'comm.reattached' });
+        // Runs that happened before this page (or panel) existed: ask the kernel to replay them.
+        this.requestHistory();
       }
     } catch (e) {
       // No kernel yet, or a kernel without comm_info: nothing to re-attach to.

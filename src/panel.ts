@@ -1,22 +1,81 @@
 /**
  * The AIGC Lab side panel: shows the runs of the followed kernel (the active notebook's).
  *
+ * Layout: a head (connection, Export CSV, Clear), the protocol banner, the focused run's card
+ * (metrics strip, Stop button, live token stream), the latency chart and the loss chart (uPlot),
+ * and the run history table whose checkboxes choose which runs the charts overlay.
+ *
  * Store changes only schedule a render; rendering happens at most once per animation frame and
  * touches only runs whose state object changed, so a fast token stream never blocks the page.
+ * Charts redraw at most every `CHART_INTERVAL_MS` while data streams.
  *
  * DOM contract (used by the UI tests):
- *   #aigc-lab-panel[data-kernel-id][data-connected][data-run-count]
+ *   #aigc-lab-panel[data-kernel-id][data-connected][data-run-count][data-theme-light]
  *     .aigc-banner   visible when the kernel speaks a newer protocol
- *     .aigc-runs > .aigc-run ...   newest run first
+ *     .aigc-runs > .aigc-run ...   newest run first; only the focused run (default: newest) shown
+ *     .aigc-chart.aigc-latency-chart / .aigc-loss-chart  [data-series-count][data-point-count]
+ *     .aigc-history tr.aigc-history-row[data-run-id][data-selected]
+ *     button.aigc-export-csv, button.aigc-clear
  */
 
 import { Widget } from '@lumino/widgets';
 
 import { KernelChannel } from './channel';
-import { State, runList } from './store';
+import {
+  historyCsv,
+  historyRows,
+  latencySeries,
+  lossSeries,
+  pickChartRuns
+} from './series';
+import { RunState, State, runList } from './store';
+import { LiveChart } from './views/chart';
+import { HistoryTable } from './views/history';
 import { RunView } from './views/runview';
 
 export const PANEL_ID = 'aigc-lab-panel';
+
+/** Minimum interval between two chart redraws while data streams. */
+export const CHART_INTERVAL_MS = 200;
+
+/** The panel's settings (schema/plugin.json). */
+export interface PanelSettings {
+  /** Runs kept per kernel; the oldest ended runs are dropped beyond it. */
+  historySize: number;
+  /** Tint each streamed token by its latency. */
+  tinting: boolean;
+  /** Charts show the last this many tokens / steps (0: all). */
+  chartWindow: number;
+}
+
+export const DEFAULT_SETTINGS: PanelSettings = {
+  historySize: 100,
+  tinting: true,
+  chartWindow: 0
+};
+
+function button(className: string, label: string, title: string): HTMLButtonElement {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = `jp-mod-styled aigc-tool ${className}`;
+  b.textContent = label;
+  b.title = title;
+  return b;
+}
+
+/** Offer `text` as a file download (a Blob behind a temporary link). */
+export function downloadText(filename: string, text: string, mime = 'text/csv'): void {
+  const blob = new Blob([text], { type: `${mime};charset=utf-8` });
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = filename;
+  a.style.display = 'none';
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
 
 export class AigcLabPanel extends Widget {
   constructor() {
@@ -38,7 +97,14 @@ export class AigcLabPanel extends Widget {
     title.textContent = 'AIGC Lab';
     this._statusLine = document.createElement('span');
     this._statusLine.className = 'aigc-connection';
-    head.append(title, this._statusLine);
+    const tools = document.createElement('span');
+    tools.className = 'aigc-tools';
+    const exportBtn = button('aigc-export-csv', 'CSV', 'Export the run history as CSV');
+    exportBtn.addEventListener('click', () => this.exportCsv());
+    const clearBtn = button('aigc-clear', 'Clear', 'Forget the runs that ended');
+    clearBtn.addEventListener('click', () => this.clearHistory());
+    tools.append(exportBtn, clearBtn);
+    head.append(title, this._statusLine, tools);
 
     this._banner = document.createElement('div');
     this._banner.className = 'aigc-banner';
@@ -51,13 +117,122 @@ export class AigcLabPanel extends Widget {
     this._runsBox = document.createElement('div');
     this._runsBox.className = 'aigc-runs';
 
-    node.append(head, this._banner, this._empty, this._runsBox);
+    this._charts = document.createElement('div');
+    this._charts.className = 'aigc-charts';
+    this._latency = new LiveChart({
+      className: 'aigc-latency-chart',
+      title: 'Inter-token latency',
+      xLabel: 'token',
+      yLabel: 'ms',
+      height: 150
+    });
+    this._latency.emptyText = 'No tokens yet.';
+    this._loss = new LiveChart({
+      className: 'aigc-loss-chart',
+      title: 'Loss',
+      xLabel: 'step',
+      yLabel: 'loss',
+      height: 150
+    });
+    this._loss.emptyText = 'No training steps yet.';
+    this._charts.append(this._latency.node, this._loss.node);
+
+    const historyTitle = document.createElement('div');
+    historyTitle.className = 'aigc-section-title';
+    historyTitle.textContent = 'Runs (tick to overlay in the charts)';
+    this._history = new HistoryTable(
+      (id, on) => this.setSelected(id, on),
+      id => this.focusRun(id)
+    );
+    const historyBox = document.createElement('div');
+    historyBox.className = 'aigc-history-box';
+    historyBox.append(historyTitle, this._history.node);
+
+    node.append(head, this._banner, this._empty, this._runsBox, this._charts, historyBox);
     this._renderNow();
   }
 
   /** The channel being shown, or null when no notebook kernel is followed. */
   get channel(): KernelChannel | null {
     return this._channel;
+  }
+
+  get settings(): PanelSettings {
+    return this._settings;
+  }
+
+  /** Apply new settings (from the settings registry). */
+  set settings(value: PanelSettings) {
+    this._settings = { ...value };
+    for (const view of this._views.values()) {
+      view.tinting = value.tinting;
+    }
+    this._channel?.store.dispatch({ type: 'limits', maxRuns: value.historySize });
+    this._chartKey = '';
+    this._rendered = null;
+    this._schedule();
+  }
+
+  /** Runs selected for the charts' overlay (of the followed kernel). */
+  get selected(): ReadonlySet<string> {
+    return this._selection();
+  }
+
+  /** Select or unselect a run for the charts' overlay. */
+  setSelected(runId: string, on: boolean): void {
+    const sel = this._selection();
+    if (on) {
+      sel.add(runId);
+    } else {
+      sel.delete(runId);
+    }
+    this._chartKey = '';
+    this._rendered = null;
+    this._schedule();
+  }
+
+  /** Show `runId`'s card (null: the newest run). */
+  focusRun(runId: string | null): void {
+    this._focused = runId;
+    this._rendered = null;
+    this._schedule();
+  }
+
+  /** The followed kernel's run history as CSV text (newest first). */
+  historyCsv(): string {
+    const state = this._channel?.store.state ?? null;
+    return historyCsv(state === null ? [] : historyRows(state));
+  }
+
+  /** Download the run history as a CSV file. */
+  exportCsv(): void {
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+    downloadText(`aigc-lab-runs-${stamp}.csv`, this.historyCsv());
+  }
+
+  /** Forget the followed kernel's ended runs. */
+  clearHistory(): void {
+    const channel = this._channel;
+    if (channel === null) {
+      return;
+    }
+    channel.store.dispatch({ type: 'runs.cleared' });
+    const keep = new Set(channel.store.state.order);
+    const sel = this._selection();
+    for (const id of Array.from(sel)) {
+      if (!keep.has(id)) {
+        sel.delete(id);
+      }
+    }
+    this._focused = null;
+  }
+
+  /** Re-read the theme's colours (JupyterLab theme changed). */
+  retheme(): void {
+    const light = document.body.getAttribute('data-jp-theme-light') !== 'false';
+    this.node.setAttribute('data-theme-light', light ? 'true' : 'false');
+    this._latency.retheme();
+    this._loss.retheme();
   }
 
   /** Show the runs of `channel` (the active notebook's kernel), or nothing. */
@@ -76,7 +251,10 @@ export class AigcLabPanel extends Widget {
     this._views.clear();
     this._runsBox.replaceChildren();
     this._rendered = null;
+    this._focused = null;
+    this._chartKey = '';
     if (channel !== null) {
+      channel.store.dispatch({ type: 'limits', maxRuns: this._settings.historySize });
       this._unsubscribe = channel.store.subscribe(() => this._schedule());
       channel.disposed.connect(this._onChannelDisposed, this);
     }
@@ -91,7 +269,25 @@ export class AigcLabPanel extends Widget {
     if (this._frame !== 0) {
       cancelAnimationFrame(this._frame);
     }
+    if (this._chartTimer !== null) {
+      clearTimeout(this._chartTimer);
+    }
+    this._latency.dispose();
+    this._loss.dispose();
     super.dispose();
+  }
+
+  private _selection(): Set<string> {
+    const channel = this._channel;
+    if (channel === null) {
+      return new Set<string>();
+    }
+    let sel = this._selections.get(channel);
+    if (sel === undefined) {
+      sel = new Set<string>();
+      this._selections.set(channel, sel);
+    }
+    return sel;
   }
 
   private _onChannelDisposed(): void {
@@ -152,6 +348,10 @@ export class AigcLabPanel extends Widget {
     } else {
       status = `kernel ${kernelId.slice(0, 8)} · waiting for aigc_lab`;
     }
+    const h = state?.connection.history ?? null;
+    if (h !== null && h.state === 'pending') {
+      status += ' · loading history…';
+    }
     if (this._statusLine.textContent !== status) {
       this._statusLine.textContent = status;
     }
@@ -165,28 +365,110 @@ export class AigcLabPanel extends Widget {
       this._empty.textContent = emptyText;
     }
 
-    if (state === null) {
-      return;
+    const runs: RunState[] = state === null ? [] : runList(state);
+    this._renderRuns(runs);
+    const selected = this._selection();
+    // Forget selections of runs the store dropped (history cap, Clear).
+    if (state !== null) {
+      for (const id of Array.from(selected)) {
+        if (state.runs[id] === undefined) {
+          selected.delete(id);
+        }
+      }
     }
-    // Runs: newest first. New runs are only ever added (the store never removes one).
-    for (const run of runList(state)) {
+    this._history.update(runs, selected, this._focusedId(runs));
+    this._renderCharts(state, selected);
+  }
+
+  private _focusedId(runs: readonly RunState[]): string | null {
+    if (this._focused !== null && runs.some(r => r.id === this._focused)) {
+      return this._focused;
+    }
+    return runs.length > 0 ? runs[runs.length - 1].id : null;
+  }
+
+  private _renderRuns(runs: readonly RunState[]): void {
+    const alive = new Set(runs.map(r => r.id));
+    for (const [id, view] of this._views) {
+      if (!alive.has(id)) {
+        view.node.remove();
+        this._views.delete(id);
+      }
+    }
+    // A new run takes the focus back to the newest.
+    if (runs.length > 0 && runs[runs.length - 1].id !== this._newest) {
+      this._newest = runs[runs.length - 1].id;
+      this._focused = null;
+    }
+    const focused = this._focusedId(runs);
+    // Runs: newest first. New runs are appended at the top.
+    for (const run of runs) {
       let view = this._views.get(run.id);
       if (view === undefined) {
         view = new RunView(run.id, this._onCancel);
+        view.tinting = this._settings.tinting;
         this._views.set(run.id, view);
         this._runsBox.insertBefore(view.node, this._runsBox.firstChild);
       }
+      const show = run.id === focused;
+      if (view.node.hidden === show) {
+        view.node.hidden = !show;
+      }
+      // Hidden runs are brought up to date too (cheap: one append per batch), so their DOM
+      // contract attributes stay true.
       view.update(run);
     }
+  }
+
+  private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {
+    const picked =
+      state === null ? { latency: [], loss: [] } : pickChartRuns(state, selected);
+    // Redraw only when a charted run changed (by identity) or the selection changed.
+    const key =
+      picked.latency.map(r => `${r.id}:${r.tokens.length}:${r.status}`).join(',') +
+      '|' +
+      picked.loss.map(r => `${r.id}:${r.steps.length}:${r.evals.length}`).join(',');
+    if (key === this._chartKey) {
+      return;
+    }
+    const now = performance.now();
+    const wait = this._lastChartDraw + CHART_INTERVAL_MS - now;
+    if (wait > 0 && this._chartKey !== '') {
+      if (this._chartTimer === null) {
+        this._chartTimer = setTimeout(() => {
+          this._chartTimer = null;
+          this._rendered = null;
+          this._schedule();
+        }, wait);
+      }
+      return;
+    }
+    this._chartKey = key;
+    this._lastChartDraw = now;
+    const window = this._settings.chartWindow;
+    this._latency.update(latencySeries(picked.latency, window));
+    this._loss.update(lossSeries(picked.loss, window));
+    this._loss.node.hidden = picked.loss.length === 0 && picked.latency.length > 0;
   }
 
   private _channel: KernelChannel | null = null;
   private _unsubscribe: (() => void) | null = null;
   private _views = new Map<string, RunView>();
+  private _selections = new WeakMap<KernelChannel, Set<string>>();
+  private _focused: string | null = null;
+  private _newest: string | null = null;
   private _rendered: State | null = null;
   private _frame = 0;
+  private _settings: PanelSettings = { ...DEFAULT_SETTINGS };
+  private _chartKey = '';
+  private _lastChartDraw = 0;
+  private _chartTimer: ReturnType<typeof setTimeout> | null = null;
   private _banner: HTMLDivElement;
   private _empty: HTMLDivElement;
   private _runsBox: HTMLDivElement;
   private _statusLine: HTMLSpanElement;
+  private _charts: HTMLDivElement;
+  private _latency: LiveChart;
+  private _loss: LiveChart;
+  private _history: HistoryTable;
 }

@@ -94,6 +94,15 @@ export interface ConnectionState {
   ignored: number;
   /** How many times the kernel restarted while followed. */
   restarts: number;
+  /** The last `history` request sent to this kernel, and its fate. */
+  history: HistoryRequestState | null;
+}
+
+/** State of the panel's last `history` request (replay of the kernel's recorded runs). */
+export interface HistoryRequestState {
+  id: string;
+  state: 'pending' | 'acknowledged' | 'refused' | 'failed';
+  error: string | null;
 }
 
 export interface State {
@@ -104,7 +113,15 @@ export interface State {
   connection: ConnectionState;
   /** The latest data-preparation steps, oldest first (at most `MAX_DATA_STEPS`). */
   dataSteps: readonly DataStepMessage[];
+  /**
+   * At most this many runs are kept (setting `historySize`): when a new run appears beyond it,
+   * the oldest runs that are no longer running are dropped, so a long session stays bounded.
+   */
+  maxRuns: number;
 }
+
+/** Default of the `historySize` setting. */
+export const DEFAULT_MAX_RUNS = 100;
 
 /** How many `data.step` messages the store keeps. */
 export const MAX_DATA_STEPS = 200;
@@ -128,20 +145,30 @@ export type Action =
   /** The panel sent a cancel request for `run`. */
   | { type: 'cancel.requested'; run: string; id: string }
   /** The cancel request could not be sent or will never be answered. */
-  | { type: 'cancel.failed'; run: string; id: string; error: string };
+  | { type: 'cancel.failed'; run: string; id: string; error: string }
+  /** The panel sent a `history` request. */
+  | { type: 'history.requested'; id: string }
+  /** The `history` request could not be sent. */
+  | { type: 'history.failed'; id: string; error: string }
+  /** Forget every run that is no longer running (command "Clear history"). */
+  | { type: 'runs.cleared' }
+  /** Change the run cap (setting `historySize`); drops the oldest ended runs beyond it. */
+  | { type: 'limits'; maxRuns: number };
 
 export function initialState(): State {
   return {
     runs: {},
     order: [],
     dataSteps: [],
+    maxRuns: DEFAULT_MAX_RUNS,
     connection: {
       connected: false,
       kernel: null,
       kernelProtocol: null,
       protocolMismatch: null,
       ignored: 0,
-      restarts: 0
+      restarts: 0,
+      history: null
     }
   };
 }
@@ -180,11 +207,39 @@ function withRun(state: State, id: string, update: (run: RunState) => RunState):
   if (run === existing) {
     return state;
   }
-  return {
+  const next: State = {
     ...state,
     runs: { ...state.runs, [id]: run },
     order: existing ? state.order : [...state.order, id]
   };
+  return existing ? next : capRuns(next);
+}
+
+/** Drop the oldest ended runs while there are more than `state.maxRuns`. */
+function capRuns(state: State): State {
+  let excess = state.order.length - Math.max(1, state.maxRuns);
+  if (excess <= 0) {
+    return state;
+  }
+  const drop = new Set<string>();
+  for (const id of state.order) {
+    if (excess <= 0) {
+      break;
+    }
+    if (state.runs[id].status !== 'running') {
+      drop.add(id);
+      excess--;
+    }
+  }
+  if (drop.size === 0) {
+    return state;
+  }
+  const runs: { [id: string]: RunState } = {};
+  const order = state.order.filter(id => !drop.has(id));
+  for (const id of order) {
+    runs[id] = state.runs[id];
+  }
+  return { ...state, runs, order };
 }
 
 function appendTokens(run: RunState, msg: TokensMessage): RunState {
@@ -240,7 +295,21 @@ function endRun(run: RunState, msg: RunEndMessage): RunState {
   return { ...run, status: msg.status, metrics: msg.metrics, error: msg.error };
 }
 
+function isNewStep(items: readonly { step: number }[], step: number): boolean {
+  return items.length === 0 || step > items[items.length - 1].step;
+}
+
 function applyAck(state: State, msg: AckMessage): State {
+  const h = state.connection.history;
+  if (h !== null && h.id === msg.id) {
+    return {
+      ...state,
+      connection: {
+        ...state.connection,
+        history: { id: msg.id, state: msg.ok ? 'acknowledged' : 'refused', error: msg.error }
+      }
+    };
+  }
   const matches = (r: RunState | undefined): r is RunState =>
     r !== undefined && r.cancel !== null && r.cancel.id === msg.id;
   let target: RunState | undefined = msg.run !== null ? state.runs[msg.run] : undefined;
@@ -277,9 +346,13 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
       return withRun(state, msg.run, run => appendTokens(run, msg));
     case 'run.end':
       return withRun(state, msg.run, run => endRun(run, msg));
+    // A step at or below the last one recorded is a replay (history request) of what is
+    // shown already: ignored, like duplicate tokens.
     case 'train.step': {
       const step: TrainStep = { step: msg.step, loss: msg.loss, lr: msg.lr, tok_s: msg.tok_s };
-      return withRun(state, msg.run, run => ({ ...run, steps: [...run.steps, step] }));
+      return withRun(state, msg.run, run =>
+        isNewStep(run.steps, msg.step) ? { ...run, steps: [...run.steps, step] } : run
+      );
     }
     case 'train.eval': {
       const ev: TrainEval = {
@@ -288,11 +361,17 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
         ppl: msg.ppl,
         metrics: msg.metrics
       };
-      return withRun(state, msg.run, run => ({ ...run, evals: [...run.evals, ev] }));
+      return withRun(state, msg.run, run =>
+        isNewStep(run.evals, msg.step) ? { ...run, evals: [...run.evals, ev] } : run
+      );
     }
     case 'checkpoint': {
       const ck: CheckpointInfo = { step: msg.step, path: msg.path };
-      return withRun(state, msg.run, run => ({ ...run, checkpoints: [...run.checkpoints, ck] }));
+      return withRun(state, msg.run, run =>
+        isNewStep(run.checkpoints, msg.step)
+          ? { ...run, checkpoints: [...run.checkpoints, ck] }
+          : run
+      );
     }
     case 'data.step':
       return { ...state, dataSteps: [...state.dataSteps.slice(1 - MAX_DATA_STEPS), msg] };
@@ -382,6 +461,42 @@ export function reduce(state: State, action: Action): State {
           ? { ...run, cancel: { ...run.cancel, state: 'failed', error: action.error } }
           : run
       );
+    case 'history.requested':
+      return {
+        ...state,
+        connection: {
+          ...state.connection,
+          history: { id: action.id, state: 'pending', error: null }
+        }
+      };
+    case 'history.failed': {
+      const h = state.connection.history;
+      if (h === null || h.id !== action.id) {
+        return state;
+      }
+      return {
+        ...state,
+        connection: { ...state.connection, history: { ...h, state: 'failed', error: action.error } }
+      };
+    }
+    case 'runs.cleared': {
+      const order = state.order.filter(id => state.runs[id].status === 'running');
+      if (order.length === state.order.length) {
+        return state;
+      }
+      const runs: { [id: string]: RunState } = {};
+      for (const id of order) {
+        runs[id] = state.runs[id];
+      }
+      return { ...state, runs, order };
+    }
+    case 'limits': {
+      const maxRuns = Math.max(1, Math.floor(action.maxRuns));
+      if (maxRuns === state.maxRuns) {
+        return state;
+      }
+      return capRuns({ ...state, maxRuns });
+    }
   }
 }
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from aigc_ui_harness import (
+    _JS_INSTALL,
+    _JS_OPEN,
     ARTIFACTS,
     STEP_TIMEOUT,
     BrowserStartError,
@@ -21,6 +23,7 @@ from aigc_ui_harness import (
 )
 
 DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "panel.png"
+DOCS_DARK_PNG = Path(__file__).resolve().parent.parent / "docs" / "panel-dark.png"
 MALFORMED_PREFIX = "[aigc-lab] ignored malformed message"
 STARTER = "starter:gpt-tiny"
 MODEL_LOAD_TIMEOUT = 180.0
@@ -55,6 +58,56 @@ def connect(nb: Notebook) -> None:
     nb.wait_panel_follows()
     nb.execute("import aigc_lab")
     nb.lab.wait_attr("#aigc-lab-panel", "data-connected", "true")
+
+
+def wait_chart(lab: Lab, sel: str, series: int, runs: list[str] | None = None,
+               points: int | None = None) -> dict:
+    """Wait until the chart ``sel`` in the panel is drawn with ``series`` series (and ``points``)."""
+    full = f"#aigc-lab-panel {sel}"
+    try:
+        lab.page.wait_for_function(
+            """([sel, series, runs, points]) => {
+                 const el = document.querySelector(sel);
+                 if (!el || el.getAttribute('data-rendered') !== 'true') return false;
+                 if (Number(el.getAttribute('data-series-count')) !== series) return false;
+                 if (points !== null && Number(el.getAttribute('data-point-count')) !== points) return false;
+                 const have = (el.getAttribute('data-runs') || '').split(',');
+                 return runs.every(r => have.includes(r)) && !!el.querySelector('canvas');
+               }""",
+            arg=[full, series, runs or [], points], timeout=STEP_TIMEOUT * 1000)
+    except Exception:  # noqa: BLE001
+        seen = lab.page.evaluate(
+            "(sel) => { const el = document.querySelector(sel); if (!el) return null;"
+            " const a = {}; for (const x of el.attributes) a[x.name] = x.value; return a; }", full)
+        pytest.fail(f"{sel} should show {series} series of {runs} ({points} points); is {seen}")
+    return lab.page.evaluate(
+        "(sel) => { const el = document.querySelector(sel); const a = {};"
+        " for (const x of el.attributes) a[x.name] = x.value; return a; }", full)
+
+
+def select_runs(lab: Lab, runs: list[str]) -> None:
+    """Tick exactly ``runs`` in the history table (real clicks), untick every other run."""
+    rows = lab.page.locator("#aigc-lab-panel tr.aigc-history-row")
+    for k in range(rows.count()):
+        row = rows.nth(k)
+        want = row.get_attribute("data-run-id") in runs
+        if (row.get_attribute("data-selected") == "true") != want:
+            row.locator("input.aigc-select").click()
+    for r in runs:
+        lab.wait_attr(f'#aigc-lab-panel tr.aigc-history-row[data-run-id="{r}"]', "data-selected", "true")
+
+
+def screenshot_panel(lab: Lab, path: Path) -> None:
+    """The panel, cropped just below its last section."""
+    path.parent.mkdir(exist_ok=True)
+    box = lab.panel().bounding_box()
+    bottom = lab.page.evaluate(
+        "() => Math.max(0, ...[...document.querySelectorAll('#aigc-lab-panel > *')]"
+        ".filter(e => e.offsetHeight > 0).map(e => e.getBoundingClientRect().bottom))")
+    height = min(box["height"], max(bottom - box["y"] + 8, 120))
+    lab.page.screenshot(path=str(path), clip={"x": box["x"], "y": box["y"],
+                                              "width": box["width"], "height": height})
+    assert path.stat().st_size > 1000
 
 
 def shown(lab: Lab, run: str) -> bool:
@@ -186,16 +239,22 @@ def test_stream_from_starter_model(lab, starter):
     assert attrs["data-dups"] == "0" and attrs["data-gaps"] == "0", attrs
     assert attrs["text"] == text, f"panel text {attrs['text']!r} != kernel text {text!r}"
     assert text, "the model generated an empty text"
-    # The README's picture: the panel, cropped just below its last run.
-    DOCS_PNG.parent.mkdir(exist_ok=True)
-    box = lab.panel().bounding_box()
-    bottom = lab.page.evaluate(
-        "() => Math.max(0, ...[...document.querySelectorAll('#aigc-lab-panel .aigc-run')]"
-        ".map(e => e.getBoundingClientRect().bottom))")
-    height = min(box["height"], max(bottom - box["y"] + 12, 120))
-    lab.page.screenshot(path=str(DOCS_PNG), clip={"x": box["x"], "y": box["y"],
-                                                  "width": box["width"], "height": height})
-    assert DOCS_PNG.stat().st_size > 1000
+    # Live token stream: one tinted span per token, with a tooltip (index, id, piece, ms).
+    el = lab.run_el(run)
+    assert el.locator(".aigc-run-text span.aigc-tok").count() == 40
+    title = el.locator(".aigc-run-text span.aigc-tok").nth(1).get_attribute("title") or ""
+    assert title.startswith("#1 · id ") and title.endswith(" ms"), title
+    # Metrics strip: model facts and figures.
+    metric = lambda k: el.locator(f'.aigc-metric[data-metric="{k}"] .aigc-metric-value').inner_text()  # noqa: E731
+    assert metric("model").startswith(STARTER), metric("model")
+    assert metric("ttft").endswith("ms") and metric("p50").endswith("ms"), (metric("ttft"), metric("p50"))
+    assert metric("tokens") == "40" and metric("status") == "ok"
+    # And a latency chart of it (uPlot canvas drawn; 39 inter-token latencies).
+    wait_chart(lab, ".aigc-latency-chart", series=1, runs=[run])
+    chart = lab.page.locator("#aigc-lab-panel .aigc-latency-chart")
+    assert chart.get_attribute("data-point-count") == "39", chart.get_attribute("data-point-count")
+    assert chart.get_attribute("data-markers") == "1"  # the TTFT marker
+    assert chart.locator("canvas").count() >= 1
 
 
 def test_cancel_from_panel(lab, starter):
@@ -215,6 +274,11 @@ def test_cancel_from_panel(lab, starter):
                                  && Number(el.getAttribute('data-token-count')) > 0; }""",
             arg=sel, timeout=STEP_TIMEOUT * 1000,
         )
+        # A blinking caret follows the text while the run runs.
+        caret = lab.page.evaluate(
+            "(sel) => getComputedStyle(document.querySelector(sel + ' .aigc-run-text'), '::after')"
+            ".animationName", sel)
+        assert caret == "aigc-blink", caret
         button = lab.run_el(run).locator("button.aigc-cancel")
         try:  # a real mouse click: Playwright waits until the button is visible, enabled, stable
             button.click(timeout=STEP_TIMEOUT * 1000)
@@ -237,6 +301,109 @@ def test_cancel_from_panel(lab, starter):
         assert check["tokens"] == int(attrs["data-token-count"]), (check, attrs)
     finally:  # never leave a 100k-token generation burning CPU for the next tests
         starter.execute(f"import aigc_lab\naigc_lab.runs.cancel({run!r})", check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 6: overlay, loss curve, CSV export, the README screenshots (light and dark).
+
+
+def test_two_runs_overlay(lab, starter):
+    starter.wait_panel_follows()
+    res = starter.execute(
+        "import json\n"
+        "q = al.quantize(m, 'int8')\n"
+        "_runs = []\n"
+        "for _m in (m, q):\n"
+        "    _s = al.generate(_m, 'The interpreter', max_new_tokens=40, temperature=0.8, top_k=40, seed=0)\n"
+        "    _s.wait()\n"
+        "    _runs.append(_s.run)\n"
+        "print(json.dumps({'runs': _runs}))",
+        timeout=180,
+    )
+    fp32, int8 = res.json_lines()[-1]["runs"]
+    lab.wait_run(fp32, "ok")
+    lab.wait_run(int8, "ok")
+    select_runs(lab, [fp32, int8])
+    attrs = wait_chart(lab, ".aigc-latency-chart", series=2, runs=[fp32, int8])
+    assert attrs["data-markers"] == "2", attrs  # one TTFT marker per run
+    legend = lab.page.locator("#aigc-lab-panel .aigc-latency-chart .u-legend").inner_text()
+    assert "int8" in legend and "float32" in legend, legend
+    row = lab.page.locator(f'#aigc-lab-panel tr.aigc-history-row[data-run-id="{int8}"]')
+    assert "int8" in row.inner_text(), row.inner_text()
+    # Export CSV (a real download of a Blob) holds both runs.
+    with lab.page.expect_download(timeout=STEP_TIMEOUT * 1000) as dl:
+        lab.page.locator("#aigc-lab-panel button.aigc-export-csv").click()
+    download = dl.value
+    assert download.suggested_filename.endswith(".csv"), download.suggested_filename
+    ARTIFACTS.mkdir(exist_ok=True)
+    csv_path = ARTIFACTS / "runs.csv"
+    download.save_as(str(csv_path))
+    csv_text = csv_path.read_text()
+    assert csv_text.startswith("run,kind,model,status,ttft_ms,tok_s"), csv_text[:200]
+    assert fp32 in csv_text and int8 in csv_text
+
+
+def test_training_loss_curve(lab, starter):
+    starter.wait_panel_follows()
+    run = _rid("train")
+    starter.execute(f"""
+import time, math
+from aigc_lab import bus, events
+bus.publish(events.RunStart(run={run!r}, kind="train", model=events.ModelInfo(name="starter:gpt-tiny",
+            params=1, dtype="float32", quant=None, device="cpu"), config={{}}, t0=time.time() * 1000))
+for k in range(1, 31):
+    bus.publish(events.TrainStep(run={run!r}, step=k, loss=3.0 * math.exp(-k / 12) + 0.5, lr=1e-3, tok_s=1000.0))
+    if k % 10 == 0:
+        bus.publish(events.TrainEval(run={run!r}, step=k, val_loss=3.1 * math.exp(-k / 12) + 0.6,
+                                     ppl=None, metrics={{}}))
+    time.sleep(0.01)
+bus.publish(events.RunEnd(run={run!r}, status="ok"))
+""")
+    lab.wait_run(run, "ok")
+    # No training run ticked: the loss chart shows the latest training run by itself.
+    attrs = wait_chart(lab, ".aigc-loss-chart", series=2, runs=[run], points=33)
+    assert attrs["data-series-count"] == "2", attrs  # train loss + eval loss
+    row = lab.page.locator(f'#aigc-lab-panel tr.aigc-history-row[data-run-id="{run}"]')
+    loss_text = row.locator("td.aigc-col-loss").inner_text()
+    assert loss_text == "0.746 / 0.854", loss_text  # final train loss / final eval loss
+    # The README picture: generation overlay + loss curve, the int8 run's stream in front.
+    ticked = [r for r in lab.page.evaluate(
+        "() => [...document.querySelectorAll('#aigc-lab-panel tr.aigc-history-row')]"
+        ".filter(r => r.getAttribute('data-selected') === 'true').map(r => r.getAttribute('data-run-id'))")]
+    select_runs(lab, ticked + [run])
+    wait_chart(lab, ".aigc-latency-chart", series=len(ticked), runs=ticked)
+    wait_chart(lab, ".aigc-loss-chart", series=2, runs=[run], points=33)
+    gen_rows = lab.page.locator("#aigc-lab-panel tr.aigc-history-row", has_text="int8")
+    if gen_rows.count():
+        gen_rows.first.locator("td.aigc-col-model").click()
+    lab.page.wait_for_timeout(300)
+    screenshot_panel(lab, DOCS_PNG)
+    assert DOCS_PNG.stat().st_size < 150_000, DOCS_PNG.stat().st_size
+
+
+def test_dark_theme(lab, starter):
+    starter.wait_panel_follows()
+    light_axis = lab.page.locator("#aigc-lab-panel .aigc-latency-chart").get_attribute("data-theme-axis")
+    try:
+        lab.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                          " {theme: 'JupyterLab Dark'})")
+        lab.wait_attr("body", "data-jp-theme-light", "false")
+        lab.wait_attr("#aigc-lab-panel", "data-theme-light", "false")
+        lab.page.wait_for_function(
+            "(a) => { const el = document.querySelector('#aigc-lab-panel .aigc-latency-chart');"
+            " return el.getAttribute('data-rendered') === 'true' && el.getAttribute('data-theme-axis') !== a; }",
+            arg=light_axis, timeout=STEP_TIMEOUT * 1000)
+        bg = lab.page.evaluate("() => getComputedStyle(document.querySelector('#aigc-lab-panel'))"
+                               ".backgroundColor")
+        rgb = [int(v) for v in bg[bg.index("(") + 1:bg.index(")")].split(",")[:3]]
+        assert sum(rgb) / 3 < 100, f"panel background {bg} is not dark"
+        lab.page.wait_for_timeout(300)
+        screenshot_panel(lab, DOCS_DARK_PNG)
+        assert DOCS_DARK_PNG.stat().st_size < 150_000, DOCS_DARK_PNG.stat().st_size
+    finally:
+        lab.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                          " {theme: 'JupyterLab Light'})")
+        lab.wait_attr("body", "data-jp-theme-light", "true")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,3 +526,39 @@ def test_protocol_mismatch_banner(lab):
     banner = lab.page.locator("#aigc-lab-panel .aigc-banner")
     banner.first.wait_for(state="visible", timeout=STEP_TIMEOUT * 1000)
     assert "2" in banner.first.inner_text(), banner.first.inner_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9 (very last: reloads the page). A reloaded page asks the kernel for its history and shows it.
+
+
+def test_reload_restores_history(lab):
+    nb = lab.open_notebook()
+    connect(nb)
+    run = _rid("before-reload")
+    nb.execute(fake_run_code(run, 50))
+    assert_fake_run(lab, run, 50)
+    train = _rid("train-before-reload")
+    nb.execute(f"""
+import time
+from aigc_lab import bus, events
+bus.publish(events.RunStart(run={train!r}, kind="train", model=events.ModelInfo(name="fake", params=1,
+            dtype="float32", quant=None, device="cpu"), config={{}}, t0=time.time() * 1000))
+for k in range(1, 11):
+    bus.publish(events.TrainStep(run={train!r}, step=k, loss=3.0 - k / 10, lr=1e-3, tok_s=None))
+bus.publish(events.RunEnd(run={train!r}, status="ok"))
+""")
+    lab.wait_run(train, "ok")
+    lab.page.goto(f"{lab.server.url}lab?reset", wait_until="domcontentloaded",
+                  timeout=STEP_TIMEOUT * 1000)
+    lab.page.wait_for_function("() => !!window.jupyterapp", timeout=STEP_TIMEOUT * 1000)
+    lab.page.evaluate("async () => { await window.jupyterapp.restored; }")
+    lab.page.evaluate(_JS_INSTALL)
+    # The same notebook again: same session, same kernel; the panel re-attaches to its comm.
+    lab.page.evaluate(_JS_OPEN, {"path": nb.path, "timeout": STEP_TIMEOUT * 1000})
+    nb.wait_panel_follows()
+    lab.wait_attr("#aigc-lab-panel", "data-connected", "true")
+    assert_fake_run(lab, run, 50)  # replayed: all tokens, in order, no dups, no gaps
+    select_runs(lab, [train])
+    wait_chart(lab, ".aigc-loss-chart", series=1, runs=[train], points=10)
+    assert int(lab.panel().get_attribute("data-run-count") or 0) >= 2

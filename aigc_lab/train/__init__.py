@@ -5,10 +5,13 @@
 
 Every step publishes ``train.step`` on the bus, every eval ``train.eval``, every checkpoint
 ``checkpoint``; a run starts with ``run.start`` (kind ``train``) and ends with one ``run.end``.
+``finetune_distributed`` runs the same loop on several processes (DDP through Accelerate).
 """
 
 from .config import TrainConfig, TrainConfigError
+from .distributed import DistributedRun, finetune_distributed
 from .memory import TrainingMemoryError
 from .run import TrainRun, finetune
 
-__all__ = ["TrainConfig", "TrainConfigError", "TrainRun", "TrainingMemoryError", "finetune"]
+__all__ = ["DistributedRun", "TrainConfig", "TrainConfigError", "TrainRun", "TrainingMemoryError", "finetune",
+           "finetune_distributed"]

@@ -67,6 +67,7 @@ class Loop:
         out = cfg.output_dir or (str(self.resume.parent) if self.resume else f"aigc_runs/{run_id}")
         self.output_dir = Path(out)
         self.main = rank == 0
+        self.cancel_all = False  # world > 1: some process was asked to stop (seen by all after the same step)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -200,7 +201,11 @@ class Loop:
         return loss
 
     def _step(self, step: int) -> tuple[float, int]:
-        """One optimizer step (``grad_accum`` micro-batches); returns (mean loss, tokens)."""
+        """One optimizer step (``grad_accum`` micro-batches); returns (mean loss, tokens).
+
+        With ``world > 1`` the loss, the token count and this process's cancel flag are summed over all
+        processes in one ``all_reduce``, so every process sees the same curve and stops after the same step.
+        """
         import torch
 
         cfg = self.cfg
@@ -210,11 +215,14 @@ class Loop:
             cpu = self.batches.batch(step * cfg.grad_accum + a)
             tokens += int(cpu["attention_mask"].sum())
             batch = {k: v.to(self.device, non_blocking=True) for k, v in cpu.items()}
-            loss = self._loss(batch)
-            if self.accel is not None:
-                self.accel.backward(loss / cfg.grad_accum)
-            else:
-                (loss / cfg.grad_accum).backward()
+            last = a == cfg.grad_accum - 1
+            sync = self.accel.no_sync(self.model) if self.accel is not None and not last else contextlib.nullcontext()
+            with sync:  # DDP: gradients are all-reduced once, on the last micro-batch
+                loss = self._loss(batch)
+                if self.accel is not None:
+                    self.accel.backward(loss / cfg.grad_accum)
+                else:
+                    (loss / cfg.grad_accum).backward()
             total += loss.detach()
         if cfg.max_grad_norm:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -229,10 +237,23 @@ class Loop:
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(loss)
-            loss /= self.world
-            tokens *= self.world
+            buf = torch.stack([loss.float(), torch.tensor(float(tokens), device=self.device),
+                               torch.tensor(float(self.flag.is_set()), device=self.device)])
+            dist.all_reduce(buf)
+            loss, tokens = buf[0] / self.world, int(buf[1])
+            self.cancel_all = bool(buf[2] > 0)
         return float(loss), tokens
+
+    def _sync_evals(self) -> None:
+        """``world > 1``: rank 0 evaluates; every process learns its early-stopping count (same break step)."""
+        if self.world <= 1 or self.val_batches is None:
+            return
+        import torch
+        import torch.distributed as dist
+
+        buf = torch.tensor([float(self.progress.bad_evals)], device=self.device)
+        dist.broadcast(buf, src=0)
+        self.progress.bad_evals = int(buf[0])
 
     def evaluate(self, step: int) -> dict[str, Any] | None:
         if self.val_batches is None or not self.main:
@@ -312,9 +333,10 @@ class Loop:
                    leave=True, dynamic_ncols=True)
         last_eval = last_save = -1
         status = "ok"
+        t_loop, first = time.perf_counter(), p.step
         try:
             while p.step < self.total:
-                if self.flag.is_set():
+                if self.cancel_all if self.world > 1 else self.flag.is_set():
                     status = "cancelled"
                     break
                 t0 = time.perf_counter()
@@ -326,10 +348,14 @@ class Loop:
                 p.steps.append({"step": p.step, "epoch": self.batches.epoch_of(p.step * cfg.grad_accum),
                                 "loss": loss, "lr": lr, "tok_s": tok_s})
                 if p.step % cfg.log_every == 0:
-                    self.publish(TrainStep(run=self.run_id, step=p.step, loss=loss, lr=lr, tok_s=tok_s))
+                    elapsed = time.perf_counter() - t_loop
+                    eta = elapsed / (p.step - first) * (self.total - p.step)
+                    self.publish(TrainStep(run=self.run_id, step=p.step, loss=loss, lr=lr, tok_s=tok_s,
+                                           epoch=p.steps[-1]["epoch"], eta_s=eta))
                 bar.update(1)
                 if cfg.eval_every and p.step % cfg.eval_every == 0:
                     self.evaluate(p.step)
+                    self._sync_evals()
                     last_eval = p.step
                 if cfg.save_every and p.step % cfg.save_every == 0:
                     self.save(p.step, periodic=True)

@@ -14,6 +14,17 @@ from .config import TrainConfig
 from .loop import Loop
 
 
+def history_frame(steps: list[dict[str, Any]], evals: list[dict[str, Any]]) -> Any:
+    """Steps (step, epoch, loss, lr, tok_s) outer-joined with evals (val_loss, ppl, metrics) on ``step``."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(steps), columns=["step", "epoch", "loss", "lr", "tok_s"])
+    found = pd.DataFrame(list(evals))
+    if found.empty:
+        return frame.assign(val_loss=float("nan"), ppl=float("nan"))
+    return frame.merge(found, on="step", how="outer").sort_values("step", ignore_index=True)
+
+
 class TrainRun:
     """A fine-tuning run: ``.wait()``, ``.cancel()``, ``.history``, ``.model``, ``.best``, ``.status``, ``.run``."""
 
@@ -74,13 +85,7 @@ class TrainRun:
     @property
     def history(self) -> Any:
         """One row per step (step, epoch, loss, lr, tok_s); eval columns (val_loss, ppl, metrics) where evaluated."""
-        import pandas as pd
-
-        steps = pd.DataFrame(list(self._loop.progress.steps), columns=["step", "epoch", "loss", "lr", "tok_s"])
-        evals = pd.DataFrame(list(self._loop.progress.evals))
-        if evals.empty:
-            return steps.assign(val_loss=float("nan"), ppl=float("nan"))
-        return steps.merge(evals, on="step", how="outer").sort_values("step", ignore_index=True)
+        return history_frame(self._loop.progress.steps, self._loop.progress.evals)
 
     @property
     def evals(self) -> list[dict[str, Any]]:

@@ -347,3 +347,83 @@ describe('data-preparation steps', () => {
     expect(s.dataSteps[s.dataSteps.length - 1].step).toBe('s499');
   });
 });
+
+describe('history replay, caps and clearing (issue 6)', () => {
+  const fx6 = fixtureAction;
+  const start = (run: string): Action => ({
+    type: 'message',
+    message: {
+      v: 1,
+      type: 'run.start',
+      run,
+      kind: 'generate',
+      model: { name: 'm', params: 1, dtype: 'float32', quant: null, device: 'cpu' },
+      config: {},
+      t0: 1
+    }
+  });
+  const endOk = (run: string): Action => ({
+    type: 'message',
+    message: {
+      v: 1,
+      type: 'run.end',
+      run,
+      status: 'ok',
+      metrics: { ttft_ms: null, tokens: 0, tok_s: null, itl_p50_ms: null, itl_p95_ms: null, peak_mem_mb: null },
+      error: null
+    }
+  });
+
+  it('tracks a history request and its ack without touching cancels', () => {
+    let s = reduce(initialState(), { type: 'history.requested', id: 'h-1' });
+    expect(s.connection.history).toEqual({ id: 'h-1', state: 'pending', error: null });
+    s = reduce(s, { type: 'message', message: { v: 1, type: 'ack', run: null, id: 'h-1', ok: true, error: null } });
+    expect(s.connection.history?.state).toBe('acknowledged');
+    const f = reduce(reduce(initialState(), { type: 'history.requested', id: 'h-2' }), {
+      type: 'history.failed',
+      id: 'h-2',
+      error: 'no comm'
+    });
+    expect(f.connection.history).toEqual({ id: 'h-2', state: 'failed', error: 'no comm' });
+  });
+
+  it('ignores a replay of a run already shown (tokens, steps, evals, checkpoints, start, end)', () => {
+    const live = [
+      fx6('run_start_train.json'),
+      fx6('train_step.json'),
+      fx6('train_eval.json'),
+      fx6('checkpoint.json'),
+      fx6('run_start_generate.json'),
+      fx6('tokens.json'),
+      fx6('run_end_ok.json')
+    ];
+    const once = reduceAll(initialState(), live);
+    const twice = reduceAll(once, live);
+    expect(twice.order).toEqual(once.order);
+    expect(twice.runs['train-01'].steps).toEqual(once.runs['train-01'].steps);
+    expect(twice.runs['train-01'].evals).toEqual(once.runs['train-01'].evals);
+    expect(twice.runs['train-01'].checkpoints).toEqual(once.runs['train-01'].checkpoints);
+    expect(twice.runs['gen-7f3a'].text).toBe(once.runs['gen-7f3a'].text);
+    expect(twice.runs['gen-7f3a'].dups).toBe(3); // counted, not appended
+  });
+
+  it('caps the number of runs, dropping the oldest ended ones first', () => {
+    let s = reduce(initialState(), { type: 'limits', maxRuns: 3 });
+    s = reduceAll(s, [start('a'), start('b'), endOk('b'), start('c'), endOk('c'), start('d')]);
+    // 'a' is still running: 'b' (oldest ended) goes.
+    expect(s.order).toEqual(['a', 'c', 'd']);
+    s = reduceAll(s, [endOk('a'), start('e')]);
+    expect(s.order).toEqual(['c', 'd', 'e']);
+    s = reduce(s, { type: 'limits', maxRuns: 1 });
+    expect(s.order).toEqual(['d', 'e']); // d and e still run: kept
+    expect(reduce(s, { type: 'limits', maxRuns: 1 })).toBe(s);
+  });
+
+  it('clears ended runs and keeps running ones', () => {
+    const s = reduceAll(initialState(), [start('a'), endOk('a'), start('b')]);
+    const c = reduce(s, { type: 'runs.cleared' });
+    expect(c.order).toEqual(['b']);
+    expect(Object.keys(c.runs)).toEqual(['b']);
+    expect(reduce(c, { type: 'runs.cleared' })).toBe(c);
+  });
+});

@@ -6,9 +6,10 @@ import { describe, expect, it, vi } from 'vitest';
 import { KernelChannel } from '../channel';
 import { AigcLabPanel } from '../panel';
 import { TokenItem } from '../protocol';
-import { Action, initialState, reduce, reduceAll } from '../store';
+import { Action, initialState, reduce, reduceAll, runList } from '../store';
 import { cancelLabel, formatMs, formatParams, formatRate } from '../views/format';
-import { RunView } from '../views/runview';
+import { HistoryTable } from '../views/history';
+import { RunView, TINT_MAX_TOKENS, tokenTitle } from '../views/runview';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -32,8 +33,14 @@ describe('RunView', () => {
     expect(n.getAttribute('data-dups')).toBe('0');
     expect(n.getAttribute('data-gaps')).toBe('0');
     const text = n.querySelector('.aigc-run-text') as HTMLElement;
-    const textNode = text.firstChild;
+    const firstSpan = text.firstChild;
     expect(text.textContent).toBe('Once upon a ✓');
+    // Tinted tokens: one span per token, tooltip with index, id, piece and ms.
+    const spans = text.querySelectorAll('span.aigc-tok');
+    expect(spans.length).toBe(3);
+    expect(spans[0].classList.contains('aigc-tok-first')).toBe(true);
+    expect((spans[0] as HTMLElement).title).toMatch(/^#0 · id \d+ · "Once" · TTFT [\d.]+ ms$/);
+    expect(spans[1].className).toMatch(/aigc-tint-[0-4]/);
     const cancel = n.querySelector('button.aigc-cancel') as HTMLButtonElement;
     expect(cancel.hidden).toBe(false);
     expect(n.querySelector('.aigc-run-header')?.textContent).toContain('starter:gpt-tiny');
@@ -45,14 +52,21 @@ describe('RunView', () => {
     ]);
     view.update(s.runs['gen-7f3a']);
     expect(text.textContent).toBe('Once upon a ✓\n  two spaces\ttab ');
-    expect(text.firstChild).toBe(textNode); // appended in place, not rebuilt
+    expect(text.firstChild).toBe(firstSpan); // appended in place, not rebuilt
+    expect(text.querySelectorAll('span.aigc-tok').length).toBe(5);
     expect(n.getAttribute('data-token-count')).toBe('5');
     expect(n.getAttribute('data-dups')).toBe('1');
     expect(n.getAttribute('data-status')).toBe('ok');
     expect(cancel.hidden).toBe(true);
-    const header = n.querySelector('.aigc-run-header')?.textContent ?? '';
-    expect(header).toContain('180 tok/s');
-    expect(header).toContain('TTFT 12.5 ms');
+    const metric = (k: string) =>
+      n.querySelector(`.aigc-metric[data-metric="${k}"] .aigc-metric-value`)?.textContent;
+    expect(metric('toks')).toBe('180');
+    expect(metric('ttft')).toBe('12.5 ms');
+    expect(metric('p50')).toBe('4.4 ms');
+    expect(metric('p95')).toBe('6.1 ms');
+    expect(metric('tokens')).toBe('64');
+    expect(metric('status')).toBe('ok');
+    expect(metric('model')).toBe('starter:gpt-tiny · 5.5M · float32 · no quant · cpu');
   });
 
   it('shows the cancel state on its button', () => {
@@ -78,8 +92,9 @@ describe('RunView', () => {
     expect(view.node.querySelector('.aigc-cancel-state')?.textContent).toBe('cancel acknowledged');
   });
 
-  it('renders 5000 tokens as one text node', () => {
+  it('renders 5000 tokens as one text node with tinting off', () => {
     const view = new RunView('r', () => undefined);
+    view.tinting = false;
     let s = initialState();
     for (let i = 0; i < 5000; i += 50) {
       s = reduce(s, tokens('r', i, Array.from({ length: 50 }, (_, k) => `${i + k} `)));
@@ -89,6 +104,75 @@ describe('RunView', () => {
     expect(text.childNodes.length).toBe(1);
     expect(text.textContent).toBe(s.runs['r'].text);
     expect(view.node.getAttribute('data-token-count')).toBe('5000');
+  });
+
+  it('caps tinted spans and appends the rest as text', () => {
+    const view = new RunView('r', () => undefined);
+    let s = initialState();
+    const n = TINT_MAX_TOKENS + 700;
+    for (let i = 0; i < n; i += 100) {
+      s = reduce(s, tokens('r', i, Array.from({ length: 100 }, (_, k) => `${i + k} `)));
+      view.update(s.runs['r']);
+    }
+    const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
+    expect(text.querySelectorAll('span.aigc-tok').length).toBe(TINT_MAX_TOKENS);
+    expect(text.childNodes.length).toBe(TINT_MAX_TOKENS + 1);
+    expect(text.textContent).toBe(s.runs['r'].text);
+    expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+  });
+
+  it('titles a token with index, id, piece and latency', () => {
+    expect(tokenTitle({ i: 3, id: 42, text: ' "hi"\n', ms: 50 }, 7.25, false)).toBe(
+      '#3 · id 42 · " \\"hi\\"\\n" · 7.3 ms'
+    );
+    expect(tokenTitle({ i: 0, id: null, text: 'a', ms: 50 }, 50, true)).toBe(
+      '#0 · id – · "a" · TTFT 50.0 ms'
+    );
+  });
+});
+
+describe('HistoryTable', () => {
+  it('lists runs newest first and reports selection toggles and focus', () => {
+    const toggles: [string, boolean][] = [];
+    const focus: string[] = [];
+    const table = new HistoryTable(
+      (id, on) => toggles.push([id, on]),
+      id => focus.push(id)
+    );
+    let s = reduceAll(initialState(), [
+      fx('run_start_generate.json'),
+      fx('tokens.json'),
+      fx('run_end_ok.json'),
+      fx('run_start_train.json'),
+      fx('train_step.json')
+    ]);
+    table.update(runList(s), new Set(['gen-7f3a']), null);
+    const rows = () => Array.from(table.node.querySelectorAll('tr.aigc-history-row')) as HTMLElement[];
+    expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['train-01', 'gen-7f3a']);
+    expect(rows().map(r => r.getAttribute('data-selected'))).toEqual(['false', 'true']);
+    const cells = (r: HTMLElement) => Array.from(r.querySelectorAll('td')).map(c => c.textContent);
+    expect(cells(rows()[1]).slice(1, 6)).toEqual([
+      'generate',
+      'starter:gpt-tiny float32',
+      'ok',
+      '12.5 ms',
+      '180'
+    ]);
+    expect(cells(rows()[0])[6]).toMatch(/^\d+\.\d{3}$/); // final loss
+    const check = rows()[0].querySelector('input.aigc-select') as HTMLInputElement;
+    check.click();
+    expect(toggles).toEqual([['train-01', true]]);
+    rows()[1].querySelector('td.aigc-col-model')?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+    expect(focus).toEqual(['gen-7f3a']);
+    // Rows are kept (not rebuilt) across updates; removed runs disappear.
+    const kept = rows()[1];
+    s = reduce(s, { type: 'runs.cleared' });
+    table.update(runList(s), new Set(), null);
+    expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['train-01']);
+    s = reduce(s, fx('run_start_generate.json'));
+    table.update(runList(s), new Set(), null);
+    expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['gen-7f3a', 'train-01']);
+    expect(rows()[1]).not.toBe(kept);
   });
 });
 

@@ -1,26 +1,38 @@
 /**
- * The DOM of one run. Updated incrementally: new token text is appended to one Text node
- * (`appendData`), the header fields are rewritten only when their text changes, so a run with
- * thousands of tokens stays as cheap as a run with ten.
+ * The DOM of one run. Updated incrementally: only the tokens not rendered yet are appended (one
+ * DocumentFragment per update, i.e. per animation frame), the header fields are rewritten only
+ * when their text changes, so a run with thousands of tokens stays as cheap as a run with ten.
+ *
+ * Token stream: while tinting is on, each of the first `TINT_MAX_TOKENS` tokens is a span whose
+ * background is tinted by its latency relative to the run's typical inter-token latency (class
+ * `aigc-tint-0..4`; the first token, whose latency is the TTFT, is `aigc-tok-first`) and whose
+ * tooltip gives index, token id, piece and ms; later tokens (or all, with tinting off) are
+ * appended to one Text node. A blinking caret (CSS) follows the text while the run runs.
  *
  * DOM contract (used by the UI tests):
  *   .aigc-run[data-run-id][data-kind][data-status][data-token-count][data-dups][data-gaps]
- *     .aigc-run-header   kind, model, status, token count, tok/s, TTFT
+ *     .aigc-run-header   kind, status, model, cancel button
+ *     .aigc-metrics      .aigc-metric[data-metric=model|ttft|toks|p50|p95|tokens|status]
  *     .aigc-run-text     textContent == concatenation of every token piece received
+ *       span.aigc-tok[data-i][title]   (tinted tokens)
  *     button.aigc-cancel shown while running only; label 'cancelling…' / 'cancel acknowledged' …
  *     .aigc-cancel-state the cancel request's state, kept after the run ended
  */
 
+import { TokenItem } from '../protocol';
+import { percentile, recentLatencies, tintLevel } from '../series';
 import { RunState } from '../store';
 import {
   cancelLabel,
   formatMs,
+  formatParams,
   formatRate,
-  modelLabel,
   timeToFirstToken,
   tokensPerSecond
 } from './format';
-import { Sparkline } from './sparkline';
+
+/** Tokens beyond this many per run are appended as plain text (no span, no tint). */
+export const TINT_MAX_TOKENS = 5000;
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -47,6 +59,27 @@ function setAttr(node: Element, name: string, value: string): void {
   }
 }
 
+/** The tooltip of a token: index, id, piece and latency. */
+export function tokenTitle(item: TokenItem, latency: number, first: boolean): string {
+  const id = item.id === null ? '–' : String(item.id);
+  return `#${item.i} · id ${id} · ${JSON.stringify(item.text)} · ${first ? 'TTFT ' : ''}${latency.toFixed(1)} ms`;
+}
+
+interface Metric {
+  node: HTMLSpanElement;
+  value: HTMLSpanElement;
+}
+
+const METRICS: [string, string][] = [
+  ['model', 'model'],
+  ['ttft', 'TTFT'],
+  ['toks', 'tok/s'],
+  ['p50', 'ITL p50'],
+  ['p95', 'p95'],
+  ['tokens', 'tokens'],
+  ['status', 'status']
+];
+
 export class RunView {
   constructor(runId: string, onCancel: (runId: string) => void) {
     this.runId = runId;
@@ -54,7 +87,7 @@ export class RunView {
     this.node.setAttribute('data-run-id', runId);
 
     // Header: a first row that does not change while tokens stream (so the cancel button stays
-    // put and is easy to click), and a row of live figures.
+    // put and is easy to click), then the metrics strip.
     const header = el('div', 'aigc-run-header', this.node);
     const title = el('div', 'aigc-run-title', header);
     this._kind = el('span', 'aigc-run-kind', title);
@@ -62,15 +95,22 @@ export class RunView {
     this._model = el('span', 'aigc-run-model', title);
     this._cancel = el('button', 'aigc-cancel jp-mod-styled', title);
     this._cancel.type = 'button';
+    this._cancel.title = 'Stop this run (sends a cancel request to the kernel)';
     this._cancel.addEventListener('click', () => {
       if (!this._cancel.disabled) {
         onCancel(this.runId);
       }
     });
+    const strip = el('div', 'aigc-metrics', header);
+    for (const [key, label] of METRICS) {
+      const node = el('span', 'aigc-metric', strip);
+      node.setAttribute('data-metric', key);
+      const l = el('span', 'aigc-metric-label', node);
+      l.textContent = label;
+      const value = el('span', 'aigc-metric-value', node);
+      this._metrics.set(key, { node, value });
+    }
     const stats = el('div', 'aigc-run-stats', header);
-    this._count = el('span', 'aigc-run-tokens', stats);
-    this._speed = el('span', 'aigc-run-speed', stats);
-    this._ttft = el('span', 'aigc-run-ttft', stats);
     this._cancelState = el('span', 'aigc-cancel-state', stats);
 
     this._extra = el('div', 'aigc-run-extra', this.node);
@@ -78,14 +118,19 @@ export class RunView {
     this._error.hidden = true;
     this._train = el('div', 'aigc-run-train', this.node);
     this._train.hidden = true;
+    this._trainText = el('div', 'aigc-train-summary', this._train);
 
     this._textBox = el('div', 'aigc-run-text', this.node);
     this._textNode = document.createTextNode('');
-    this._textBox.appendChild(this._textNode);
   }
 
   readonly runId: string;
   readonly node: HTMLDivElement;
+
+  /** Tint tokens by latency (setting `tinting`). Applies to tokens rendered from now on. */
+  set tinting(on: boolean) {
+    this._tinting = on;
+  }
 
   /** Bring the DOM up to date with `run`. Cheap when little changed. */
   update(run: RunState): void {
@@ -96,25 +141,15 @@ export class RunView {
     this._last = run;
     const n = this.node;
 
-    // Text: append only the pieces not rendered yet.
     const tokens = run.tokens;
     if (previous !== null && tokens.length < this._rendered) {
       // Cannot happen with the reducer (tokens only grow), but stay correct if it does.
-      this._textNode.data = '';
+      this._textBox.replaceChildren();
+      this._textNode = document.createTextNode('');
       this._rendered = 0;
     }
     if (tokens.length > this._rendered) {
-      const box = this._textBox;
-      const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
-      let chunk = '';
-      for (let k = this._rendered; k < tokens.length; k++) {
-        chunk += tokens[k].text;
-      }
-      this._textNode.appendData(chunk);
-      this._rendered = tokens.length;
-      if (atBottom) {
-        box.scrollTop = box.scrollHeight;
-      }
+      this._appendTokens(run);
     }
 
     setAttr(n, 'data-kind', run.kind);
@@ -124,28 +159,15 @@ export class RunView {
     setAttr(n, 'data-gaps', String(run.gaps));
 
     setText(this._kind, run.kind);
-    setText(this._model, modelLabel(run));
+    const m = run.model;
+    setText(this._model, m === null ? '(model unknown)' : m.name);
     setText(this._status, run.status);
     this._status.className = `aigc-run-status aigc-status-${run.status}`;
-    setText(this._count, `${this._rendered} tok`);
-    const ended = run.status !== 'running';
-    const rate = tokensPerSecond(run);
-    const ttft = timeToFirstToken(run);
-    setText(this._speed, rate === null ? '' : formatRate(rate));
-    setText(this._ttft, ttft === null ? '' : `TTFT ${formatMs(ttft)}`);
+    this._updateMetrics(run);
 
     const extra: string[] = [];
-    if (ended && run.metrics !== null) {
-      const m = run.metrics;
-      if (m.itl_p50_ms !== null) {
-        extra.push(`ITL p50 ${formatMs(m.itl_p50_ms)}`);
-      }
-      if (m.itl_p95_ms !== null) {
-        extra.push(`p95 ${formatMs(m.itl_p95_ms)}`);
-      }
-      if (m.peak_mem_mb !== null) {
-        extra.push(`peak ${Math.round(m.peak_mem_mb)} MB`);
-      }
+    if (run.metrics !== null && run.metrics.peak_mem_mb !== null) {
+      extra.push(`peak ${Math.round(run.metrics.peak_mem_mb)} MB`);
     }
     if (run.dups > 0) {
       extra.push(`${run.dups} duplicate${run.dups === 1 ? '' : 's'} ignored`);
@@ -161,7 +183,7 @@ export class RunView {
     // The button is there while the run runs; the fate of a cancel request stays readable in
     // .aigc-cancel-state after the run ended.
     this._cancel.hidden = run.status !== 'running';
-    setText(this._cancel, run.cancel === null ? 'Cancel' : cancelLabel(run));
+    setText(this._cancel, run.cancel === null ? 'Stop' : cancelLabel(run));
     this._cancel.disabled = run.cancel !== null && run.cancel.state !== 'failed';
     setAttr(this._cancel, 'data-cancel-state', run.cancel?.state ?? '');
     setText(this._cancelState, run.cancel === null ? '' : cancelLabel(run));
@@ -170,25 +192,108 @@ export class RunView {
     this._updateTrain(run, previous);
   }
 
+  private _appendTokens(run: RunState): void {
+    const tokens = run.tokens;
+    const box = this._textBox;
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
+    const start = this._rendered;
+    let k = start;
+    if (this._tinting && k < TINT_MAX_TOKENS && this._textNode.length === 0) {
+      // Reference latency for the tint: the median of the recent inter-token latencies.
+      const now = performance.now();
+      if (this._tintRef === null || now - this._tintRefAt > 250) {
+        this._tintRef = percentile(recentLatencies(run, 256), 0.5);
+        this._tintRefAt = now;
+      }
+      const frag = document.createDocumentFragment();
+      const end = Math.min(tokens.length, TINT_MAX_TOKENS);
+      for (; k < end; k++) {
+        const item = tokens[k];
+        const first = k === 0;
+        const latency = first ? item.ms : Math.max(0, item.ms - tokens[k - 1].ms);
+        const span = document.createElement('span');
+        span.className = first
+          ? 'aigc-tok aigc-tok-first'
+          : `aigc-tok aigc-tint-${tintLevel(latency, this._tintRef)}`;
+        span.setAttribute('data-i', String(item.i));
+        span.title = tokenTitle(item, latency, first);
+        span.textContent = item.text;
+        frag.appendChild(span);
+      }
+      box.appendChild(frag);
+    }
+    if (k < tokens.length) {
+      let chunk = '';
+      for (; k < tokens.length; k++) {
+        chunk += tokens[k].text;
+      }
+      if (this._textNode.parentNode !== box) {
+        box.appendChild(this._textNode);
+      }
+      this._textNode.appendData(chunk);
+    }
+    this._rendered = tokens.length;
+    if (atBottom) {
+      box.scrollTop = box.scrollHeight;
+    }
+  }
+
+  private _updateMetrics(run: RunState): void {
+    const m = run.model;
+    const set = (key: string, text: string, title = '') => {
+      const metric = this._metrics.get(key);
+      if (metric !== undefined) {
+        setText(metric.value, text);
+        if (metric.node.title !== title) {
+          metric.node.title = title;
+        }
+      }
+    };
+    set(
+      'model',
+      m === null
+        ? '–'
+        : [m.name, formatParams(m.params), m.dtype, m.quant ?? 'no quant', m.device].join(' · '),
+      m === null ? '' : 'name · parameters · dtype · quantization · device'
+    );
+    const ttft = timeToFirstToken(run);
+    set('ttft', formatMs(ttft));
+    const rate = tokensPerSecond(run);
+    set('toks', rate === null ? '–' : formatRate(rate).replace(' tok/s', ''));
+    let p50: number | null = null;
+    let p95: number | null = null;
+    const ended = run.status !== 'running';
+    if (ended && run.metrics !== null && run.metrics.itl_p50_ms !== null) {
+      p50 = run.metrics.itl_p50_ms;
+      p95 = run.metrics.itl_p95_ms;
+    } else if (run.tokens.length > 1) {
+      // Live figures over the recent tokens, refreshed at most 4 times a second.
+      const now = performance.now();
+      if (this._live === null || ended || now - this._liveAt > 250) {
+        const itl = recentLatencies(run);
+        this._live = [percentile(itl, 0.5), percentile(itl, 0.95)];
+        this._liveAt = now;
+      }
+      [p50, p95] = this._live;
+    }
+    set('p50', formatMs(p50));
+    set('p95', formatMs(p95));
+    const count = run.metrics !== null ? Math.max(run.metrics.tokens, this._rendered) : this._rendered;
+    set('tokens', String(count));
+    set('status', run.status);
+  }
+
   private _updateTrain(run: RunState, previous: RunState | null): void {
     const hasTrain = run.steps.length > 0 || run.evals.length > 0 || run.checkpoints.length > 0;
     this._train.hidden = !hasTrain;
-    if (!hasTrain) {
-      return;
-    }
     if (
-      previous !== null &&
-      previous.steps === run.steps &&
-      previous.evals === run.evals &&
-      previous.checkpoints === run.checkpoints &&
-      this._trainText !== null
+      !hasTrain ||
+      (previous !== null &&
+        previous.steps === run.steps &&
+        previous.evals === run.evals &&
+        previous.checkpoints === run.checkpoints)
     ) {
       return;
-    }
-    if (this._trainText === null) {
-      this._trainText = el('div', 'aigc-train-summary', this._train);
-      this._chart = new Sparkline('aigc-loss-chart');
-      this._train.appendChild(this._chart.node);
     }
     const parts: string[] = [];
     const last = run.steps[run.steps.length - 1];
@@ -210,30 +315,25 @@ export class RunView {
       parts.push(`checkpoint @${ck.step}`);
     }
     setText(this._trainText, parts.join(' · '));
-    this._chart?.update(
-      [
-        { className: 'aigc-loss-line', points: run.steps.map(s => [s.step, s.loss] as const) },
-        { className: 'aigc-eval-line', points: run.evals.map(e => [e.step, e.val_loss] as const) }
-      ],
-      'training loss (line) and eval loss'
-    );
   }
 
   private _last: RunState | null = null;
   private _rendered = 0;
+  private _tinting = true;
+  private _tintRef: number | null = null;
+  private _tintRefAt = 0;
+  private _live: [number | null, number | null] | null = null;
+  private _liveAt = 0;
+  private _metrics = new Map<string, Metric>();
   private _kind: HTMLSpanElement;
   private _model: HTMLSpanElement;
   private _status: HTMLSpanElement;
-  private _count: HTMLSpanElement;
-  private _speed: HTMLSpanElement;
-  private _ttft: HTMLSpanElement;
   private _cancel: HTMLButtonElement;
   private _cancelState: HTMLSpanElement;
   private _extra: HTMLDivElement;
   private _error: HTMLDivElement;
   private _train: HTMLDivElement;
-  private _trainText: HTMLDivElement | null = null;
-  private _chart: Sparkline | null = null;
+  private _trainText: HTMLDivElement;
   private _textBox: HTMLDivElement;
   private _textNode: Text;
 }

@@ -1,0 +1,375 @@
+"""Multi-process (DDP) fine-tuning on Hugging Face Accelerate: from a notebook or from a script.
+
+    res = al.train.finetune_distributed(model, data, num_processes=2, batch_size=4, max_steps=100)
+    res.history; res.losses; res.model_path; res.model
+
+Every process runs the same ``Loop`` as ``finetune`` with an ``accelerate.Accelerator`` (DDP: gloo on
+CPU, NCCL on GPUs). Process ``r`` of ``n`` takes the ``r``-th slice of every global batch of
+``batch_size * n`` rows, so the loss curve equals a one-process run with ``batch_size * n``. Only rank 0
+publishes events; they reach the caller's bus live through a queue (and so the panel). ``al.runs.cancel``
+stops all processes after the same step; rank 0 then writes a checkpoint.
+
+Launch from a notebook or Python: ``finetune_distributed`` (``accelerate.notebook_launcher``: fork,
+or ``start_method="spawn"`` with ``torch.multiprocessing``). From a shell:
+
+    python -m aigc_lab.train.distributed --model starter:gpt-tiny --data samples:python_docs -n 2 --max-steps 50
+    accelerate launch --num_processes 2 -m aigc_lab.train.distributed --model ... --data ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import queue as queue_mod
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import runs
+from ..bus import EventBus
+from ..bus import bus as default_bus
+from .config import TrainConfig, TrainConfigError
+
+FINAL = "final"
+
+
+@dataclass
+class DistributedRun:
+    """What rank 0 reports when a multi-process run ends: the curve, the status and the trained weights."""
+
+    run: str
+    status: str
+    world: int
+    output_dir: Path
+    model_path: Path | None  # ``save_pretrained`` folder of the trained model (LoRA: adapters merged in)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    checkpoints: list[str] = field(default_factory=list)
+    error: str | None = None
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def history(self) -> Any:
+        """One row per step (step, epoch, loss, lr, tok_s) with eval columns, as ``TrainRun.history``."""
+        from .run import history_frame
+
+        return history_frame(self.steps, self.evals)
+
+    @property
+    def losses(self) -> list[float]:
+        return [s["loss"] for s in self.steps]
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        found = [Path(p) for p in self.checkpoints if Path(p).exists()]
+        return found[-1] if found else None
+
+    @property
+    def model(self) -> Any:
+        """The trained model as a ``ModelHandle``, loaded from ``model_path``."""
+        if self.model_path is None:
+            raise TrainConfigError(f"run {self.run} ended {self.status} without final weights"
+                                   + (f" ({self.error})" if self.error else ""))
+        if self._model is None:
+            from ..models import load
+
+            self._model = load(self.model_path)
+        return self._model
+
+
+@dataclass
+class _Job:
+    """Everything a worker needs (pickled for ``spawn``; inherited for ``fork``)."""
+
+    model: Any  # ModelHandle or a name for al.models.load
+    dataset: Any
+    cfg: TrainConfig
+    run_id: str
+    teacher: Any = None
+    val: Any = None
+    resume: Any = None
+
+
+class _QueueBus:
+    """Rank 0's event bus: hands each event to the parent, which publishes it on the caller's bus."""
+
+    def __init__(self, q: Any) -> None:
+        self.q = q
+
+    def publish(self, event: Any) -> None:
+        self.q.put(("event", event))
+
+
+class _LocalBus:
+    """Under ``accelerate launch`` (no parent to relay to): rank 0 publishes on this process's bus."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+
+    def publish(self, event: Any) -> None:
+        self.bus.publish(event)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _load(model: Any) -> Any:
+    from ..models import ModelHandle, load
+
+    return model if model is None or isinstance(model, ModelHandle) else load(model)
+
+
+def train_process(job: _Job, q: Any = None, cancel: Any = None) -> dict[str, Any] | None:
+    """Train this process's share of ``job``; rank 0 returns (and sends on ``q``) the result dict.
+
+    Run once per process, after the launcher set ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``
+    (``notebook_launcher``, ``torch.multiprocessing`` or ``accelerate launch``).
+    """
+    import torch
+    from accelerate import Accelerator
+
+    from ..models import ModelHandle
+    from .loop import Loop
+
+    cpu = job.cfg.device == "cpu" or not torch.cuda.is_available()
+    accel = Accelerator(cpu=cpu, mixed_precision="no")  # bf16 autocast comes from the Loop (precision=auto)
+    rank, world = accel.process_index, accel.num_processes
+    if accel.device.type == "cpu":  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, accel.num_processes)))
+    bus: Any = _QueueBus(q) if q is not None else _LocalBus(default_bus)
+    flag = cancel if cancel is not None else threading.Event()
+    result: dict[str, Any] | None = None
+    try:
+        handle, teacher = _load(job.model), _load(job.teacher)
+        loop = Loop(handle, job.dataset, job.cfg, run_id=job.run_id, event_bus=bus, cancel_flag=flag,
+                    teacher=teacher, val=job.val, resume=job.resume, inplace=True, rank=rank, world=world,
+                    accelerator=accel)
+        loop.precheck()
+        status = loop.run()
+        model_path = None
+        if rank == 0 and status in ("ok", "cancelled") and loop.model is not None:
+            model = loop._unwrapped()
+            if job.cfg.method == "lora":
+                from .lora import merge
+
+                model = merge(model)
+            model_path = ModelHandle(model=model, tokenizer=handle.tokenizer, name=handle.name,
+                                     kind=handle.kind).save(loop.output_dir / FINAL)
+        if rank == 0:
+            p = loop.progress
+            err = None if loop.error is None else f"{type(loop.error).__name__}: {loop.error}"
+            result = {"run": job.run_id, "status": status, "world": world, "output_dir": str(loop.output_dir),
+                      "model_path": str(model_path) if model_path else None, "steps": p.steps, "evals": p.evals,
+                      "best": p.best, "checkpoints": p.checkpoints, "error": err}
+            if q is not None:
+                q.put(("result", result))
+        if loop.error is not None:
+            raise loop.error
+        accel.wait_for_everyone()
+    except BaseException as exc:
+        if rank == 0 and q is not None and result is None:
+            q.put(("failed", f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        accel.end_training()
+    return result
+
+
+def _spawn_entry(index: int, job: _Job, q: Any, cancel: Any, world: int) -> None:  # noqa: ARG001
+    os.environ["RANK"] = os.environ["LOCAL_RANK"] = str(index)
+    train_process(job, q, cancel)
+
+
+def _relay(q: Any, bus: Any, flag: threading.Event, cancel: Any, stop: threading.Event, out: dict[str, Any],
+           bar: Any) -> None:
+    """Parent thread: publish rank 0's events on the caller's bus; pass cancel requests to the workers."""
+    while True:
+        if flag.is_set() and not cancel.is_set():
+            cancel.set()
+        try:
+            kind, payload = q.get(timeout=0.05)
+        except queue_mod.Empty:
+            if stop.is_set():
+                return
+            continue
+        if kind == "event":
+            bus.publish(payload)
+            if bar is not None and getattr(payload, "type", "") == "train.step":
+                bar.update(1)
+                bar.set_postfix(loss=f"{payload.loss:.4f}", refresh=False)
+        else:
+            out[kind] = payload
+
+
+def finetune_distributed(model: Any, dataset: Any, method: str = "full", teacher: Any = None, *,
+                         num_processes: int = 2, val: Any = None, resume: Any = None,
+                         event_bus: EventBus | None = None, start_method: str = "fork", port: int | None = None,
+                         **hparams: Any) -> DistributedRun:
+    """Fine-tune on ``num_processes`` processes (DDP through Accelerate); block; return rank 0's result.
+
+    Arguments as ``finetune`` (``batch_size`` is per process: the global batch is ``batch_size *
+    num_processes``). ``start_method="fork"`` (default) launches with ``accelerate.notebook_launcher``,
+    which needs CUDA untouched in this process; ``"spawn"`` starts fresh interpreters with
+    ``torch.multiprocessing`` (``model`` and ``dataset`` are pickled to them). Trained weights are saved
+    (``save_pretrained``) under ``<output_dir>/final``; ``.model`` loads them.
+    """
+    import multiprocessing as mp
+
+    from ..models import ModelHandle
+
+    if num_processes < 1:
+        raise TrainConfigError("num_processes must be >= 1")
+    if start_method not in ("fork", "spawn"):
+        raise TrainConfigError("start_method must be 'fork' (notebook_launcher) or 'spawn'")
+    cfg = TrainConfig.from_kwargs(method, {**hparams, "progress": False})
+    if method == "distill" and teacher is None:
+        raise TrainConfigError("method='distill' needs teacher=<a ModelHandle> (a larger model, same tokenizer)")
+    run_id = runs.new_run_id("train")
+    if cfg.output_dir is None:
+        from . import checkpoint as ckpt
+
+        out = str(ckpt.resolve(resume).parent) if resume is not None else f"aigc_runs/{run_id}"
+        cfg = dataclasses.replace(cfg, output_dir=str(Path(out).resolve()))
+    else:
+        cfg = dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()))
+    if not isinstance(model, ModelHandle):
+        model = os.fspath(model)
+    job = _Job(model=model, dataset=dataset, cfg=cfg, run_id=run_id, teacher=teacher, val=val, resume=resume)
+    ctx = mp.get_context(start_method)
+    q, cancel = ctx.Queue(), ctx.Event()
+    flag = runs.register(run_id)
+    stop, out = threading.Event(), {}
+    bar = None
+    if hparams.get("progress", True):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, desc=f"{run_id} x{num_processes}", leave=True, dynamic_ncols=True)
+    relay = threading.Thread(target=_relay, args=(q, event_bus or default_bus, flag, cancel, stop, out, bar),
+                             name=f"aigc-lab-relay-{run_id}", daemon=True)
+    relay.start()
+    launch_error: BaseException | None = None
+    try:
+        with _quiet_stdout():
+            if start_method == "fork":
+                from accelerate import notebook_launcher
+
+                notebook_launcher(train_process, args=(job, q, cancel), num_processes=num_processes,
+                                  mixed_precision="no", use_port=str(port or free_port()))
+            else:
+                _spawn(job, q, cancel, num_processes, port or free_port())
+    except BaseException as exc:  # noqa: BLE001 - reported with rank 0's error below
+        launch_error = exc
+    finally:
+        stop.set()
+        relay.join(timeout=30)
+        runs.unregister(run_id)
+        if bar is not None:
+            bar.close()
+    res = out.get("result")
+    if res is None:
+        detail = out.get("failed") or (f"{type(launch_error).__name__}: {launch_error}" if launch_error else "")
+        raise RuntimeError(f"distributed run {run_id} failed: {detail or 'no result from rank 0'}") from launch_error
+    return DistributedRun(run=res["run"], status=res["status"], world=res["world"], output_dir=Path(res["output_dir"]),
+                          model_path=Path(res["model_path"]) if res["model_path"] else None, steps=res["steps"],
+                          evals=res["evals"], best=res["best"], checkpoints=res["checkpoints"], error=res["error"])
+
+
+def _spawn(job: _Job, q: Any, cancel: Any, n: int, port: int) -> None:
+    """``torch.multiprocessing`` launch with fresh interpreters (no fork of this process's threads)."""
+    import torch.multiprocessing as tmp
+
+    env = {"WORLD_SIZE": str(n), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_WORLD_SIZE": str(n)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        tmp.start_processes(_spawn_entry, args=(job, q, cancel, n), nprocs=n, start_method="spawn")
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Any:
+    """``notebook_launcher`` prints a 'Launching training on N CPUs.' line: keep notebooks clean."""
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+# -- script entry point --------------------------------------------------------------------------
+
+
+def _dataset(spec: str) -> Any:
+    if spec.startswith("samples:"):
+        from ..data import samples
+
+        return getattr(samples, spec.split(":", 1)[1])()
+    from ..data import load
+
+    return load(spec)
+
+
+def _hparams(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            out[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aigc_lab.train.distributed",
+                                     description="Multi-process fine-tuning (DDP through Hugging Face Accelerate).")
+    parser.add_argument("--model", required=True, help="a name for al.models.load: folder, hub id, starter:...")
+    parser.add_argument("--data", required=True, help="a file for al.data.load, or samples:<name> (e.g. python_docs)")
+    parser.add_argument("--method", default="full", choices=("full", "lora"))
+    parser.add_argument("-n", "--num-processes", type=int, default=2, help="ignored under accelerate launch")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--batch-size", type=int, help="per process")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--output-dir")
+    parser.add_argument("--start-method", default="spawn", choices=("fork", "spawn"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more hyper-parameters (JSON)")
+    args = parser.parse_args(argv)
+    hp = _hparams(args.set)
+    for key in ("max_steps", "batch_size", "lr", "output_dir"):
+        if getattr(args, key) is not None:
+            hp[key] = getattr(args, key)
+    data = _dataset(args.data)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:  # accelerate launch / torchrun
+        cfg = TrainConfig.from_kwargs(args.method, {**hp, "progress": False})
+        run_id = f"train-{os.environ.get('MASTER_PORT', '0')}-dist"
+        if cfg.output_dir is None:
+            cfg = dataclasses.replace(cfg, output_dir=f"aigc_runs/{run_id}")
+        res = train_process(_Job(model=args.model, dataset=data, cfg=cfg, run_id=run_id))
+        if res is not None:
+            print(json.dumps({k: res[k] for k in ("run", "status", "world", "output_dir", "model_path", "error")}
+                             | {"losses": [s["loss"] for s in res["steps"]]}))
+        return 0
+    res2 = finetune_distributed(args.model, data, args.method, num_processes=args.num_processes,
+                                start_method=args.start_method, **hp)
+    print(json.dumps({"run": res2.run, "status": res2.status, "world": res2.world, "output_dir": str(res2.output_dir),
+                      "model_path": str(res2.model_path) if res2.model_path else None, "error": res2.error,
+                      "losses": res2.losses}))
+    return 0 if res2.status in ("ok", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Browser-side streaming benchmark of the aigc-lab panel.
+
+Starts its own JupyterLab server and headless Chromium (through the UI-test harness,
+``ui-tests/aigc_ui_harness.py``, loaded by path), opens a notebook, and streams tokens from that
+notebook's kernel through the real bus -> comm -> panel path. Everything about delivery and
+timing is measured **in the browser**:
+
+* paced phase: ``--tokens`` tokens at ``--rate`` tokens/s. Each token's ``ms`` is its publish time
+  in the kernel (wall clock, since the run's ``t0``); a MutationObserver on the panel records
+  ``Date.now()`` when each token's span reaches the DOM (same machine, same clock). The JSON's
+  ``p95_kernel_to_dom_ms`` is the 95th percentile of (DOM time - kernel publish time).
+* burst phase: ``--tokens`` tokens published as fast as the kernel can; a requestAnimationFrame
+  loop records frame-to-frame times (and a PerformanceObserver the long tasks) from just before
+  the burst until its last token is shown. ``max_frame_ms`` is the longest frame.
+* ``sent`` / ``delivered`` / ``dropped`` / ``dup`` are summed over every run: delivered counts
+  distinct token indices that appeared in the DOM, dup the token spans that appeared twice plus
+  the panel's own duplicate counter (``data-dups``).
+
+Prints ONE JSON object (medians over ``--reps`` repetitions for the timings).
+
+    .venv/bin/python benchmarks/ui_stream.py [--tokens 2000] [--rate 500] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HARNESS_PATH = REPO / "ui-tests" / "aigc_ui_harness.py"
+
+
+def load_harness():
+    spec = importlib.util.spec_from_file_location("aigc_ui_harness", HARNESS_PATH)
+    assert spec is not None and spec.loader is not None, HARNESS_PATH
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["aigc_ui_harness"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+RUN_CODE = """
+import json as _json, time as _time
+from aigc_lab import bus as _bus, events as _ev
+_run, _n, _rate = {run!r}, {n}, {rate}
+_model = _ev.ModelInfo(name="bench", params=1, dtype="float32", quant=None, device="cpu")
+_t0 = _time.time() * 1000
+_bus.publish(_ev.RunStart(run=_run, kind="generate", model=_model, config={{"n": _n}}, t0=_t0))
+_pub = []
+_next = _time.perf_counter()
+for _i in range(_n):
+    if _rate > 0:
+        _next += 1.0 / _rate
+        _d = _next - _time.perf_counter()
+        if _d > 0:
+            _time.sleep(_d)
+    _ms = _time.time() * 1000 - _t0
+    _bus.publish(_ev.Token(run=_run, i=_i, id=_i, text=f"<{{_i}}>", ms=_ms))
+    _pub.append(_t0 + _ms)
+_bus.publish(_ev.RunEnd(run=_run, status="ok", metrics=_ev.RunMetrics(tokens=_n)))
+print(_json.dumps({{"t0": _t0, "pub": _pub}}))
+"""
+
+JS_WATCH = """
+({run, frames}) => {
+  const st = {dom: {}, dup: 0, frames: [], longtasks: [], stop: false, seen: new WeakSet()};
+  window.__bench = st;
+  const record = (node, now) => {
+    const i = node.getAttribute('data-i');
+    // The same node can be reported twice (its run's card and its own insertion in one batch).
+    if (i === null || st.seen.has(node)) return;
+    st.seen.add(node);
+    if (Object.prototype.hasOwnProperty.call(st.dom, i)) st.dup++; else st.dom[i] = now;
+  };
+  const obs = new MutationObserver(muts => {
+    const now = Date.now();
+    for (const m of muts) {
+      for (const n of m.addedNodes) {
+        if (n.nodeType !== 1) continue;
+        if (n.classList.contains('aigc-tok')) { record(n, now); continue; }
+        if (n.getAttribute('data-run-id') !== null && n.getAttribute('data-run-id') !== run) continue;
+        for (const s of n.querySelectorAll('.aigc-tok')) record(s, now);
+      }
+    }
+  });
+  obs.observe(document.querySelector('#aigc-lab-panel'), {subtree: true, childList: true});
+  st.obs = obs;
+  if (frames) {
+    let last = performance.now();
+    const tick = (t) => { st.frames.push(t - last); last = t; if (!st.stop) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    try {
+      const po = new PerformanceObserver(list => {
+        for (const e of list.getEntries()) st.longtasks.push(e.duration);
+      });
+      po.observe({type: 'longtask', buffered: false});
+      st.po = po;
+    } catch (e) { /* longtask not supported */ }
+  }
+}
+"""
+
+JS_COLLECT = """
+(run) => {
+  const st = window.__bench;
+  st.stop = true;
+  st.obs.disconnect();
+  if (st.po) st.po.disconnect();
+  const el = document.querySelector(`#aigc-lab-panel .aigc-run[data-run-id="${run}"]`);
+  return {dom: st.dom, dup: st.dup, frames: st.frames, longtasks: st.longtasks,
+          panel_dups: el ? Number(el.getAttribute('data-dups')) : null,
+          panel_count: el ? Number(el.getAttribute('data-token-count')) : null};
+}
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(-(-q * len(s) // 1)) - 1))
+    return s[k]
+
+
+def one_run(h, lab, nb, n: int, rate: float, frames: bool) -> dict:
+    run = f"bench-{uuid.uuid4().hex[:8]}"
+    lab.page.evaluate(JS_WATCH, {"run": run, "frames": frames})
+    res = nb.execute(RUN_CODE.format(run=run, n=n, rate=rate), timeout=120)
+    kernel = res.json_lines()[-1]
+    # Wait until every token is in the DOM (or give up after a while: then some were dropped).
+    try:
+        lab.page.wait_for_function(
+            "(n) => Object.keys(window.__bench.dom).length >= n", arg=n, timeout=20_000)
+    except Exception:  # noqa: BLE001 - measured as dropped below
+        pass
+    lab.page.wait_for_timeout(150)  # a few more frames after the last token
+    got = lab.page.evaluate(JS_COLLECT, run)
+    lat = [got["dom"][str(i)] - kernel["pub"][i] for i in range(n) if str(i) in got["dom"]]
+    delivered = len(got["dom"])
+    return {
+        "sent": n,
+        "delivered": delivered,
+        "dup": got["dup"] + (got["panel_dups"] or 0),
+        "panel_dups": got["panel_dups"],
+        "p50_ms": statistics.median(lat) if lat else None,
+        "p95_ms": percentile(lat, 0.95) if lat else None,
+        "max_ms": max(lat) if lat else None,
+        "max_frame_ms": max(got["frames"]) if got["frames"] else None,
+        "frames": len(got["frames"]),
+        "longtasks": len(got["longtasks"]),
+        "max_longtask_ms": max(got["longtasks"]) if got["longtasks"] else 0.0,
+    }
+
+
+JS_IDLE_FRAMES = """
+async (ms) => {
+  const frames = [];
+  let last = performance.now();
+  const t0 = last;
+  await new Promise(resolve => {
+    const tick = (t) => { frames.push(t - last); last = t;
+                          if (t - t0 < ms) requestAnimationFrame(tick); else resolve(); };
+    requestAnimationFrame(tick);
+  });
+  return Math.max(...frames);
+}
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=500.0, help="paced phase, tokens/s")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-tint", action="store_true", help="turn the token tinting setting off")
+    args = ap.parse_args()
+
+    h = load_harness()
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    server = h.start_server()
+    try:
+        with sync_playwright() as pw:
+            context, user_dir = h.launch_browser(pw)
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                page.goto(f"{server.url}lab?reset", wait_until="domcontentloaded",
+                          timeout=h.STEP_TIMEOUT * 1000)
+                page.wait_for_function("() => !!window.jupyterapp", timeout=h.STEP_TIMEOUT * 1000)
+                page.evaluate("async () => { await window.jupyterapp.restored; }")
+                page.evaluate(h._JS_INSTALL)
+                lab = h.Lab(page=page, server=server)
+                nb = lab.open_notebook()
+                nb.wait_panel_follows()
+                nb.execute("import aigc_lab")
+                lab.wait_attr("#aigc-lab-panel", "data-connected", "true")
+                if args.no_tint:
+                    page.evaluate("""() => { for (const w of window.jupyterapp.shell.widgets('right')) {
+                        if (w.id === 'aigc-lab-panel') w.settings = {...w.settings, tinting: false}; } }""")
+                # Warm-up (JIT, first layout of the views), not counted.
+                one_run(h, lab, nb, 200, 0, frames=False)
+                # Noise floor: the longest frame of an idle page on this machine right now.
+                idle = [page.evaluate(JS_IDLE_FRAMES, 2000) for _ in range(args.reps)]
+                paced = [one_run(h, lab, nb, args.tokens, args.rate, frames=False)
+                         for _ in range(args.reps)]
+                burst = [one_run(h, lab, nb, args.tokens, 0, frames=True) for _ in range(args.reps)]
+            finally:
+                context.close()
+                shutil.rmtree(user_dir, ignore_errors=True)
+    finally:
+        h.stop_server(server)
+        shutil.rmtree(server.tmp, ignore_errors=True)
+
+    runs = paced + burst
+    sent = sum(r["sent"] for r in runs)
+    delivered = sum(r["delivered"] for r in runs)
+
+    def med(rows: list[dict], key: str) -> float | None:
+        vals = [r[key] for r in rows if r[key] is not None]
+        return round(statistics.median(vals), 1) if vals else None
+
+    out = {
+        "sent": sent,
+        "delivered": delivered,
+        "dropped": sent - delivered,
+        "dup": sum(r["dup"] for r in runs),
+        "tokens_per_run": args.tokens,
+        "repetitions": args.reps,
+        "paced_rate_tok_s": args.rate,
+        "p50_kernel_to_dom_ms": med(paced, "p50_ms"),
+        "p95_kernel_to_dom_ms": med(paced, "p95_ms"),
+        "max_kernel_to_dom_ms": med(paced, "max_ms"),
+        "p95_kernel_to_dom_ms_each": [round(r["p95_ms"], 1) for r in paced if r["p95_ms"] is not None],
+        "max_frame_ms": med(burst, "max_frame_ms"),
+        "max_frame_ms_each": [round(r["max_frame_ms"], 1) for r in burst if r["max_frame_ms"]],
+        "burst_longtasks": sum(r["longtasks"] for r in burst),
+        "burst_max_longtask_ms": round(max(r["max_longtask_ms"] for r in burst), 1),
+        "burst_kernel_to_dom_p95_ms": med(burst, "p95_ms"),
+        "idle_max_frame_ms": round(statistics.median(idle), 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+/**
+ * Pure data logic of the panel's charts, history table and CSV export (no DOM; unit-tested).
+ *
+ * - `pickChartRuns`: which runs the charts overlay (the history table's selection, else the latest).
+ * - `latencySeries`: inter-token latency per token index, one aligned series per run, + TTFT.
+ * - `lossSeries`: train loss and eval loss per step, one pair of series per training run.
+ * - `historyRows` / `historyCsv`: the run history table and its CSV export.
+ * - `tintLevel`, `percentile`: the token stream's latency tint and the live p50/p95.
+ */
+
+import { RunState, State, runList } from './store';
+import { modelLabel, timeToFirstToken, tokensPerSecond } from './views/format';
+
+/** One y series of a chart, aligned with the chart's x values (null where it has no point). */
+export interface ChartSeries {
+  /** The run the series belongs to. */
+  run: string;
+  label: string;
+  values: (number | null)[];
+  /** Index of the run in the overlay (picks the colour). */
+  colorIndex: number;
+  /** Dashed line (eval loss). */
+  dashed: boolean;
+  /** Draw a line across nulls (sparse series such as eval loss). */
+  spanGaps: boolean;
+  /** Points only at non-null values, no gaps bridged by a line (sparse eval points). */
+  points: boolean;
+}
+
+/** A marker drawn over a chart (the TTFT of a run). */
+export interface ChartMarker {
+  run: string;
+  x: number;
+  y: number;
+  label: string;
+  colorIndex: number;
+}
+
+export interface ChartData {
+  x: number[];
+  series: ChartSeries[];
+  markers: ChartMarker[];
+}
+
+export function emptyChart(): ChartData {
+  return { x: [], series: [], markers: [] };
+}
+
+/** Number of non-null points over all series of a chart. */
+export function pointCount(data: ChartData): number {
+  let n = 0;
+  for (const s of data.series) {
+    for (const v of s.values) {
+      if (v !== null) {
+        n++;
+      }
+    }
+  }
+  return n;
+}
+
+export function hasLatency(run: RunState): boolean {
+  return run.tokens.length > 0;
+}
+
+export function hasLoss(run: RunState): boolean {
+  return run.steps.length > 0 || run.evals.length > 0;
+}
+
+export interface ChartRuns {
+  latency: RunState[];
+  loss: RunState[];
+}
+
+/**
+ * The runs the charts overlay, per chart: the selected runs that have its data (in start order),
+ * or, when no selected run has any, the latest run that has (so a chart never sits empty while
+ * there is something to show).
+ */
+export function pickChartRuns(state: State, selected: ReadonlySet<string>): ChartRuns {
+  const runs = runList(state);
+  const pick = (pred: (r: RunState) => boolean): RunState[] => {
+    const chosen = runs.filter(r => selected.has(r.id) && pred(r));
+    if (chosen.length > 0) {
+      return chosen;
+    }
+    for (let k = runs.length - 1; k >= 0; k--) {
+      if (pred(runs[k])) {
+        return [runs[k]];
+      }
+    }
+    return [];
+  };
+  return { latency: pick(hasLatency), loss: pick(hasLoss) };
+}
+
+/** A short series label for a run: model + quantization (what the overlay compares). */
+export function runLabel(run: RunState): string {
+  const m = run.model;
+  if (m === null) {
+    return run.id;
+  }
+  return `${m.quant ?? m.dtype} · ${run.id}`;
+}
+
+/**
+ * Inter-token latency (ms between a token and the previous one) per token index, one series per
+ * run, aligned on the token index. Token 0 has no inter-token latency: its time to first token
+ * is a marker. `window` > 0 keeps only the last `window` token indices.
+ */
+export function latencySeries(runs: readonly RunState[], window = 0): ChartData {
+  let hi = -1;
+  for (const r of runs) {
+    const n = r.tokens.length;
+    if (n > 0) {
+      hi = Math.max(hi, r.tokens[n - 1].i);
+    }
+  }
+  if (hi < 0) {
+    return emptyChart();
+  }
+  const lo = window > 0 ? Math.max(0, hi - window + 1) : 0;
+  const len = hi - lo + 1;
+  const x = new Array<number>(len);
+  for (let k = 0; k < len; k++) {
+    x[k] = lo + k;
+  }
+  const series: ChartSeries[] = [];
+  const markers: ChartMarker[] = [];
+  runs.forEach((r, colorIndex) => {
+    const values = new Array<number | null>(len).fill(null);
+    const t = r.tokens;
+    for (let k = 1; k < t.length; k++) {
+      const i = t[k].i;
+      if (i >= lo && i <= hi && t[k - 1].i === i - 1) {
+        values[i - lo] = Math.max(0, t[k].ms - t[k - 1].ms);
+      }
+    }
+    series.push({
+      run: r.id,
+      label: runLabel(r),
+      values,
+      colorIndex,
+      dashed: false,
+      spanGaps: false,
+      points: false
+    });
+    const ttft = timeToFirstToken(r);
+    if (ttft !== null && lo === 0) {
+      markers.push({ run: r.id, x: 0, y: ttft, label: `TTFT ${ttft.toFixed(1)} ms`, colorIndex });
+    }
+  });
+  return { x, series, markers };
+}
+
+/**
+ * Train loss and eval loss per step, aligned on the union of steps: per run, a `loss` series and,
+ * if it has evals, a dashed `eval` series. `window` > 0 keeps only the last `window` steps.
+ */
+export function lossSeries(runs: readonly RunState[], window = 0): ChartData {
+  const steps = new Set<number>();
+  for (const r of runs) {
+    for (const s of r.steps) {
+      steps.add(s.step);
+    }
+    for (const e of r.evals) {
+      steps.add(e.step);
+    }
+  }
+  if (steps.size === 0) {
+    return emptyChart();
+  }
+  let x = Array.from(steps).sort((a, b) => a - b);
+  if (window > 0 && x.length > window) {
+    x = x.slice(x.length - window);
+  }
+  const at = new Map<number, number>();
+  x.forEach((step, k) => at.set(step, k));
+  const series: ChartSeries[] = [];
+  runs.forEach((r, k) => {
+    // Train loss and eval loss of one run get neighbouring colours.
+    const colorIndex = 2 * k;
+    const name = runs.length > 1 ? ` · ${r.id}` : '';
+    const loss = new Array<number | null>(x.length).fill(null);
+    for (const s of r.steps) {
+      const k = at.get(s.step);
+      if (k !== undefined) {
+        loss[k] = s.loss;
+      }
+    }
+    series.push({
+      run: r.id,
+      label: `train loss${name}`,
+      values: loss,
+      colorIndex,
+      dashed: false,
+      spanGaps: true,
+      points: false
+    });
+    if (r.evals.length > 0) {
+      const ev = new Array<number | null>(x.length).fill(null);
+      for (const e of r.evals) {
+        const k = at.get(e.step);
+        if (k !== undefined) {
+          ev[k] = e.val_loss;
+        }
+      }
+      series.push({
+        run: r.id,
+        label: `eval loss${name}`,
+        values: ev,
+        colorIndex: colorIndex + 1,
+        dashed: true,
+        spanGaps: true,
+        points: true
+      });
+    }
+  });
+  return { x, series, markers: [] };
+}
+
+/** The `q`-quantile (0..1) of `values` (nearest rank on a sorted copy); null when empty. */
+export function percentile(values: readonly number[], q: number): number | null {
+  if (values.length === 0) {
+    return null;
+  }
+  const sorted = Float64Array.from(values).sort();
+  const k = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[k];
+}
+
+/**
+ * Inter-token latencies of the last `limit` tokens of a run (live p50/p95 while it runs; the
+ * kernel's figures replace them when it ends).
+ */
+export function recentLatencies(run: RunState, limit = 2048): number[] {
+  const t = run.tokens;
+  const out: number[] = [];
+  for (let k = Math.max(1, t.length - limit); k < t.length; k++) {
+    out.push(Math.max(0, t[k].ms - t[k - 1].ms));
+  }
+  return out;
+}
+
+/** Tint level 0 (typical) .. 4 (far slower than typical) of a token latency vs a reference. */
+export function tintLevel(ms: number, reference: number | null): number {
+  if (reference === null || !(reference > 0)) {
+    return 0;
+  }
+  const r = ms / reference;
+  if (r < 1.25) {
+    return 0;
+  }
+  if (r < 2) {
+    return 1;
+  }
+  if (r < 3) {
+    return 2;
+  }
+  if (r < 5) {
+    return 3;
+  }
+  return 4;
+}
+
+/** One row of the run history table (and of the CSV export). */
+export interface HistoryRow {
+  run: string;
+  kind: string;
+  model: string;
+  status: string;
+  ttft_ms: number | null;
+  tok_s: number | null;
+  itl_p50_ms: number | null;
+  itl_p95_ms: number | null;
+  tokens: number;
+  final_loss: number | null;
+  final_val_loss: number | null;
+  /** Wall-clock start, ms since the epoch (null until run.start arrived). */
+  started: number | null;
+}
+
+export function historyRow(run: RunState): HistoryRow {
+  const m = run.metrics;
+  const lastStep = run.steps[run.steps.length - 1];
+  const lastEval = run.evals[run.evals.length - 1];
+  return {
+    run: run.id,
+    kind: run.kind,
+    model: modelLabel(run),
+    status: run.status,
+    ttft_ms: hasLatency(run) || m !== null ? timeToFirstToken(run) : null,
+    tok_s: tokensPerSecond(run),
+    itl_p50_ms: m?.itl_p50_ms ?? null,
+    itl_p95_ms: m?.itl_p95_ms ?? null,
+    tokens: m !== null ? Math.max(m.tokens, run.tokens.length) : run.tokens.length,
+    final_loss: lastStep !== undefined ? lastStep.loss : null,
+    final_val_loss: lastEval !== undefined ? lastEval.val_loss : null,
+    started: run.t0
+  };
+}
+
+/** History rows, newest first. */
+export function historyRows(state: State): HistoryRow[] {
+  return runList(state).map(historyRow).reverse();
+}
+
+export const CSV_COLUMNS: readonly (keyof HistoryRow)[] = [
+  'run',
+  'kind',
+  'model',
+  'status',
+  'ttft_ms',
+  'tok_s',
+  'itl_p50_ms',
+  'itl_p95_ms',
+  'tokens',
+  'final_loss',
+  'final_val_loss',
+  'started'
+];
+
+function csvCell(value: string | number | null): string {
+  if (value === null) {
+    return '';
+  }
+  const s = typeof value === 'number' ? String(value) : value;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** RFC 4180 CSV of the rows (`started` as an ISO 8601 UTC time), CRLF line ends. */
+export function historyCsv(rows: readonly HistoryRow[]): string {
+  const lines = [CSV_COLUMNS.join(',')];
+  for (const row of rows) {
+    lines.push(
+      CSV_COLUMNS.map(c => {
+        const v = row[c];
+        if (c === 'started') {
+          return csvCell(v === null ? null : new Date(v as number).toISOString());
+        }
+        return csvCell(v);
+      }).join(',')
+    );
+  }
+  return lines.join('\r\n') + '\r\n';
+}

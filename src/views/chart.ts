@@ -1,0 +1,279 @@
+/**
+ * A live line chart (uPlot) themed with JupyterLab's CSS variables.
+ *
+ * The container carries what the data says, whether or not a canvas could be drawn (jsdom, a
+ * hidden panel), so tests can read it:
+ *   .aigc-chart[data-series-count][data-point-count][data-runs][data-markers][data-rendered]
+ *
+ * Colours, fonts and grid are read from the computed `--jp-*` variables when the plot is built;
+ * `retheme()` rebuilds it (called on a JupyterLab theme change). Data updates use `setData`
+ * (one redraw), structure changes (other series) rebuild the plot.
+ */
+
+import uPlot from 'uplot';
+
+import { ChartData, ChartMarker, pointCount } from '../series';
+
+/** Theme values read from JupyterLab's CSS variables. */
+export interface ChartTheme {
+  series: string[];
+  axis: string;
+  grid: string;
+  font: string;
+  background: string;
+}
+
+function cssVar(style: CSSStyleDeclaration, name: string, fallback: string): string {
+  const v = style.getPropertyValue(name).trim();
+  return v === '' ? fallback : v;
+}
+
+/** Read the chart theme from the computed style of `node` (JupyterLab variables cascade to it). */
+export function readTheme(node: Element = document.body): ChartTheme {
+  const style = getComputedStyle(node);
+  const family = cssVar(style, '--jp-ui-font-family', 'sans-serif');
+  // Canvas fonts need px (JupyterLab's small UI size is in em): resolve against 13px.
+  const raw = cssVar(style, '--jp-ui-font-size0', '11px');
+  const n = parseFloat(raw);
+  const size = raw.endsWith('px') && n > 0 ? raw : raw.endsWith('em') && n > 0 ? `${Math.round(n * 13)}px` : '11px';
+  return {
+    series: [
+      cssVar(style, '--jp-brand-color1', '#1976d2'),
+      cssVar(style, '--jp-warn-color1', '#f57c00'),
+      cssVar(style, '--jp-success-color1', '#388e3c'),
+      cssVar(style, '--jp-error-color1', '#d32f2f'),
+      cssVar(style, '--jp-accent-color1', '#00897b'),
+      cssVar(style, '--jp-brand-color3', '#90caf9')
+    ],
+    axis: cssVar(style, '--jp-ui-font-color2', '#757575'),
+    grid: cssVar(style, '--jp-border-color2', '#e0e0e0'),
+    font: `${size} ${family}`,
+    background: cssVar(style, '--jp-layout-color1', '#ffffff')
+  };
+}
+
+/** Whether a canvas can be drawn here (not in jsdom). */
+function canDraw(): boolean {
+  return (
+    typeof window !== 'undefined' &&
+    typeof ResizeObserver !== 'undefined' &&
+    typeof matchMedia !== 'undefined' &&
+    !/jsdom/i.test(navigator.userAgent)
+  );
+}
+
+export interface ChartOptions {
+  className: string;
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  height: number;
+}
+
+export class LiveChart {
+  constructor(options: ChartOptions) {
+    this._options = options;
+    this.node = document.createElement('div');
+    this.node.className = `aigc-chart ${options.className}`;
+    const title = document.createElement('div');
+    title.className = 'aigc-chart-title';
+    title.textContent = options.title;
+    this._plotBox = document.createElement('div');
+    this._plotBox.className = 'aigc-chart-plot';
+    this._empty = document.createElement('div');
+    this._empty.className = 'aigc-chart-empty';
+    this.node.append(title, this._empty, this._plotBox);
+    this._setAttrs();
+    if (canDraw()) {
+      this._observer = new ResizeObserver(() => this._onResize());
+      this._observer.observe(this._plotBox);
+    }
+  }
+
+  readonly node: HTMLDivElement;
+
+  /** Text shown when there is nothing to plot. */
+  set emptyText(text: string) {
+    if (this._empty.textContent !== text) {
+      this._empty.textContent = text;
+    }
+  }
+
+  update(data: ChartData): void {
+    this._data = data;
+    this._setAttrs();
+    const empty = data.series.length === 0;
+    this._empty.hidden = !empty;
+    this._plotBox.hidden = empty;
+    if (empty) {
+      this._destroy();
+      return;
+    }
+    const key = this._structureKey(data);
+    if (this._plot === null || key !== this._key) {
+      this._build();
+    } else {
+      this._plot.setData(this._aligned(data));
+      this.node.setAttribute('data-rendered', 'true');
+    }
+  }
+
+  /** Rebuild with the current theme (JupyterLab theme changed). */
+  retheme(): void {
+    this._destroy();
+    if (this._data.series.length > 0) {
+      this._build();
+    }
+  }
+
+  dispose(): void {
+    this._observer?.disconnect();
+    this._observer = null;
+    this._destroy();
+  }
+
+  private _setAttrs(): void {
+    const d = this._data;
+    const n = this.node;
+    n.setAttribute('data-series-count', String(d.series.length));
+    n.setAttribute('data-point-count', String(pointCount(d)));
+    n.setAttribute('data-runs', Array.from(new Set(d.series.map(s => s.run))).join(','));
+    n.setAttribute('data-markers', String(d.markers.length));
+    if (d.series.length === 0) {
+      n.setAttribute('data-rendered', 'false');
+    }
+  }
+
+  private _structureKey(d: ChartData): string {
+    return d.series.map(s => `${s.run}|${s.label}|${s.colorIndex}|${s.dashed}`).join(';');
+  }
+
+  private _aligned(d: ChartData): uPlot.AlignedData {
+    return [d.x, ...d.series.map(s => s.values)] as unknown as uPlot.AlignedData;
+  }
+
+  private _size(): { width: number; height: number } {
+    return {
+      width: Math.max(0, Math.floor(this._plotBox.clientWidth)),
+      height: this._options.height
+    };
+  }
+
+  private _build(): void {
+    this._destroy();
+    if (!canDraw()) {
+      return;
+    }
+    const { width, height } = this._size();
+    this._key = this._structureKey(this._data);
+    if (width < 40) {
+      // Hidden or not laid out yet: built when the resize observer sees a width.
+      return;
+    }
+    const theme = readTheme(this.node);
+    this.node.setAttribute('data-theme-axis', theme.axis);
+    const color = (k: number) => theme.series[k % theme.series.length];
+    const markers = (): ChartMarker[] => this._data.markers;
+    const axis = (label: string): uPlot.Axis => ({
+      label,
+      stroke: theme.axis,
+      font: theme.font,
+      labelFont: theme.font,
+      labelSize: 14,
+      size: 36,
+      grid: { stroke: theme.grid, width: 1 },
+      ticks: { stroke: theme.grid, width: 1 }
+    });
+    const opts: uPlot.Options = {
+      width,
+      height,
+      pxAlign: 0,
+      legend: { show: true, live: false },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: false } },
+      axes: [axis(this._options.xLabel), axis(this._options.yLabel)],
+      series: [
+        { label: this._options.xLabel },
+        ...this._data.series.map(
+          (s): uPlot.Series => ({
+            label: s.label,
+            stroke: color(s.colorIndex),
+            width: 1.5,
+            dash: s.dashed ? [5, 3] : undefined,
+            spanGaps: s.spanGaps,
+            points: { show: s.points, size: 5, stroke: color(s.colorIndex), fill: theme.background }
+          })
+        )
+      ],
+      hooks: {
+        draw: [
+          (u: uPlot) => {
+            // TTFT markers: a dashed vertical rule at x = 0 and the value, clamped to the plot.
+            const list = markers();
+            if (list.length === 0) {
+              return;
+            }
+            const ctx = u.ctx;
+            const { left, top, height: h } = u.bbox;
+            const ratio = typeof devicePixelRatio === 'number' ? devicePixelRatio : 1;
+            ctx.save();
+            ctx.font = theme.font.replace(/^(\d+(?:\.\d+)?)px/, (_m, px: string) => `${Number(px) * ratio}px`);
+            ctx.textBaseline = 'top';
+            ctx.textAlign = 'left';
+            list.forEach((m, k) => {
+              const x = Math.round(u.valToPos(m.x, 'x', true));
+              ctx.strokeStyle = color(m.colorIndex);
+              ctx.fillStyle = color(m.colorIndex);
+              ctx.setLineDash([3 * ratio, 3 * ratio]);
+              ctx.lineWidth = ratio;
+              ctx.beginPath();
+              ctx.moveTo(x, top);
+              ctx.lineTo(x, top + h);
+              ctx.stroke();
+              ctx.fillText(m.label, Math.max(left, x) + 4 * ratio, top + (2 + 13 * k) * ratio);
+            });
+            ctx.restore();
+          }
+        ]
+      }
+    };
+    try {
+      this._plot = new uPlot(opts, this._aligned(this._data), this._plotBox);
+      this.node.setAttribute('data-rendered', 'true');
+    } catch (e) {
+      console.warn('[aigc-lab] chart could not be drawn', e);
+      this._plot = null;
+      this.node.setAttribute('data-rendered', 'false');
+    }
+  }
+
+  private _onResize(): void {
+    const { width, height } = this._size();
+    if (width < 40) {
+      return;
+    }
+    if (this._plot === null) {
+      if (this._data.series.length > 0) {
+        this._build();
+      }
+    } else if (Math.abs(this._plot.width - width) > 1) {
+      this._plot.setSize({ width, height });
+    }
+  }
+
+  private _destroy(): void {
+    if (this._plot !== null) {
+      this._plot.destroy();
+      this._plot = null;
+    }
+    this._key = '';
+  }
+
+  private _options: ChartOptions;
+  private _plotBox: HTMLDivElement;
+  private _empty: HTMLDivElement;
+  private _plot: uPlot | null = null;
+  private _key = '';
+  private _data: ChartData = { x: [], series: [], markers: [] };
+  private _observer: ResizeObserver | null = null;
+}

@@ -1,0 +1,101 @@
+"""Multi-process fine-tuning (DDP through Accelerate, gloo on CPU): 2 processes = 1 process with the global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import aigc_lab as al
+from aigc_lab.bus import EventBus, Recorder
+from aigc_lab.models import ModelHandle, train_tokenizer
+from aigc_lab.train import finetune, finetune_distributed
+
+CORPUS = al.data.samples.python_docs()[:12]
+HP = dict(progress=False, max_length=32, lr=3e-3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(CORPUS, 384)
+
+
+def gpt(tok):
+    """2 layers x 64 wide, dropout off: the curve depends only on the data order and the batch."""
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=2, n_positions=64, resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    return ModelHandle(GPT2LMHeadModel(cfg), tok, "gpt-2x64", "causal")
+
+
+def single(tok, tmp_path, **hp):
+    return finetune(gpt(tok), CORPUS, background=False, event_bus=EventBus(), output_dir=tmp_path / "single",
+                    **{**HP, **hp})
+
+
+def same_weights(a, b, atol=1e-5):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=atol) for k in sa)
+
+
+def test_two_processes_match_one_process_with_the_global_batch(tok, tmp_path):
+    one = single(tok, tmp_path, batch_size=8, max_steps=10)
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    res = finetune_distributed(gpt(tok), CORPUS, num_processes=2, batch_size=4, max_steps=10, event_bus=bus,
+                               output_dir=tmp_path / "ddp", **HP)
+    assert res.status == "ok" and res.world == 2 and res.error is None
+    np.testing.assert_allclose(res.losses, one.history.loss.tolist(), rtol=1e-4)
+    assert list(res.history.step) == list(range(1, 11))
+    # rank 0 alone published, live on the caller's bus: one start, every step once, one checkpoint, one end
+    r = rec[res.run]
+    assert r.start.kind == "train" and r.start.config["world"] == 2 and r.start.config["batch_size"] == 4
+    assert [s.step for s in r.steps] == list(range(1, 11)) and [s.loss for s in r.steps] == res.losses
+    assert all(s.tok_s > 0 and s.eta_s is not None for s in r.steps) and r.steps[-1].eta_s == 0
+    assert [c.step for c in r.checkpoints] == [10] and r.end.status == "ok"
+    # the trained weights: saved with save_pretrained, equal to the one-process run's
+    assert res.model_path == tmp_path / "ddp" / "final" and (res.model_path / "config.json").exists()
+    assert same_weights(res.model.model, one.model.model)
+
+
+def test_lora_with_grad_accum_matches_and_cancel_stops_every_process(tok, tmp_path):
+    hp = dict(method="lora", lora_dropout=0.0, grad_accum=2, max_steps=4)
+    one = finetune(gpt(tok), CORPUS, background=False, event_bus=EventBus(), output_dir=tmp_path / "one",
+                   batch_size=4, **hp, **HP)
+    res = finetune_distributed(gpt(tok), CORPUS, num_processes=2, batch_size=2, event_bus=EventBus(),
+                               output_dir=tmp_path / "lora", **hp, **HP)
+    np.testing.assert_allclose(res.losses, one.history.loss.tolist(), rtol=1e-4)
+    assert same_weights(res.model.model, one.model.model)  # merged adapters, saved as a plain model
+
+    bus = EventBus()
+    bus.subscribe(lambda ev: ev.type == "train.step" and ev.step == 2 and al.runs.cancel(ev.run))
+    res = finetune_distributed(gpt(tok), CORPUS, num_processes=2, batch_size=4, max_steps=400, event_bus=bus,
+                               output_dir=tmp_path / "cancel", **HP)
+    assert res.status == "cancelled" and 2 <= len(res.steps) < 400
+    assert res.last_checkpoint.name == f"step-{len(res.steps):06d}"  # both ranks stopped after the same step
+    assert json.loads((res.last_checkpoint / "trainer.json").read_text())["step"] == len(res.steps)
+
+
+def test_spawn_start_method_gives_the_same_curve(tok, tmp_path):
+    one = single(tok, tmp_path, batch_size=8, max_steps=3)
+    res = finetune_distributed(gpt(tok), CORPUS, num_processes=2, batch_size=4, max_steps=3, event_bus=EventBus(),
+                               output_dir=tmp_path / "spawn", start_method="spawn", **HP)
+    np.testing.assert_allclose(res.losses, one.history.loss.tolist(), rtol=1e-4)
+
+
+def test_script_entry_point(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "aigc_lab.train.distributed", "--model", "starter:gpt-tiny", "--data",
+         "samples:python_docs", "-n", "2", "--max-steps", "2", "--batch-size", "2", "--output-dir",
+         str(tmp_path / "cli"), "--set", "max_length=32", "seed=1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "ok" and summary["world"] == 2 and len(summary["losses"]) == 2
+    assert (tmp_path / "cli" / "final" / "config.json").exists()
