@@ -88,6 +88,10 @@ export interface TrainStepMessage extends Envelope<'train.step', string> {
   loss: number;
   lr: number;
   tok_s: number | null;
+  /** Fractional epochs done, when known. */
+  epoch: number | null;
+  /** Estimated seconds to the end of the run, when known. */
+  eta_s: number | null;
 }
 
 export interface TrainEvalMessage extends Envelope<'train.eval', string> {
@@ -213,7 +217,10 @@ const SPECS: { [type in MessageType]: [Check, Spec] } = {
     isStr,
     { status: oneOf(...RUN_END_STATUSES), metrics: isObject, error: opt(isStr) }
   ],
-  'train.step': [isStr, { step: isInt, loss: isNum, lr: isNum, tok_s: opt(isNum) }],
+  'train.step': [
+    isStr,
+    { step: isInt, loss: isNum, lr: isNum, tok_s: opt(isNum), epoch: opt(isNum), eta_s: opt(isNum) }
+  ],
   'train.eval': [isStr, { step: isInt, val_loss: isNum, ppl: opt(isNum), metrics: isObject }],
   checkpoint: [isStr, { step: isInt, path: isStr }],
   'data.step': [

@@ -50,7 +50,7 @@ class TrainConfig:
     save_final: bool = True
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # peft's default; > 0 keeps a dropped copy of every adapted layer's input
     lora_targets: tuple[str, ...] | None = None  # None: chosen per architecture
     temperature: float = 2.0  # distillation
     alpha: float = 0.5  # distillation: weight of the KL term (1 - alpha on the task loss)

@@ -26,7 +26,7 @@ from .collate import Batches, as_examples, encode, is_pairs
 from .config import TrainConfig, TrainConfigError
 from .distill import check_teacher, distill_loss
 from .evaluate import eval_loss, exact_match, perplexity
-from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
+from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets, share_frozen_copy
 from .schedule import make_scheduler
 
 # hyper-parameters that fix the data order and model shape: a resumed run must keep them
@@ -99,7 +99,8 @@ class Loop:
         self.autocast = self._autocast()
         src = self.handle.model
         targets = lora_targets(src, cfg.lora_targets)[0] if cfg.method == "lora" else ()
-        need = memory.estimate(src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=not self.inplace,
+        copied = not self.inplace and cfg.method != "lora"  # LoRA shares the frozen base (share_frozen_copy)
+        need = memory.estimate(src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=copied,
                                trainable_params=memory.lora_params(src, targets, cfg.lora_r) if targets else None,
                                teacher=self.teacher, autocast=self.autocast is not None)
         memory.check(need, device=self.device, method=cfg.method, batch_size=cfg.batch_size, seq_len=cfg.max_length)
@@ -116,7 +117,12 @@ class Loop:
 
         cfg, meta, src = self.cfg, self.meta, self.handle.model
         self._seed(cfg.seed)
-        model = src if self.inplace else copy.deepcopy(src)
+        if self.inplace:
+            model = src
+        elif cfg.method == "lora":  # the frozen base is shared with the original, not copied
+            model = share_frozen_copy(src)
+        else:
+            model = copy.deepcopy(src)
         model.to(self.device)
         if cfg.method == "lora":
             model = apply_lora(model, self.kind, cfg)
@@ -346,7 +352,8 @@ class Loop:
                 p.tokens += tokens
                 tok_s = tokens / max(time.perf_counter() - t0, 1e-9)
                 p.steps.append({"step": p.step, "epoch": self.batches.epoch_of(p.step * cfg.grad_accum),
-                                "loss": loss, "lr": lr, "tok_s": tok_s})
+                                "loss": loss, "lr": lr, "tok_s": tok_s,
+                                "elapsed_s": time.perf_counter() - t_loop})  # since this session's first step
                 if p.step % cfg.log_every == 0:
                     elapsed = time.perf_counter() - t_loop
                     eta = elapsed / (p.step - first) * (self.total - p.step)

@@ -39,7 +39,7 @@ function toks(run: string, ms: number[], from = 0): Action {
 }
 
 function step(run: string, s: number, loss: number): Action {
-  return { type: 'message', message: { v: 1, type: 'train.step', run, step: s, loss, lr: 1e-3, tok_s: null } };
+  return { type: 'message', message: { v: 1, type: 'train.step', run, step: s, loss, lr: 1e-3, tok_s: null, epoch: null, eta_s: null } };
 }
 
 function evalAt(run: string, s: number, val: number): Action {
