@@ -70,7 +70,9 @@ test-py: setup
 	$(PY) -m pytest tests -q
 
 test-nb: setup
-	$(PY) -m pytest --nbval notebooks -q
+	@for nb in notebooks/*.ipynb; do start=$$(date +%s); \
+	  $(PY) -m pytest --nbval "$$nb" -q || exit 1; \
+	  echo "nbval: $$nb passed in $$(( $$(date +%s) - start )) s"; done
 
 test-ts: setup
 	$(JLPM) test
