@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_folder
 from ..events import ModelInfo
 
 
@@ -45,19 +44,11 @@ class ModelHandle:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save model (safetensors) and tokenizer to ``path`` atomically: a temp folder, then a rename."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        def write(tmp: Path) -> None:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+
+        return write_folder(path, write)
 
     def __repr__(self) -> str:
         quant = f", quant={self.quant}" if self.quant else ""

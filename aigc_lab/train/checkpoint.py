@@ -14,12 +14,12 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import write_folder
 from .config import TrainConfigError
 
 STATE = "state.pt"
@@ -69,19 +69,7 @@ def _write(tmp: Path, *, model: Any, tokenizer: Any, adapter: dict[str, Any] | N
 
 def save(directory: str | os.PathLike[str], step: int, **parts: Any) -> Path:
     """Write checkpoint ``step`` under ``directory`` atomically; return its path (existing one is replaced)."""
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
-    try:
-        _write(tmp, **parts)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return write_folder(Path(directory) / f"step-{step:06d}", lambda tmp: _write(tmp, **parts))
 
 
 def prune(directory: str | os.PathLike[str], keep: int, protect: Path | None = None) -> None:
