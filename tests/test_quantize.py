@@ -72,3 +72,19 @@ def test_compare_reports_speed_and_quality_side_by_side(gpt_tiny):
 
 def test_a_quantized_handle_still_counts_every_parameter(gpt_tiny):
     assert al.quantize(gpt_tiny, "int8").params == gpt_tiny.params
+
+
+def test_int8_changes_perplexity_of_a_trained_starter_by_less_than_one_percent(tmp_path):
+    """Quantization error matters once weights carry signal: train a starter briefly, then compare."""
+    docs = al.data.samples.python_docs()
+    model = al.models.load("starter:gpt-tiny")
+    run = al.finetune(model, docs[:60], method="full", max_steps=60, lr=2e-3, batch_size=8, max_length=128,
+                      warmup_steps=5, save_final=False, progress=False, background=False, output_dir=tmp_path)
+    trained = run.model
+    held_out = [text[:2000] for text in docs[70:76]]
+    ppl_before, ppl = perplexity(model, held_out), perplexity(trained, held_out)
+    assert ppl < ppl_before / 3, (ppl_before, ppl)  # it did learn
+    ppl_int8 = perplexity(al.quantize(trained, "int8"), held_out)
+    change = abs(ppl_int8 / ppl - 1)
+    print(f"trained starter perplexity fp32 {ppl:.2f}, int8 {ppl_int8:.2f}, change {change * 100:.2f}%")
+    assert change < 0.01
