@@ -220,3 +220,15 @@ def test_the_consumer_never_stays_in_inference_mode(gpt_tiny):
     w = torch.ones(3, requires_grad=True)
     (w * 2).sum().backward()  # autograd still works in this thread
     assert w.grad is not None
+
+
+def test_a_stop_string_spanning_tokens_ends_the_run_at_the_token_that_completes_it(gpt_tiny):
+    full = al.generate(gpt_tiny, "The", max_new_tokens=40, ignore_eos=True).wait()
+    pieces = [t.text for t in full.tokens]
+    k = next(i for i in range(10, 39) if pieces[i] and pieces[i + 1])  # two non-empty pieces in a row
+    stop = pieces[k][-1] + pieces[k + 1][:1]  # straddles the boundary between token k and k+1
+    first = full.text.index(stop)
+    stopped = al.generate(gpt_tiny, "The", max_new_tokens=40, ignore_eos=True, stop=stop).wait()
+    assert stopped.status == "ok" and full.text.startswith(stopped.text)
+    assert stop in stopped.text and stopped.text.index(stop) == first
+    assert stop not in stopped.text[:-len(stopped.tokens[-1].text)]  # the last token completed it

@@ -79,7 +79,10 @@ def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
                                                                                        strict=True)]
             history = [list(r) for r in rows]
             detoks = [IncrementalDetokenizer(tok, r) for r in rows]
-        generated = [""] * n
+        # stop strings are matched in a sliding window (the longest stop string plus the new piece), not in
+        # the whole generated text: the per-token check stays O(1) however long the generation runs
+        keep = max((len(x) for x in p.stop), default=1) - 1
+        tails = [""] * n
 
         if seq2seq:
             with torch.inference_mode():
@@ -126,9 +129,13 @@ def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
                 s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
                               ms=(time.perf_counter() - t0) * 1000.0))
                 history[b].append(nid)
-                generated[b] += piece
                 next_ids.append(nid)
-                if (nid == eos and not p.ignore_eos) or (p.stop and any(x in generated[b] for x in p.stop)):
+                hit = False
+                if p.stop:
+                    window = tails[b] + piece
+                    hit = any(x in window for x in p.stop)
+                    tails[b] = window[-keep:] if keep else ""
+                if (nid == eos and not p.ignore_eos) or hit:
                     active[b] = False
                     s._finish("ok", detoks[b].flush(), t0)
             yield None

@@ -76,6 +76,7 @@ class Panel(HasTraits):
         self.studio = studio
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._cancel = threading.Event()  # set by Stop; stoppable actions poll it
         self.error_w = w.HTML(layout=w.Layout(display="none"))
         self.status_w = w.HTML()
         self.progress = w.IntProgress(value=0, min=0, max=100, layout=w.Layout(width="240px", visibility="hidden"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import ipywidgets as w
@@ -17,10 +16,6 @@ METHODS = ("lora", "full")
 class FinetuneTab(Panel):
     title = "Fine-tune"
     stoppable = True
-
-    def __init__(self, studio: Any) -> None:
-        super().__init__(studio)
-        self._cancel = threading.Event()
 
     def controls(self) -> list[w.Widget]:
         s = self.studio

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -30,10 +29,6 @@ def metrics_text(stream: Any) -> str:
 class GenerateTab(Panel):
     title = "Generate"
     stoppable = True
-
-    def __init__(self, studio: Any) -> None:
-        super().__init__(studio)
-        self._cancel = threading.Event()
 
     def controls(self) -> list[w.Widget]:
         s = self.studio
