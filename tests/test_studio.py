@@ -218,6 +218,59 @@ def test_finetune_stop_cancels(studio, tmp_path):
     assert studio.finetuned is None and "cancelled" in studio.finetune_tab.status
 
 
+def test_finetune_distill_driven_from_code(studio, tmp_path):
+    studio.load_data(TEXTS)
+    idle(studio)
+    studio.ft_method, studio.ft_max_steps, studio.ft_batch_size = "full", 2, 2
+    studio.ft_output_dir = str(tmp_path / "teacher")
+    studio.finetune_tab.start_button.click()
+    idle(studio, 120)
+    teacher = studio.finetuned
+    assert studio.errors == {} and teacher is not None
+    assert studio.finetune_tab.teacher_row.layout.display == "none"  # the picker shows only for distill
+    assert "finetuned" in studio.finetune_tab.teacher_w.options  # a loaded model is offered as a teacher
+    studio.finetune_tab.method_w.value = "distill"  # as if picked in the dropdown
+    assert studio.ft_method == "distill" and studio.finetune_tab.teacher_row.layout.display is None
+    studio.ft_teacher = "finetuned"
+    assert studio.finetune_tab.teacher_w.value == "finetuned"
+    studio.ft_output_dir = str(tmp_path / "student")
+    studio.finetune_tab.start_button.click()
+    idle(studio, 120)
+    assert studio.errors == {}
+    run = studio.run
+    assert run.config.method == "distill" and run.status == "ok" and run.step == 2
+    assert studio.finetuned is not teacher and studio.finetuned.name == "starter:gpt-tiny+distill"
+    assert "distill" in studio.finetune_tab.result.value and "distill fine-tuning ok" in studio.finetune_tab.status
+    assert "(distill): ok" in studio.summary_text()
+
+
+def test_distill_teacher_is_validated_inline(studio, tmp_path):
+    from aigc_lab.models.starter import build_starter
+
+    studio.load_data(TEXTS)
+    idle(studio)
+    studio.ft_method, studio.ft_max_steps, studio.ft_batch_size = "distill", 2, 2
+    studio.ft_output_dir = str(tmp_path / "run")
+    studio.finetune_tab.start_button.click()
+    assert "needs a teacher" in studio.finetune_tab.error
+    studio.ft_teacher = "quantized"
+    studio.finetune_tab.start_button.click()
+    assert "no quantized model yet" in studio.finetune_tab.error
+    studio.ft_teacher = "model"
+    studio.finetune_tab.start_button.click()
+    assert "cannot be the model being trained" in studio.finetune_tab.error
+    other = build_starter("starter:gpt-tiny", corpus=TEXTS)  # its own, smaller vocabulary
+    studio.quantized = other  # a loaded teacher: checked before anything starts
+    studio.ft_teacher = "quantized"
+    studio.finetune_tab.start_button.click()
+    assert "tokenizers differ" in studio.finetune_tab.error and not studio.finetune_tab.busy
+    studio.ft_teacher = str(other.save(tmp_path / "other"))  # a folder: loaded, then checked, in the background
+    studio.finetune_tab.start_button.click()
+    idle(studio, 60)
+    assert "tokenizers differ" in studio.finetune_tab.error and "Traceback" not in studio.finetune_tab.error_w.value
+    assert studio.run is None and studio.finetuned is None and "failed" in studio.finetune_tab.status
+
+
 def test_finetune_needs_data(studio):
     studio.finetune_tab.start_button.click()
     assert "no data yet" in studio.finetune_tab.error and studio.run is None

@@ -52,6 +52,7 @@ class Studio(HasTraits):
     ft_lr = Float(0.0, help="0 = the method's default")
     ft_batch_size = Int(8)
     ft_output_dir = Unicode("", help="'' = ./aigc_runs/<run id>")
+    ft_teacher = Unicode("", help="distill: finetuned / quantized (a Studio slot), a model name or a local folder")
     # -- Optimise tab -----------------------------------------------------------------------------
     quant_scheme = Enum(SCHEMES, default_value="int8")
     quant_source = Enum(SOURCES, default_value="model")
@@ -188,7 +189,7 @@ class Studio(HasTraits):
                 out.append((title, txt, esc(txt)))
         run = self.run
         if run is not None:
-            txt = f"run {run.run}: {run.status}, step {run.step}"
+            txt = f"run {run.run} ({run.config.method}): {run.status}, step {run.step}"
             out.append(("Fine-tune", txt, esc(txt)))
         stream = self.stream
         if stream is not None:

@@ -53,6 +53,11 @@ def frame_html(df: Any, max_rows: int = 10, max_chars: int = 80) -> str:
     return head.to_html(index=False, escape=True, float_format=lambda x: f"{x:.4g}", border=0)
 
 
+def row(*widgets: w.Widget) -> w.HBox:
+    """A row of controls that wraps onto the next line in a narrow notebook instead of clipping."""
+    return w.HBox(list(widgets), layout=w.Layout(flex_flow="row wrap", align_items="center"))
+
+
 def fmt(value: Any, unit: str = "", digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -79,9 +84,13 @@ class Panel(HasTraits):
         self._cancel = threading.Event()  # set by Stop; stoppable actions poll it
         self.error_w = w.HTML(layout=w.Layout(display="none"))
         self.status_w = w.HTML()
-        self.progress = w.IntProgress(value=0, min=0, max=100, layout=w.Layout(width="240px", visibility="hidden"))
+        # Fixed-size, non-shrinking parts of the status row: a long status line wraps instead of squeezing
+        # the Stop label to "S…"; the idle progress bar takes no room (display none, not visibility hidden).
+        self.progress = w.IntProgress(value=0, min=0, max=100,
+                                      layout=w.Layout(width="200px", flex="0 0 auto", display="none"))
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
-                                    tooltip="cancel the running action", layout=w.Layout(width="90px"))
+                                    tooltip="cancel the running action",
+                                    layout=w.Layout(width="auto", min_width="84px", flex="0 0 auto"))
         self.stop_button.on_click(lambda _: self.stop())
         self.observe(self._show_error, "error")
         self.observe(self._show_status, "status")
@@ -96,6 +105,7 @@ class Panel(HasTraits):
         row = [self.progress, self.status_w]
         if self.stoppable:
             row.insert(0, self.stop_button)
+        self.status_w.layout = w.Layout(flex="1 1 auto", min_width="0")
         status_row = w.HBox(row, layout=w.Layout(align_items="center", grid_gap="8px"))
         return w.VBox([*self.controls(), status_row, self.error_w])
 
@@ -115,7 +125,7 @@ class Panel(HasTraits):
     def _show_busy(self, change: dict[str, Any]) -> None:
         busy = change["new"]
         self.stop_button.disabled = not busy
-        self.progress.layout.visibility = "visible" if busy else "hidden"
+        self.progress.layout.display = None if busy else "none"
         for button in self.action_buttons():
             button.disabled = busy
 

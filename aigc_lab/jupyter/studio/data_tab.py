@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 from traitlets import link
 
-from .common import Panel, UserInputError, esc, frame_html
+from .common import Panel, UserInputError, esc, frame_html, row
 
 SAMPLES = ("sample:python_docs", "sample:dates")
 
@@ -35,8 +35,8 @@ class DataTab(Panel):
                               ("data_clean", self.clean_w), ("data_val", self.val_w), ("data_test", self.test_w),
                               ("data_seed", self.seed_w)):
             link((s, trait), (widget, "value"))
-        return [self.source_w, w.HBox([self.text_w, self.input_w, self.target_w]),
-                w.HBox([self.clean_w, self.val_w, self.test_w, self.seed_w]), self.load_button, self.preview]
+        return [self.source_w, row(self.text_w, self.input_w, self.target_w),
+                row(self.clean_w, self.val_w, self.test_w, self.seed_w), self.load_button, self.preview]
 
     def action_buttons(self) -> list[w.Button]:
         return [self.load_button]

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 from traitlets import link
 
-from .common import FRAME_S, MODEL_SLOTS, Panel, UserInputError, esc, fmt
+from .common import FRAME_S, MODEL_SLOTS, Panel, UserInputError, esc, fmt, row
 
 _TEXT_STYLE = ("white-space:pre-wrap;font-family:var(--jp-code-font-family,monospace);max-height:320px;"
                "overflow:auto;border:1px solid var(--jp-border-color2,#ddd);padding:6px;margin:4px 0")
@@ -34,7 +34,7 @@ class GenerateTab(Panel):
         s = self.studio
         self.model_w = w.Dropdown(options=MODEL_SLOTS, description="model", layout=w.Layout(width="220px"))
         self.prompt_w = w.Textarea(description="Prompt", placeholder="Once upon a time",
-                                   layout=w.Layout(width="640px", height="80px"))
+                                   layout=w.Layout(width="auto", max_width="640px", height="80px"))
         self.max_w = w.IntText(description="max new", layout=w.Layout(width="160px"))
         self.temp_w = w.FloatText(description="temp", step=0.1, layout=w.Layout(width="150px"))
         self.top_k_w = w.IntText(description="top k", layout=w.Layout(width="150px"))
@@ -48,7 +48,7 @@ class GenerateTab(Panel):
                               ("temperature", self.temp_w), ("top_k", self.top_k_w), ("seed", self.seed_w),
                               ("ignore_eos", self.eos_w)):
             link((s, trait), (widget, "value"))
-        return [self.model_w, self.prompt_w, w.HBox([self.max_w, self.temp_w, self.top_k_w, self.seed_w, self.eos_w]),
+        return [self.model_w, self.prompt_w, row(self.max_w, self.temp_w, self.top_k_w, self.seed_w, self.eos_w),
                 self.generate_button, self.output, self.metrics_w]
 
     def action_buttons(self) -> list[w.Button]:
@@ -81,6 +81,8 @@ class GenerateTab(Panel):
         self.metrics_w.value = ""
         self._render(prompt, "")
 
+        t0 = time.perf_counter()
+
         def work() -> str:
             from ...infer import generate
 
@@ -106,9 +108,9 @@ class GenerateTab(Panel):
                 self._render(prompt, "".join(parts))
                 s.generated_text = "".join(parts)
             self.progress.value = self.progress.max if stream.status == "ok" else self.progress.value
-            line = metrics_text(stream)
-            self.metrics_w.value = f"<b>{esc(line)}</b>"
-            return line
+            self.metrics_w.value = f"<b>{esc(metrics_text(stream))}</b>"
+            # The metrics line above is the result; the status line only says how it ended (not the same line twice).
+            return f"{stream.status} · {handle.name} · {time.perf_counter() - t0:.1f} s"
 
         return self.start(f"Generating with {handle.name}", work, determinate=True)
 

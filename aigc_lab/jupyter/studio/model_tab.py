@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets as w
 from traitlets import link
 
-from .common import DEFAULT_MODEL_NAMES, Panel, UserInputError, esc, frame_html
+from .common import DEFAULT_MODEL_NAMES, Panel, UserInputError, esc, frame_html, row
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -38,7 +38,7 @@ class ModelTab(Panel):
         self.catalog_w = w.HTML()
         link((s, "model_name"), (self.name_w, "value"))
         link((s, "model_dtype"), (self.dtype_w, "value"))
-        return [w.HBox([self.name_w, self.dtype_w]), w.HBox([self.load_button, self.catalog_button]), self.info,
+        return [row(self.name_w, self.dtype_w), row(self.load_button, self.catalog_button), self.info,
                 self.catalog_w]
 
     def action_buttons(self) -> list[w.Button]:

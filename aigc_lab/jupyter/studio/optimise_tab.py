@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets as w
 from traitlets import link
 
-from .common import Panel, UserInputError
+from .common import Panel, UserInputError, row
 from .model_tab import handle_html
 
 SCHEMES = ("int8", "bf16", "fp16", "int8-weight", "int4-weight")
@@ -25,7 +25,7 @@ class OptimiseTab(Panel):
         self.result = w.HTML("<i>no quantized model yet</i>")
         link((s, "quant_scheme"), (self.scheme_w, "value"))
         link((s, "quant_source"), (self.source_w, "value"))
-        return [w.HBox([self.scheme_w, self.source_w]), self.quantize_button, self.result]
+        return [row(self.scheme_w, self.source_w), self.quantize_button, self.result]
 
     def action_buttons(self) -> list[w.Button]:
         return [self.quantize_button]
