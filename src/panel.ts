@@ -6,7 +6,8 @@
  * and the run history table whose checkboxes choose which runs the charts overlay.
  *
  * Store changes only schedule a render; rendering happens at most once per animation frame and
- * touches only runs whose state object changed, so a fast token stream never blocks the page.
+ * touches only runs whose state object changed, so a fast token stream never blocks the page. A
+ * burst larger than a card's per-frame budget (`SPANS_PER_FRAME`) continues on the next frames.
  * Charts redraw at most every `CHART_INTERVAL_MS` while data streams.
  *
  * DOM contract (used by the UI tests):
@@ -366,7 +367,11 @@ export class AigcLabPanel extends Widget {
     }
 
     const runs: RunState[] = state === null ? [] : runList(state);
-    this._renderRuns(runs);
+    if (this._renderRuns(runs)) {
+      // Some tokens wait for the next frame (a burst is spread over frames): render again then.
+      this._rendered = null;
+      this._schedule();
+    }
     const selected = this._selection();
     // Forget selections of runs the store dropped (history cap, Clear).
     if (state !== null) {
@@ -387,7 +392,9 @@ export class AigcLabPanel extends Widget {
     return runs.length > 0 ? runs[runs.length - 1].id : null;
   }
 
-  private _renderRuns(runs: readonly RunState[]): void {
+  /** Update the run cards; true when a card still has tokens for a later frame. */
+  private _renderRuns(runs: readonly RunState[]): boolean {
+    let pending = false;
     const alive = new Set(runs.map(r => r.id));
     for (const [id, view] of this._views) {
       if (!alive.has(id)) {
@@ -417,7 +424,9 @@ export class AigcLabPanel extends Widget {
       // Hidden runs are brought up to date too (cheap: one append per batch), so their DOM
       // contract attributes stay true.
       view.update(run);
+      pending = pending || view.pending;
     }
+    return pending;
   }
 
   private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {

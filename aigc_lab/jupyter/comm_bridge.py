@@ -1,7 +1,7 @@
 """Bridge between the kernel's event bus and the JupyterLab panel over the ``aigc_lab`` comm.
 
 Token events are batched: the engine's per-token ``publish`` only appends to a list, and a flusher
-thread sends at most one ``tokens`` message per frame interval (or per ``max_batch`` tokens), so a
+thread sends at most one ``tokens`` message per half frame interval (8 ms; or per ``max_batch`` tokens), so a
 fast stream neither floods the browser nor slows the decode loop. Every other event flushes the
 pending tokens first, so the panel sees messages in publish order.
 """
@@ -38,7 +38,7 @@ class CommBridge:
         *,
         event_bus: EventBus | None = None,
         history: Recorder | None = None,
-        flush_interval: float = 0.016,
+        flush_interval: float = 0.008,
         max_batch: int = 512,
     ) -> None:
         self._send = send

@@ -9,7 +9,14 @@ import { TokenItem } from '../protocol';
 import { Action, initialState, reduce, reduceAll, runList } from '../store';
 import { cancelLabel, formatMs, formatParams, formatRate } from '../views/format';
 import { HistoryTable } from '../views/history';
-import { RunView, TINT_MAX_TOKENS, tokenTitle } from '../views/runview';
+import {
+  CHUNK_MAX_TOKENS,
+  CHUNK_SOFT_TOKENS,
+  RunView,
+  SPANS_PER_FRAME,
+  TINT_MAX_TOKENS,
+  tokenTitle
+} from '../views/runview';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -92,7 +99,7 @@ describe('RunView', () => {
     expect(view.node.querySelector('.aigc-cancel-state')?.textContent).toBe('cancel acknowledged');
   });
 
-  it('renders 5000 tokens as one text node with tinting off', () => {
+  it('renders 5000 tokens with tinting off as one text node per chunk', () => {
     const view = new RunView('r', () => undefined);
     view.tinting = false;
     let s = initialState();
@@ -101,9 +108,40 @@ describe('RunView', () => {
       view.update(s.runs['r']);
     }
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
-    expect(text.childNodes.length).toBe(1);
+    const chunks = Array.from(text.children);
+    expect(chunks.length).toBe(Math.ceil(5000 / CHUNK_MAX_TOKENS)); // no newline: hard limit
+    for (const c of chunks) {
+      expect(c.className).toBe('aigc-chunk');
+      expect(c.childNodes.length).toBe(1);
+      expect(c.firstChild?.nodeType).toBe(Node.TEXT_NODE);
+    }
+    expect(text.querySelectorAll('span').length).toBe(0);
     expect(text.textContent).toBe(s.runs['r'].text);
     expect(view.node.getAttribute('data-token-count')).toBe('5000');
+  });
+
+  it('spreads a burst of tinted tokens over several updates, SPANS_PER_FRAME at a time', () => {
+    const view = new RunView('r', () => undefined);
+    const n = 3 * SPANS_PER_FRAME + 10;
+    const s = reduce(initialState(), tokens('r', 0, Array.from({ length: n }, (_, k) => `${k} `)));
+    const run = s.runs['r'];
+    const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
+    view.update(run);
+    expect(text.querySelectorAll('span.aigc-tok').length).toBe(SPANS_PER_FRAME);
+    expect(view.node.getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
+    expect(view.pending).toBe(true);
+    let updates = 1;
+    while (view.pending) {
+      view.update(run); // same state object: the view continues where it stopped
+      updates++;
+      expect(updates).toBeLessThan(10);
+    }
+    expect(updates).toBe(4);
+    expect(text.querySelectorAll('span.aigc-tok').length).toBe(n);
+    expect(text.textContent).toBe(run.text);
+    expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+    view.update(run);
+    expect(text.querySelectorAll('span.aigc-tok').length).toBe(n); // nothing appended twice
   });
 
   it('caps tinted spans and appends the rest as text', () => {
@@ -116,9 +154,37 @@ describe('RunView', () => {
     }
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
     expect(text.querySelectorAll('span.aigc-tok').length).toBe(TINT_MAX_TOKENS);
-    expect(text.childNodes.length).toBe(TINT_MAX_TOKENS + 1);
+    // The untinted rest is plain text after the last span, in chunks.
+    const last = text.lastElementChild as HTMLElement;
+    expect(last.lastChild?.nodeType).toBe(Node.TEXT_NODE);
+    const plain = Array.from(text.querySelectorAll('.aigc-chunk'))
+      .flatMap(c => Array.from(c.childNodes))
+      .filter(c => c.nodeType === Node.TEXT_NODE)
+      .map(c => c.textContent)
+      .join('');
+    expect(plain).toBe(s.runs['r'].tokens.slice(TINT_MAX_TOKENS).map(t => t.text).join(''));
     expect(text.textContent).toBe(s.runs['r'].text);
     expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+  });
+
+  it('closes a chunk at a line end once it is long enough, and at the hard limit otherwise', () => {
+    const view = new RunView('r', () => undefined);
+    // A line end every 50 tokens: chunks close at the first line end after CHUNK_SOFT_TOKENS.
+    const pieces = Array.from({ length: 1000 }, (_, k) => (k % 50 === 49 ? 'end\n' : `w${k} `));
+    let s = initialState();
+    for (let i = 0; i < pieces.length; i += 100) {
+      s = reduce(s, tokens('r', i, pieces.slice(i, i + 100)));
+      view.update(s.runs['r']);
+    }
+    const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
+    const chunks = Array.from(text.children);
+    const soft = Math.ceil(CHUNK_SOFT_TOKENS / 50) * 50;
+    expect(chunks.length).toBe(Math.ceil(1000 / soft));
+    for (const c of chunks.slice(0, -1)) {
+      expect(c.querySelectorAll('span.aigc-tok').length).toBe(soft);
+      expect(c.textContent?.endsWith('\n')).toBe(true); // invisible boundary: after a line end
+    }
+    expect(text.textContent).toBe(s.runs['r'].text);
   });
 
   it('titles a token with index, id, piece and latency', () => {
@@ -223,6 +289,18 @@ describe('AigcLabPanel', () => {
     await new Promise(r => requestAnimationFrame(() => r(undefined)));
     expect(banner.hidden).toBe(false);
     expect(banner.textContent).toContain('v2');
+
+    // A burst bigger than one frame's budget is finished over the next frames without new messages.
+    const n = 2 * SPANS_PER_FRAME + 5;
+    channel.store.dispatch(tokens('gen-7f3a', 0, Array.from({ length: n }, (_, k) => `${k} `)));
+    const gen = (): Element => root.querySelector('.aigc-run[data-run-id="gen-7f3a"]') as Element;
+    const frame = (): Promise<unknown> => new Promise(r => requestAnimationFrame(() => r(undefined)));
+    await frame();
+    expect(gen().getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
+    await frame();
+    expect(gen().getAttribute('data-token-count')).toBe(String(2 * SPANS_PER_FRAME));
+    await frame();
+    expect(gen().getAttribute('data-token-count')).toBe(String(n));
 
     panel.follow(null);
     expect(root.getAttribute('data-kernel-id')).toBe('');

@@ -14,7 +14,8 @@
  *     .aigc-run-header   kind, status, model, cancel button
  *     .aigc-metrics      .aigc-metric[data-metric=model|ttft|toks|p50|p95|tokens|status]
  *     .aigc-run-text     textContent == concatenation of every token piece received
- *       span.aigc-tok[data-i][title]   (tinted tokens)
+ *       div.aigc-chunk   blocks of consecutive tokens (see `_chunkFor`)
+ *         span.aigc-tok[data-i][title]   (tinted tokens)
  *     button.aigc-cancel shown while running only; label 'cancelling…' / 'cancel acknowledged' …
  *     .aigc-cancel-state the cancel request's state, kept after the run ended
  */
@@ -33,6 +34,19 @@ import {
 
 /** Tokens beyond this many per run are appended as plain text (no span, no tint). */
 export const TINT_MAX_TOKENS = 5000;
+
+/**
+ * Tinted token spans appended per update (the panel updates once per animation frame). A burst
+ * of thousands of tokens arriving within one frame is spread over several frames instead of
+ * one long frame: creating, styling and laying out a span costs about 0.1 ms on a 2-core
+ * machine, so 2,000 spans in one frame stalled the page for over 100 ms.
+ */
+export const SPANS_PER_FRAME = 256;
+
+/** A chunk of the token stream is closed at the next line end once it holds this many tokens. */
+export const CHUNK_SOFT_TOKENS = 128;
+/** ... and closed in any case at this many (see `RunView._chunkFor`). */
+export const CHUNK_MAX_TOKENS = 512;
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -132,9 +146,17 @@ export class RunView {
     this._tinting = on;
   }
 
-  /** Bring the DOM up to date with `run`. Cheap when little changed. */
+  /** True while tokens of the last `update` are still waiting for a later frame. */
+  get pending(): boolean {
+    return this._last !== null && this._rendered < this._last.tokens.length;
+  }
+
+  /**
+   * Bring the DOM up to date with `run`. Cheap when little changed. Appends at most
+   * `SPANS_PER_FRAME` tinted tokens: while `pending`, call again (next frame) with the same run.
+   */
   update(run: RunState): void {
-    if (run === this._last) {
+    if (run === this._last && !this.pending) {
       return;
     }
     const previous = this._last;
@@ -146,6 +168,9 @@ export class RunView {
       // Cannot happen with the reducer (tokens only grow), but stay correct if it does.
       this._textBox.replaceChildren();
       this._textNode = document.createTextNode('');
+      this._chunk = null;
+      this._chunkTokens = 0;
+      this._plain = false;
       this._rendered = 0;
     }
     if (tokens.length > this._rendered) {
@@ -198,15 +223,15 @@ export class RunView {
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
     const start = this._rendered;
     let k = start;
-    if (this._tinting && k < TINT_MAX_TOKENS && this._textNode.length === 0) {
+    const tinted = this._tinting && !this._plain && k < TINT_MAX_TOKENS;
+    if (tinted) {
       // Reference latency for the tint: the median of the recent inter-token latencies.
       const now = performance.now();
       if (this._tintRef === null || now - this._tintRefAt > 250) {
         this._tintRef = percentile(recentLatencies(run, 256), 0.5);
         this._tintRefAt = now;
       }
-      const frag = document.createDocumentFragment();
-      const end = Math.min(tokens.length, TINT_MAX_TOKENS);
+      const end = Math.min(tokens.length, TINT_MAX_TOKENS, start + SPANS_PER_FRAME);
       for (; k < end; k++) {
         const item = tokens[k];
         const first = k === 0;
@@ -218,24 +243,48 @@ export class RunView {
         span.setAttribute('data-i', String(item.i));
         span.title = tokenTitle(item, latency, first);
         span.textContent = item.text;
-        frag.appendChild(span);
+        this._chunkFor(tokens, k).appendChild(span);
       }
-      box.appendChild(frag);
     }
-    if (k < tokens.length) {
-      let chunk = '';
+    if (k < tokens.length && (!tinted || k >= TINT_MAX_TOKENS)) {
+      // Untinted tokens go into one Text node per chunk: cheap, so no per-frame budget here.
+      this._plain = true;
+      let text = '';
       for (; k < tokens.length; k++) {
-        chunk += tokens[k].text;
+        const chunk = this._chunkFor(tokens, k);
+        if (chunk !== this._textNode.parentNode) {
+          this._textNode.appendData(text);
+          text = '';
+          this._textNode = document.createTextNode('');
+          chunk.appendChild(this._textNode);
+        }
+        text += tokens[k].text;
       }
-      if (this._textNode.parentNode !== box) {
-        box.appendChild(this._textNode);
-      }
-      this._textNode.appendData(chunk);
+      this._textNode.appendData(text);
     }
-    this._rendered = tokens.length;
+    this._rendered = k;
     if (atBottom) {
       box.scrollTop = box.scrollHeight;
     }
+  }
+
+  /**
+   * The chunk (a block in the text box) that token `k` goes into, starting a new one when due.
+   * The browser lays out a paragraph anew whenever text is appended to it, so one growing block
+   * costs O(tokens) per frame; closed chunks are laid out once. A new chunk starts after a token
+   * that ends a line (invisible: a block's final newline adds no empty line) once the chunk holds
+   * `CHUNK_SOFT_TOKENS`, and after `CHUNK_MAX_TOKENS` in any case (a paragraph that long without
+   * a newline then wraps at the boundary; the text itself is unchanged).
+   */
+  private _chunkFor(tokens: readonly TokenItem[], k: number): HTMLDivElement {
+    const n = this._chunkTokens;
+    const lineEnded = k > 0 && tokens[k - 1].text.endsWith('\n');
+    if (this._chunk === null || n >= CHUNK_MAX_TOKENS || (n >= CHUNK_SOFT_TOKENS && lineEnded)) {
+      this._chunk = el('div', 'aigc-chunk', this._textBox);
+      this._chunkTokens = 0;
+    }
+    this._chunkTokens++;
+    return this._chunk;
   }
 
   private _updateMetrics(run: RunState): void {
@@ -335,5 +384,10 @@ export class RunView {
   private _train: HTMLDivElement;
   private _trainText: HTMLDivElement;
   private _textBox: HTMLDivElement;
+  /** The Text node untinted tokens are appended to (inside the current chunk once used). */
   private _textNode: Text;
+  private _chunk: HTMLDivElement | null = null;
+  private _chunkTokens = 0;
+  /** Set once tokens went in as plain text: later tokens stay plain, in order. */
+  private _plain = false;
 }
