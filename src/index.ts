@@ -15,6 +15,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 
 import { ChannelManager } from './channel';
 import { AigcLabPanel, DEFAULT_SETTINGS, PANEL_ID, PanelSettings } from './panel';
+import { StudioFallbackExtension } from './staticfallback';
 
 export { PROTOCOL_VERSION, parseMessage } from './protocol';
 
@@ -104,6 +105,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     settingRegistry: ISettingRegistry | null,
     themeManager: IThemeManager | null
   ): void => {
+    // Studio outputs: the live widget while its model exists, else the static summary.
+    app.docRegistry.addWidgetExtension('Notebook', new StudioFallbackExtension());
+
     const manager = new ChannelManager();
     const panel = new AigcLabPanel();
     panel.title.icon = aigcIcon;

@@ -283,6 +283,9 @@ def test_static_summary_has_model_and_last_generation(studio):
     idle(studio)
     bundle = studio._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
+    model_id = bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert model_id == studio.view.model_id
+    assert bundle["application/vnd.aigc-lab.studio+json"] == {"version": 1, "model_id": model_id}
     page, text = bundle["text/html"], bundle["text/plain"]
     assert "starter:gpt-tiny" in page and "starter:gpt-tiny" in text
     assert html.escape(studio.stream.text) in page and studio.stream.text in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aigc_ui_harness import STEP_TIMEOUT, Lab
@@ -41,3 +42,100 @@ def test_studio_renders_and_streams_in_a_notebook(lab: Lab):
     lab.page.wait_for_timeout(300)
     tabs.screenshot(path=str(DOCS_STUDIO_PNG))
     assert 2_000 < DOCS_STUDIO_PNG.stat().st_size < 200_000, DOCS_STUDIO_PNG.stat().st_size
+
+
+# -- a saved Studio output reopened without its widget model -------------------------------------
+
+STUDIO_MIME = "application/vnd.aigc-lab.studio+json"
+FALLBACK_PNG = Path(__file__).resolve().parent / "artifacts" / "studio_static_fallback.png"
+_SAVE_AND_CLOSE = """async (path) => {
+  const w = window.__aigc.nbs[path];
+  await w.context.save();
+  if (w.sessionContext.session) { await w.sessionContext.shutdown(); }
+  w.dispose();
+  delete window.__aigc.nbs[path];
+}"""
+# Opens ``path`` with a kernel (the default: a fresh one, which never had the Studio's widget model) or,
+# with ``kernel: false``, with none (a one-off widget extension turns the session's autostart off).
+_REOPEN = """async ({path, kernel, timeout}) => {
+  const app = window.jupyterapp;
+  let ext = null;
+  if (!kernel) {
+    ext = app.docRegistry.addWidgetExtension('Notebook', {createNew: (panel, context) => {
+      if (context.path === path) {
+        context.sessionContext.kernelPreference = {...context.sessionContext.kernelPreference, shouldStart: false};
+      }
+    }});
+  }
+  try {
+    const w = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
+    window.__aigc.nbs[path] = w;
+    await w.context.ready;
+    await w.sessionContext.ready;
+    const t0 = Date.now();
+    while (kernel) {
+      const k = w.sessionContext.session && w.sessionContext.session.kernel;
+      if (k && k.connectionStatus === 'connected' && k.status === 'idle') break;
+      if (Date.now() - t0 > timeout) throw new Error('kernel of ' + path + ' not idle');
+      await new Promise(r => setTimeout(r, 25));
+    }
+    const cell = w.content.widgets[0];
+    return {id: w.id, kernel: !!(w.sessionContext.session && w.sessionContext.session.kernel),
+            trusted: cell.model.trusted};
+  } finally {
+    if (ext) ext.dispose();
+  }
+}"""
+_OUTPUT_STATE = """(id) => {
+  const nb = document.getElementById(id);
+  const out = nb && nb.querySelector('.aigc-studio-output');
+  const summary = out && out.querySelector('.aigc-studio-summary');
+  return {view: out ? out.getAttribute('data-aigc-studio-view') : null,
+          summaryVisible: !!summary && summary.offsetParent !== null && summary.innerText.length > 0,
+          summary: summary ? summary.innerText : '', text: nb ? nb.innerText : ''};
+}"""
+
+
+def _wait_view(lab: Lab, widget_id: str, view: str, timeout: float = STEP_TIMEOUT) -> dict:
+    lab.page.wait_for_function(
+        "([id, view]) => { const o = document.getElementById(id)?.querySelector('.aigc-studio-output');"
+        " return !!o && o.getAttribute('data-aigc-studio-view') === view; }",
+        arg=[widget_id, view], timeout=timeout * 1000)
+    return lab.page.evaluate(_OUTPUT_STATE, widget_id)
+
+
+def test_saved_studio_output_shows_its_summary_without_the_widget_model(lab: Lab):
+    nb = lab.open_notebook("studio-saved.ipynb")
+    nb.activate()
+    lab.page.evaluate(_RUN_IN_CELL, "import aigc_lab as al\nstudio = al.Studio()\nstudio.load_model(); studio.wait()\n"
+                                    "studio")
+    # Live, in its kernel: our renderer shows the ipywidgets view, the summary stays hidden.
+    live = _wait_view(lab, nb.widget_id, "live", timeout=180)
+    assert not live["summaryVisible"] and "Fine-tune" in live["text"], live
+    lab.page.evaluate(_SAVE_AND_CLOSE, nb.path)
+    saved = json.loads((lab.server.root_dir / nb.path).read_text())
+    data = saved["cells"][0]["outputs"][0]["data"]
+    assert STUDIO_MIME in data and "application/vnd.jupyter.widget-view+json" in data, list(data)
+    assert "widgets" not in saved["metadata"]  # no saved widget state: the model exists nowhere
+
+    # Reopened with a fresh kernel (JupyterLab's default), where ipywidgets says "model not found".
+    info = lab.page.evaluate(_REOPEN, {"path": nb.path, "kernel": True, "timeout": 60_000})
+    assert info["kernel"] and info["trusted"], info  # a trusted output: the widget renderer would be chosen
+    state = _wait_view(lab, info["id"], "summary")
+    lab.page.wait_for_timeout(2_000)  # the widget manager has restored from the new kernel by now
+    state = lab.page.evaluate(_OUTPUT_STATE, info["id"])
+    assert state["view"] == "summary" and state["summaryVisible"], state
+    assert "aigc-lab Studio" in state["summary"] and "starter:gpt-tiny" in state["summary"], state
+    assert "model not found" not in state["text"] and "Error displaying widget" not in state["text"], state
+    lab.page.locator(f"#{info['id']} .jp-Cell").first.screenshot(path=str(FALLBACK_PNG))
+    lab.page.evaluate(_SAVE_AND_CLOSE, nb.path)
+
+    # Reopened with no kernel at all.
+    info = lab.page.evaluate(_REOPEN, {"path": nb.path, "kernel": False, "timeout": 60_000})
+    assert not info["kernel"] and info["trusted"], info
+    _wait_view(lab, info["id"], "summary")
+    lab.page.wait_for_timeout(1_000)
+    state = lab.page.evaluate(_OUTPUT_STATE, info["id"])
+    assert state["view"] == "summary" and state["summaryVisible"] and "starter:gpt-tiny" in state["summary"], state
+    assert "Loading widget" not in state["text"] and "model not found" not in state["text"], state
+    lab.page.evaluate(_SAVE_AND_CLOSE, nb.path)

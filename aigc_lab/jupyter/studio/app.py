@@ -7,7 +7,8 @@ with a progress bar and status line (Stop where it can cancel); errors show inli
 Results land in ``studio.dataset``, ``.splits``, ``.model``, ``.run``, ``.finetuned``, ``.quantized``,
 ``.stream`` and ``.comparison``. ``studio.wait()`` blocks until every background action has ended.
 Displayed, the Studio also carries a static ``text/html`` / ``text/plain`` summary, so a notebook
-reopened without its kernel still shows what was done.
+reopened without its kernel still shows what was done; the ``STUDIO_MIMETYPE`` marker lets the aigc-lab
+JupyterLab extension show that summary where the widget's model is gone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from .model_tab import DTYPES, ModelTab
 from .optimise_tab import SCHEMES, SOURCES, OptimiseTab
 
 _SUMMARY_TEXT_CHARS = 2000
+# Marker of a Studio output. The aigc-lab JupyterLab extension renders it (src/staticfallback.ts): the live
+# widget while the widget manager has its model, else the text/html summary instead of "model not found".
+# Front ends without the extension ignore it (classic Notebook, nbconvert: the widget view or text/html).
+STUDIO_MIMETYPE = "application/vnd.aigc-lab.studio+json"
 
 
 class Studio(HasTraits):
@@ -223,6 +228,9 @@ class Studio(HasTraits):
         bundle = dict(self.view._repr_mimebundle_(include=include, exclude=exclude) or {})
         bundle["text/plain"] = self.summary_text()
         bundle["text/html"] = self.summary_html()
+        view = bundle.get("application/vnd.jupyter.widget-view+json")
+        if isinstance(view, dict) and view.get("model_id"):
+            bundle[STUDIO_MIMETYPE] = {"version": 1, "model_id": view["model_id"]}
         return bundle
 
     def _ipython_display_(self) -> None:
