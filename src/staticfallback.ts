@@ -148,7 +148,13 @@ export class StudioRenderer extends Panel implements IRenderMime.IRenderer {
     this._summary.addClass('aigc-studio-summary');
     this._summary.addClass('jp-RenderedHTMLCommon');
     this.addWidget(this._summary);
-    this._observer = new MutationObserver(() => this._decide());
+    // Later changes of the widget renderer (a view restored, a view disposed by a kernel restart)
+    // switch between live and summary; while pending its "Loading widget..." text must not.
+    this._observer = new MutationObserver(() => {
+      if (this.view !== 'pending') {
+        this._decide();
+      }
+    });
   }
 
   /** Which part is visible: `live`, `summary` or `pending` (waiting to know). */

@@ -120,6 +120,28 @@ describe('StudioRenderer', () => {
     expect(host.created[0].isHidden).toBe(true); // its error text stays out of sight
   });
 
+  it('does not flash the summary while the manager looks the model up', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>(resolve => (release = resolve));
+    class SlowRenderer extends FakeWidgetRenderer {
+      async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+        this.node.textContent = 'Loading widget...';
+        await gate;
+        return super.renderModel(model);
+      }
+    }
+    const host = new FakeHost(true, new Set(['abc']));
+    host.createWidgetRenderer = () => new SlowRenderer(host.known);
+    const r = new StudioRenderer(options(), host);
+    const done = r.renderModel(mimeModel(true));
+    await flush();
+    expect(r.view).toBe('pending');
+    expect(summaryOf(r).classList.contains('lm-mod-hidden')).toBe(true);
+    release();
+    await done;
+    expect(r.view).toBe('live');
+  });
+
   it('shows the summary until a widget manager appears, then the live widget', async () => {
     const host = new FakeHost(false, new Set(['abc']));
     const r = new StudioRenderer(options(), host);
