@@ -43,10 +43,12 @@ $(EXT_BUILT): $(NODE_STAMP) $(TS_SOURCES)
 	$(JLPM) build:prod
 	@touch $@
 
-# 4. the Python package (editable) with every dependency, and the extension linked into the venv
-$(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml constraints.txt
+# 4. the Python package (editable) with every dependency, the extension linked into the venv, and the
+#    server extension enabled (an editable install does not copy the wheel's shared data)
+$(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml constraints.txt jupyter-config/server-config/aigc_lab.json
 	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
 	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
+	install -D -m 644 jupyter-config/server-config/aigc_lab.json $(VENV)/etc/jupyter/jupyter_server_config.d/aigc_lab.json
 	@touch $@
 
 lab: setup

@@ -53,6 +53,11 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "aigc-lab"}]
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (low-latency kernel websockets), see ``aigc_lab.jupyter.server_extension``."""
+    return [{"module": "aigc_lab.jupyter.server_extension"}]
+
+
 def _in_kernel() -> bool:
     ipython = sys.modules.get("IPython")
     if ipython is None or "ipykernel" not in sys.modules:

@@ -18,7 +18,11 @@ timing is measured **in the browser**:
 
 Prints ONE JSON object (medians over ``--reps`` repetitions for the timings).
 
-    .venv/bin/python benchmarks/ui_stream.py [--tokens 2000] [--rate 500] [--reps 3]
+``--compare-nagle`` also runs the paced phase on a second server started without aigc_lab's server
+extension (kernel websockets keep Nagle's algorithm, Jupyter's default) and reports both p95s and
+their ratio, measured in the same run.
+
+    .venv/bin/python benchmarks/ui_stream.py [--tokens 2000] [--rate 500] [--reps 3] [--compare-nagle]
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def load_harness():
     spec.loader.exec_module(module)
     return module
 
+
+NODELAY_LOG_LINE = "kernel websockets send without Nagle's delay"
 
 RUN_CODE = """
 import json as _json, time as _time
@@ -173,19 +179,11 @@ async (ms) => {
 """
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=2000)
-    ap.add_argument("--rate", type=float, default=500.0, help="paced phase, tokens/s")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--no-tint", action="store_true", help="turn the token tinting setting off")
-    args = ap.parse_args()
-
-    h = load_harness()
+def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None):
+    """One JupyterLab server + Chromium: warm-up, idle frames, the paced runs and (optionally) the bursts."""
     from playwright.sync_api import sync_playwright
 
-    started = time.monotonic()
-    server = h.start_server()
+    server = h.start_server(server_args)
     try:
         with sync_playwright() as pw:
             context, user_dir = h.launch_browser(pw)
@@ -210,15 +208,39 @@ def main() -> int:
                 idle = [page.evaluate(JS_IDLE_FRAMES, 2000) for _ in range(args.reps)]
                 paced = [one_run(h, lab, nb, args.tokens, args.rate, frames=False)
                          for _ in range(args.reps)]
-                burst = [one_run(h, lab, nb, args.tokens, 0, frames=True) for _ in range(args.reps)]
+                burst = [one_run(h, lab, nb, args.tokens, 0, frames=True)
+                         for _ in range(args.reps)] if burst_phase else []
+                nodelay = NODELAY_LOG_LINE in server.log_tail(2000)
             finally:
                 context.close()
                 shutil.rmtree(user_dir, ignore_errors=True)
     finally:
         h.stop_server(server)
         shutil.rmtree(server.tmp, ignore_errors=True)
+    return paced, burst, idle, nodelay
 
-    runs = paced + burst
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=500.0, help="paced phase, tokens/s")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-tint", action="store_true", help="turn the token tinting setting off")
+    ap.add_argument("--compare-nagle", action="store_true",
+                    help="also measure the paced phase without aigc_lab's TCP_NODELAY server extension")
+    args = ap.parse_args()
+
+    h = load_harness()
+    started = time.monotonic()
+    paced, burst, idle, nodelay = session(h, args, burst_phase=True)
+    nagle: list[dict] = []
+    if args.compare_nagle:
+        nagle, _, _, nagle_nodelay = session(h, args, burst_phase=False,
+                                             server_args=["--ServerApp.jpserver_extensions=aigc_lab=False"])
+        if nagle_nodelay:
+            raise SystemExit("--compare-nagle: the second server still loaded the TCP_NODELAY extension")
+
+    runs = paced + burst + nagle
     sent = sum(r["sent"] for r in runs)
     delivered = sum(r["delivered"] for r in runs)
 
@@ -244,10 +266,15 @@ def main() -> int:
         "burst_max_longtask_ms": round(max(r["max_longtask_ms"] for r in burst), 1),
         "burst_kernel_to_dom_p95_ms": med(burst, "p95_ms"),
         "idle_max_frame_ms": round(statistics.median(idle), 1),
+        "nodelay_server_extension": nodelay,
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "wall_s": round(time.monotonic() - started, 1),
     }
+    if nagle:
+        out["p95_kernel_to_dom_ms_without_nodelay"] = med(nagle, "p95_ms")
+        out["p95_kernel_to_dom_ms_without_nodelay_each"] = [round(r["p95_ms"], 1) for r in nagle]
+        out["p95_nodelay_vs_nagle"] = round(med(paced, "p95_ms") / med(nagle, "p95_ms"), 3)
     print(json.dumps(out))
     return 0
 

@@ -140,7 +140,8 @@ def _status_ok(url: str) -> bool:
         return False
 
 
-def start_server() -> LabServer:
+def start_server(extra_args: list[str] | None = None) -> LabServer:
+    """Start an isolated JupyterLab server (``extra_args`` go on its command line)."""
     tmp = Path(tempfile.mkdtemp(prefix="aigc-ui-"))
     root = tmp / "root"
     settings = tmp / "lab-settings"
@@ -178,6 +179,7 @@ def start_server() -> LabServer:
         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
         "--LabApp.expose_app_in_browser=True",
         "--LabApp.news_url=",
+        *(extra_args or []),
     ]
     log_path = tmp / "server.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process

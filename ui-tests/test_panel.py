@@ -274,10 +274,10 @@ def test_cancel_from_panel(lab, starter):
                                  && Number(el.getAttribute('data-token-count')) > 0; }""",
             arg=sel, timeout=STEP_TIMEOUT * 1000,
         )
-        # A blinking caret follows the text while the run runs.
+        # A blinking caret follows the text (the last chunk of it) while the run runs.
         caret = lab.page.evaluate(
-            "(sel) => getComputedStyle(document.querySelector(sel + ' .aigc-run-text'), '::after')"
-            ".animationName", sel)
+            "(sel) => getComputedStyle(document.querySelector(sel + ' .aigc-run-text > .aigc-chunk:last-child'),"
+            " '::after').animationName", sel)
         assert caret == "aigc-blink", caret
         button = lab.run_el(run).locator("button.aigc-cancel")
         try:  # a real mouse click: Playwright waits until the button is visible, enabled, stable
@@ -562,3 +562,9 @@ bus.publish(events.RunEnd(run={train!r}, status="ok"))
     select_runs(lab, [train])
     wait_chart(lab, ".aigc-loss-chart", series=1, runs=[train], points=10)
     assert int(lab.panel().get_attribute("data-run-count") or 0) >= 2
+
+
+def test_server_extension_turns_off_nagle(lab):
+    """The server loaded aigc_lab's server extension: kernel websockets send without Nagle's delay."""
+    log = lab.server.log_tail(2000)
+    assert "aigc_lab: kernel websockets send without Nagle's delay (TCP_NODELAY)" in log, log[-3000:]
