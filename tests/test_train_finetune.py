@@ -101,6 +101,42 @@ def test_lora_on_gpt2_conv1d_trains_adapters_only_and_merges(tok, tmp_path):
         assert torch.allclose(reloaded(ids).logits, merged.model(ids).logits, atol=1e-5)
 
 
+def _checkpointing(model) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def test_lora_recomputes_activations_by_default_and_keeps_the_same_curve(tok, tmp_path):
+    """LoRA turns gradient checkpointing on (on its own copy); the loss curve is the one without it."""
+    h = gpt(tok)
+    runs = {}
+    for gc in (None, False):
+        runs[gc] = finetune(h, CORPUS, method="lora", max_steps=4, lr=1e-2, gradient_checkpointing=gc,
+                            event_bus=EventBus(), output_dir=tmp_path / str(gc), save_final=False, **FAST).wait()
+    assert runs[None].config.checkpointing and _checkpointing(runs[None]._loop.model)
+    assert not runs[False].config.checkpointing and not _checkpointing(runs[False]._loop.model)
+    assert not _checkpointing(h.model)  # the caller's model is untouched
+    a, b = runs[None].history.loss.tolist(), runs[False].history.loss.tolist()
+    assert len(a) == 4 and a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+def test_full_keeps_activations_by_default_and_can_recompute_them(tok, tmp_path):
+    h = gpt(tok)
+    plain = finetune(h, CORPUS, max_steps=3, lr=3e-3, event_bus=EventBus(), output_dir=tmp_path / "a",
+                     save_final=False, **FAST).wait()
+    assert not plain.config.checkpointing and not _checkpointing(plain._loop.model)
+    gc = finetune(h, CORPUS, max_steps=3, lr=3e-3, gradient_checkpointing=True, event_bus=EventBus(),
+                  output_dir=tmp_path / "b", save_final=False, **FAST).wait()
+    assert _checkpointing(gc._loop.model) and not _checkpointing(h.model)
+    assert gc.history.loss.tolist() == pytest.approx(plain.history.loss.tolist(), rel=1e-5, abs=1e-6)
+
+
+def test_gradient_checkpointing_on_a_model_without_it_is_refused(tmp_path):
+    lstm = al.models.load("starter:lstm-tiny")
+    with pytest.raises(TrainConfigError, match="gradient_checkpointing=False"):
+        finetune(lstm, CORPUS, max_steps=1, gradient_checkpointing=True, event_bus=EventBus(),
+                 output_dir=tmp_path, **FAST).wait()
+
+
 def test_lora_and_full_on_seq2seq_with_exact_match(tmp_path):
     h, pairs = t5()
     ds = al.data.load(__import__("pandas").DataFrame({"q": [a for a, _ in pairs], "a": [b for _, b in pairs]}),

@@ -27,6 +27,9 @@ def test_memory_check_refuses_full_suggests_lora_and_lets_lora_through(monkeypat
     params = sum(p.numel() for p in model.parameters())
     assert full.trainable == params * 12 and lora.trainable < full.trainable / 5
     assert full.activations > train_memory.estimate(model, batch_size=1, seq_len=64, copy=True).activations
+    recompute = train_memory.estimate(model, batch_size=8, seq_len=64, copy=True, checkpointing=True)
+    logits = 8 * 64 * len(tok) * 4 * 3  # kept either way
+    assert recompute.activations - logits < (full.activations - logits) / 2
     free = (lora.total + full.total) // 2
     monkeypatch.setattr(train_memory, "available_memory", lambda device=None: free)
     with pytest.raises(TrainingMemoryError, match="method='lora'.*smaller batch_size") as err:

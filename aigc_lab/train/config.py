@@ -44,6 +44,10 @@ class TrainConfig:
     patience: int | None = None  # early stopping: evals without a better val_loss
     precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 elsewhere
     packing: bool = True  # causal LMs: concatenate texts into max_length blocks
+    # recompute each layer's activations in the backward pass instead of keeping them (about a third more
+    # compute, most of the activation memory saved). None: on for LoRA, whose memory is mostly
+    # activations once gradients and optimizer state are gone; off for full and distill (speed first).
+    gradient_checkpointing: bool | None = None
     save_every: int | None = None  # checkpoint every N steps (and always on cancel/interrupt and at the end)
     keep_last: int = 2  # periodic checkpoints kept (older ones deleted)
     output_dir: str | None = None  # None: ./aigc_runs/<run id>
@@ -63,6 +67,13 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 2e-4 if self.method == "lora" else 5e-5
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether this run recomputes activations (``gradient_checkpointing``, resolved per method)."""
+        if self.gradient_checkpointing is not None:
+            return bool(self.gradient_checkpointing)
+        return self.method == "lora"
 
     def validate(self) -> TrainConfig:
         problems = []

@@ -102,7 +102,8 @@ class Loop:
         copied = not self.inplace and cfg.method != "lora"  # LoRA shares the frozen base (share_frozen_copy)
         need = memory.estimate(src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=copied,
                                trainable_params=memory.lora_params(src, targets, cfg.lora_r) if targets else None,
-                               teacher=self.teacher, autocast=self.autocast is not None)
+                               teacher=self.teacher, autocast=self.autocast is not None,
+                               checkpointing=cfg.checkpointing and _can_checkpoint(src))
         memory.check(need, device=self.device, method=cfg.method, batch_size=cfg.batch_size, seq_len=cfg.max_length)
         self.meta = ckpt.read_meta(self.resume) if self.resume else None
         if self.meta is not None:
@@ -113,7 +114,6 @@ class Loop:
                                        f"({', '.join(f'{k}={old[k]!r}' for k in changed)})")
 
     def setup(self) -> None:
-        import torch
 
         cfg, meta, src = self.cfg, self.meta, self.handle.model
         self._seed(cfg.seed)
@@ -124,6 +124,12 @@ class Loop:
         else:
             model = copy.deepcopy(src)
         model.to(self.device)
+        if cfg.checkpointing:
+            if _can_checkpoint(model):  # on this run's copy only: the caller's model is untouched
+                _enable_checkpointing(model)
+            elif cfg.gradient_checkpointing:
+                raise TrainConfigError(f"{type(model).__name__} does not support gradient checkpointing; "
+                                       "train with gradient_checkpointing=False")
         if cfg.method == "lora":
             model = apply_lora(model, self.kind, cfg)
         if self.resume is not None:
@@ -152,8 +158,7 @@ class Loop:
             if p.requires_grad:
                 (no_decay if p.dim() < 2 or "norm" in name.lower() else decay).append(p)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, fused=fused or None)
+        self.optimizer = adamw(groups, lr=cfg.learning_rate, betas=cfg.betas)
         self.scheduler = make_scheduler(self.optimizer, self.total, warmup, cfg.schedule, cfg.min_lr_ratio)
         if self.accel is not None:
             self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
@@ -196,7 +201,8 @@ class Loop:
         import torch
 
         with self.autocast() if self.autocast else contextlib.nullcontext():
-            out = self.model(**batch)
+            # no KV cache while training (a recomputed layer must not append to one either)
+            out = self.model(**batch, use_cache=False)
             loss = out.loss
             if self.cfg.method == "distill":
                 tb = {k: v.to(self.teacher.device) for k, v in batch.items()}
@@ -388,6 +394,31 @@ class Loop:
         metrics = RunMetrics(tokens=int(p.tokens), tok_s=float(np.median(steps_tok)) if steps_tok else None,
                              peak_mem_mb=_peak_mem_mb())
         self.publish(RunEnd(run=self.run_id, status=self.status, metrics=metrics, error=err))
+
+
+def adamw(groups: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """AdamW with torch's fused kernel where the parameters' device and dtype have one (CUDA, and CPU since
+    torch 2.4: about 5x faster than the per-parameter loop on a 2-core CPU), else the default implementation."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # no fused kernel for this device/dtype
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def _can_checkpoint(model: Any) -> bool:
+    return bool(getattr(model, "supports_gradient_checkpointing", False)) and hasattr(
+        model, "gradient_checkpointing_enable")
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing (transformers >= 5 renamed the method; older ones have the alias)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _peak_mem_mb() -> float | None:

@@ -42,7 +42,11 @@ def apply_lora(model: Any, kind: str, cfg: TrainConfig) -> Any:
     task = TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM
     config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                         target_modules=list(targets), fan_in_fan_out=fan_in_fan_out, task_type=task, bias="none")
-    return get_peft_model(model, config)
+    import warnings
+
+    with warnings.catch_warnings():  # peft probes transformers' deprecated `is_gradient_checkpointing`
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def share_frozen_copy(model: Any) -> Any:

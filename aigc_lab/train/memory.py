@@ -53,12 +53,13 @@ def lora_params(model: Any, targets: tuple[str, ...], r: int) -> int:
 
 
 def estimate(model: Any, *, batch_size: int, seq_len: int, copy: bool, trainable_params: int | None = None,
-             teacher: Any = None, autocast: bool = False) -> TrainMemory:
+             teacher: Any = None, autocast: bool = False, checkpointing: bool = False) -> TrainMemory:
     """Estimate for ``model`` before anything is allocated (``trainable_params``: LoRA adapter size; default all).
 
     Trainable parameters carry a gradient and two fp32 AdamW moments; activations follow Korthikanti et
     al. 2022 (``s*b*h*(34 + 5*a*s/h)`` bytes per layer at 16 bits, doubled in fp32) plus fp32 logits and
-    their gradient.
+    their gradient. With ``checkpointing`` only each layer's input is kept, plus one layer's activations
+    while it is recomputed.
     """
     params = list(model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in params)
@@ -69,7 +70,8 @@ def estimate(model: Any, *, batch_size: int, seq_len: int, copy: bool, trainable
     hidden, layers, heads, vocab = _dims(model.config)
     tokens = batch_size * seq_len
     width = 2 if autocast else 4
-    acts = layers * tokens * hidden * (34 + 5 * heads * seq_len / max(hidden, 1)) * width / 2
+    per_layer = tokens * hidden * (34 + 5 * heads * seq_len / max(hidden, 1)) * width / 2
+    acts = (layers * tokens * hidden * width + per_layer) if checkpointing else layers * per_layer
     acts += tokens * vocab * 4 * 3
     teacher_bytes = 0
     if teacher is not None:
