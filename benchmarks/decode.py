@@ -13,6 +13,8 @@ Ratios (goals from issue 4):
   int8_vs_fp32_decode_small   >= 1.8    engine int8 vs fp32 decode tok/s
   int8_ttft_vs_fp32_small     <= 0.6    engine int8 TTFT over fp32 TTFT
   fp32_share_of_roofline_small >= 0.65  decode tok/s over (measured read bandwidth / weight bytes)
+  fp32_share_of_matmul_floor_small      decode tok/s over the rate of the step's matrix-vector products
+                                         alone (what the BLAS allows a batch-1 decode; see matmul_floor_s)
   compiled_vs_eager_tiny                 the opt-in torch.compile path (compile cost reported as compile_s)
 
 Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small]
@@ -99,6 +101,30 @@ def read_bandwidth_gbs() -> float:
     return a.numel() * 4 / statistics.median(times) / 1e9
 
 
+def matmul_floor_s(handle: ModelHandle, reps: int = 5) -> float:
+    """Seconds one decode step spends in its matrix-vector products alone: every Linear/Conv1D weight of the
+    model (and the vocabulary projection) applied to one vector, in model order, nothing else. This is what
+    the BLAS lets a batch-1 decode reach; ``fp32_share_of_matmul_floor_small`` compares the engine with it."""
+    from transformers.pytorch_utils import Conv1D
+
+    calls = []
+    for module in handle.model.modules():
+        if isinstance(module, Conv1D):  # GPT-2: x @ W (in, out) + b
+            w, b = module.weight, module.bias
+            calls.append(lambda w=w, b=b: torch.addmm(b, torch.ones(1, w.shape[0]), w))
+        elif isinstance(module, torch.nn.Linear):
+            w, b = module.weight, module.bias
+            calls.append(lambda w=w, b=b: torch.nn.functional.linear(torch.ones(1, w.shape[1]), w, b))
+    times = []
+    with torch.inference_mode():
+        for _ in range(reps + 1):
+            t = time.perf_counter()
+            for call in calls:
+                call()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
 def weight_bytes(handle: ModelHandle) -> int:
     return sum(p.numel() * p.element_size() for p in handle.model.parameters())
 
@@ -152,15 +178,21 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool) -> tuple[dict
         bw = read_bandwidth_gbs()
         wb = weight_bytes(handle)
         ceiling = bw * 1e9 / wb
+        floor_s = matmul_floor_s(handle)
         ratios.update({
             "stream_vs_plain_small": med["engine_stream"] / med["hf_generate"],
             "background_vs_main_small": med["engine_background"] / med["engine"],
             "int8_vs_fp32_decode_small": med["engine_int8"] / med["engine"],
             "int8_ttft_vs_fp32_small": ttft["engine_int8"] / ttft["engine"],
             "fp32_share_of_roofline_small": med["engine"] / ceiling,
+            "fp32_share_of_matmul_floor_small": med["engine"] * floor_s,
+            "hf_share_of_matmul_floor_small": med["hf_generate"] * floor_s,
         })
         out["roofline"] = {"read_bandwidth_gb_s": round(bw, 1), "weight_mb": round(wb / 2**20, 1),
-                           "ceiling_tok_s": round(ceiling, 1)}
+                           "ceiling_tok_s": round(ceiling, 1),
+                           "matmul_floor_ms_per_token": round(floor_s * 1000, 1),
+                           "matmul_ceiling_tok_s": round(1 / floor_s, 1),
+                           "gemv_effective_gb_s": round(wb / floor_s / 1e9, 1)}
     out["params"] = sum(p.numel() for p in handle.model.parameters())
     out["comm_messages_for_streamed_runs"] = sent["messages"]
     return out, {k: round(v, 3) for k, v in ratios.items()}
