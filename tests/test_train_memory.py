@@ -42,3 +42,33 @@ def test_memory_check_refuses_full_suggests_lora_and_lets_lora_through(monkeypat
     with pytest.raises(TrainingMemoryError, match="smaller batch_size") as err:
         finetune(h, CORPUS, method="lora", max_steps=1, batch_size=8, max_length=64, event_bus=EventBus())
     assert "method='lora'" not in str(err.value)
+
+
+def test_peak_memory_sees_what_a_run_allocated_and_frees():
+    before = train_memory.PeakMemory()
+    with before as m:
+        block = torch.ones(50 * 2**20)  # 200 MB, touched
+        block.add_(1)
+        import time
+
+        time.sleep(0.1)  # a few samples while it is held
+        del block
+    assert m.added_mb >= 150, (m.start_mb, m.peak_mb)
+    with train_memory.PeakMemory() as idle:
+        pass
+    assert idle.added_mb < 50
+
+
+def test_a_run_reports_the_memory_it_added(tmp_path):
+    from aigc_lab.bus import Recorder
+
+    tok = train_tokenizer(CORPUS, 300)
+    h = ModelHandle(GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=2, n_positions=64)),
+                    tok, "gpt-peak", "causal")
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    run = finetune(h, CORPUS, max_steps=2, batch_size=4, max_length=32, event_bus=bus, progress=False,
+                   output_dir=tmp_path).wait()
+    assert run.peak_memory_mb is not None and run.peak_memory_mb >= 0
+    end = rec[run.run].end
+    assert end.metrics.peak_mem_mb == run._loop.memory.peak_mb >= run._loop.memory.start_mb > 0

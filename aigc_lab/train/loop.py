@@ -67,6 +67,7 @@ class Loop:
         out = cfg.output_dir or (str(self.resume.parent) if self.resume else f"aigc_runs/{run_id}")
         self.output_dir = Path(out)
         self.main = rank == 0
+        self.memory: memory.PeakMemory | None = None  # what the run added at its peak (set when it ran)
         self.cancel_all = False  # world > 1: some process was asked to stop (seen by all after the same step)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -310,11 +311,13 @@ class Loop:
         t_start = time.perf_counter()
         started = False
         try:
-            self.setup()
-            self.start_event()
-            started = True
-            self.status = "running"
-            self.status = self._train()
+            self.memory = memory.PeakMemory(self._device())
+            with self.memory:  # from before the copy of the model to the end (checkpoints included)
+                self.setup()
+                self.start_event()
+                started = True
+                self.status = "running"
+                self.status = self._train()
         except KeyboardInterrupt:
             self.status = "cancelled"
             self._save_quietly()
@@ -392,7 +395,7 @@ class Loop:
         steps_tok = [s["tok_s"] for s in p.steps if s.get("tok_s")]
         err = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
         metrics = RunMetrics(tokens=int(p.tokens), tok_s=float(np.median(steps_tok)) if steps_tok else None,
-                             peak_mem_mb=_peak_mem_mb())
+                             peak_mem_mb=self.memory.peak_mb if self.memory is not None else _peak_mem_mb())
         self.publish(RunEnd(run=self.run_id, status=self.status, metrics=metrics, error=err))
 
 

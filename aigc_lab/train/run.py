@@ -106,6 +106,12 @@ class TrainRun:
         return [Path(p) for p in self._loop.progress.checkpoints]
 
     @property
+    def peak_memory_mb(self) -> float | None:
+        """Memory this run added at its peak, in MB (RSS on CPU, allocation on CUDA; None before it ran)."""
+        m = self._loop.memory
+        return None if m is None else m.added_mb
+
+    @property
     def last_checkpoint(self) -> Path | None:
         found = [p for p in self.checkpoints if p.exists()]
         return found[-1] if found else None
