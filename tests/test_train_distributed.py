@@ -99,3 +99,19 @@ def test_script_entry_point(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["status"] == "ok" and summary["world"] == 2 and len(summary["losses"]) == 2
     assert (tmp_path / "cli" / "final" / "config.json").exists()
+
+
+def test_distill_in_two_processes_matches_one_process(tok, tmp_path):
+    """Each process runs the teacher on its own slice of the global batch: same curve as one process."""
+    teacher = gpt(tok)
+    with torch.no_grad():  # a different model with the same tokenizer, so the KL term matters
+        for p in teacher.model.parameters():
+            p.mul_(1.5)
+    hp = dict(method="distill", teacher=teacher, max_steps=4, temperature=2.0, alpha=0.5)
+    one = finetune(gpt(tok), CORPUS, background=False, event_bus=EventBus(), output_dir=tmp_path / "one",
+                   batch_size=8, **hp, **HP)
+    res = finetune_distributed(gpt(tok), CORPUS, num_processes=2, batch_size=4, event_bus=EventBus(),
+                               output_dir=tmp_path / "ddp", **hp, **HP)
+    assert res.status == "ok" and res.world == 2
+    np.testing.assert_allclose(res.losses, one.history.loss.tolist(), rtol=1e-4)
+    assert same_weights(res.model.model, one.model.model)
