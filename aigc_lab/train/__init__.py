@@ -8,10 +8,21 @@ Every step publishes ``train.step`` on the bus, every eval ``train.eval``, every
 ``finetune_distributed`` runs the same loop on several processes (DDP through Accelerate).
 """
 
+from typing import Any
+
 from .config import TrainConfig, TrainConfigError
-from .distributed import DistributedRun, finetune_distributed
 from .memory import TrainingMemoryError
 from .run import TrainRun, finetune
 
 __all__ = ["DistributedRun", "TrainConfig", "TrainConfigError", "TrainRun", "TrainingMemoryError", "finetune",
            "finetune_distributed"]
+
+
+def __getattr__(name: str) -> Any:
+    """``distributed`` loads on first use: ``python -m aigc_lab.train.distributed`` (and ``accelerate launch -m``)
+    must find it not yet imported, or runpy warns that it may run twice."""
+    if name in ("DistributedRun", "finetune_distributed"):
+        from . import distributed
+
+        return getattr(distributed, name)
+    raise AttributeError(f"module 'aigc_lab.train' has no attribute {name!r}")
