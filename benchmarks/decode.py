@@ -16,6 +16,9 @@ Ratios (goals from issue 4):
   fp32_share_of_matmul_floor_small      decode tok/s over the rate of the step's matrix-vector products
                                          alone (what the BLAS allows a batch-1 decode; see matmul_floor_s)
   compiled_vs_eager_tiny                 the opt-in torch.compile path (compile cost reported as compile_s)
+  fast_cpu_vs_eager_{tiny,small}         the opt-in OpenMP matrix-vector kernel (al.infer.fast_cpu), and
+  fp32_share_of_roofline_small_fast_cpu  its share of the roofline (build cost reported as fast_cpu_build_s)
+The roofline's bandwidth is measured after every round; shares are medians of per-round shares.
 
 Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small]
 """
@@ -134,7 +137,7 @@ def summary(values: list[float]) -> dict:
             "max": round(max(values), 2)}
 
 
-def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool) -> tuple[dict, dict]:
+def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, fast_cpu: bool) -> tuple[dict, dict]:
     handle = build(shape)
     prompt = prompt_for(handle)
     plain_bus, comm_bus = EventBus(), EventBus()
@@ -152,9 +155,12 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool) -> tuple[dict
     }
     compile_s = None
     if shape == "tiny" and compile_tiny:
-        fast = al.infer.compile_model(handle)
-        compile_s = fast.compile_s
-        variants["engine_compiled"] = lambda: engine(fast, prompt, n, bus=plain_bus)
+        compiled = al.infer.compile_model(handle)
+        compile_s = compiled.compile_s
+        variants["engine_compiled"] = lambda: engine(compiled, prompt, n, bus=plain_bus)
+    fast = al.infer.fast_cpu(handle) if fast_cpu else None
+    if fast is not None:
+        variants["engine_fast_cpu"] = lambda: engine(fast, prompt, n, bus=plain_bus)
     if shape == "small":
         int8 = quantize(handle, "int8")
         variants["engine_background"] = lambda: engine(handle, prompt, n, bus=plain_bus, background=True)
@@ -162,9 +168,12 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool) -> tuple[dict
     for fn in variants.values():  # warm-up: allocator, kernels, first-call costs
         fn()
     results: dict[str, list[dict]] = {k: [] for k in variants}
+    bandwidths: list[float] = []  # measured every round, beside the decodes it is compared with
     for _ in range(rounds):
         for name, fn in variants.items():
             results[name].append(fn())
+        if shape == "small":
+            bandwidths.append(read_bandwidth_gbs())
     bridge.close()
     out = {name: {"tok_s": summary([r["tok_s"] for r in rs]), "ttft_ms": summary([r["ttft_ms"] for r in rs])}
            for name, rs in results.items()}
@@ -174,21 +183,33 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool) -> tuple[dict
     if compile_s is not None:
         ratios["compiled_vs_eager_tiny"] = med["engine_compiled"] / med["engine"]
         out["compile_s"] = round(compile_s, 1)
+    if fast is not None:
+        out["fast_cpu_build_s"] = round(fast.compile_s, 1)
+        ratios[f"fast_cpu_vs_eager_{shape}"] = med["engine_fast_cpu"] / med["engine"]
     if shape == "small":
-        bw = read_bandwidth_gbs()
+        bw = statistics.median(bandwidths)
         wb = weight_bytes(handle)
         ceiling = bw * 1e9 / wb
         floor_s = matmul_floor_s(handle)
+
+        def share(name: str) -> float:
+            """Median over rounds of (that round's tok/s) / (that round's bandwidth / weight bytes)."""
+            return statistics.median(r["tok_s"] / (b * 1e9 / wb) for r, b in zip(results[name], bandwidths,
+                                                                                   strict=True))
         ratios.update({
             "stream_vs_plain_small": med["engine_stream"] / med["hf_generate"],
             "background_vs_main_small": med["engine_background"] / med["engine"],
             "int8_vs_fp32_decode_small": med["engine_int8"] / med["engine"],
             "int8_ttft_vs_fp32_small": ttft["engine_int8"] / ttft["engine"],
-            "fp32_share_of_roofline_small": med["engine"] / ceiling,
+            "fp32_share_of_roofline_small": share("engine"),
             "fp32_share_of_matmul_floor_small": med["engine"] * floor_s,
             "hf_share_of_matmul_floor_small": med["hf_generate"] * floor_s,
         })
-        out["roofline"] = {"read_bandwidth_gb_s": round(bw, 1), "weight_mb": round(wb / 2**20, 1),
+        if fast is not None:
+            ratios["fp32_share_of_roofline_small_fast_cpu"] = share("engine_fast_cpu")
+        out["roofline"] = {"read_bandwidth_gb_s": round(bw, 1),
+                           "read_bandwidth_each": [round(b, 1) for b in bandwidths],
+                           "weight_mb": round(wb / 2**20, 1),
                            "ceiling_tok_s": round(ceiling, 1),
                            "matmul_floor_ms_per_token": round(floor_s * 1000, 1),
                            "matmul_ceiling_tok_s": round(1 / floor_s, 1),
@@ -204,6 +225,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--only", choices=["tiny", "small"])
     ap.add_argument("--no-compile", action="store_true", help="skip the opt-in torch.compile variant (~40 s)")
+    ap.add_argument("--no-fast-cpu", action="store_true",
+                    help="skip the opt-in OpenMP matrix-vector kernel variant (al.infer.fast_cpu; ~30 s build once)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     report: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -213,7 +236,8 @@ def main() -> None:
     for shape in ("tiny", "small"):
         if args.only and shape != args.only:
             continue
-        details, ratios = run_shape(shape, args.rounds, args.new_tokens, not args.no_compile)
+        fast = not args.no_fast_cpu and not torch.cuda.is_available()
+        details, ratios = run_shape(shape, args.rounds, args.new_tokens, not args.no_compile, fast)
         report["shapes"][shape] = details
         report["ratios"].update(ratios)
     print(json.dumps(report, indent=2))
