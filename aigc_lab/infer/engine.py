@@ -76,8 +76,9 @@ class TokenStream:
         self.error: BaseException | None = None
         self._metrics: RunMetrics | None = None
         self._bus = event_bus
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # iterating consumers wait on it: woken once per token
         self._done = False
+        self._finished = threading.Event()  # wait() waits on this alone: not woken by every token
         self._cancel_flag = runs.register(self.run)
         self._driver: _Driver | None = None
 
@@ -109,8 +110,9 @@ class TokenStream:
             while not self._done and self._driver.advance():
                 pass
         else:
-            with self._cond:
-                self._cond.wait_for(lambda: self._done, timeout)
+            # not the per-token condition: a waiter woken at every token would compete with the decode
+            # thread for the GIL and a core, for nothing
+            self._finished.wait(timeout)
         if self.error is not None:
             raise self.error
         return self
@@ -181,6 +183,7 @@ class TokenStream:
         with self._cond:
             self._done = True
             self._cond.notify_all()
+        self._finished.set()
 
 
 def generate(model: Any, prompt: str | Sequence[str], *, background: bool = False,
