@@ -151,7 +151,7 @@ def hf_optim() -> str:
     """The optimizer ``Trainer`` uses by default with this torch (what ``run_hf`` gets)."""
     from transformers import TrainingArguments
 
-    optim = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="aigc-hf-args-"), report_to="none").optim
+    optim = TrainingArguments(output_dir=tempfile.gettempdir(), report_to="none").optim  # creates nothing
     return str(getattr(optim, "value", optim))
 
 

@@ -117,11 +117,10 @@ def fast_cpu(handle: Any, *, warmup_tokens: int = 4) -> Any:
     The original handle is untouched. Raises ``KernelBuildError`` where no kernel can be built and
     ``AigcLabError`` for models that are not fp32 on the CPU.
     """
-    import copy
-
     import torch
 
     from ..models import ModelHandle
+    from ..models.handle import shared_copy
     from ..models.quantize import conv1d_to_linear
     from .compiled import _quiet_bus
     from .engine import generate
@@ -133,8 +132,7 @@ def fast_cpu(handle: Any, *, warmup_tokens: int = 4) -> Any:
                            f"{handle.quant or handle.dtype} on {handle.device}")
     t = time.perf_counter()
     gemv = kernels().gemv
-    # a copy of the modules that shares every parameter (no second copy of the weights) ...
-    model = copy.deepcopy(handle.model, {id(p): p for p in handle.model.parameters()})
+    model = shared_copy(handle.model)  # no second copy of the weights ...
     conv1d_to_linear(model)  # ... except GPT-2's Conv1D weights, stored transposed for the kernel
     for module in model.modules():
         if type(module) is torch.nn.Linear:

@@ -54,3 +54,20 @@ class ModelHandle:
         quant = f", quant={self.quant}" if self.quant else ""
         return (f"ModelHandle({self.name!r}, {self.kind}, {self.params / 1e6:.1f}M params, "
                 f"{self.dtype}{quant}, {self.device})")
+
+
+def shared_copy(model: Any) -> Any:
+    """A copy of ``model``'s modules whose parameters are new ``Parameter`` objects over the SAME storage.
+
+    For copies that never write the weights (LoRA's frozen base: ``merge`` clones what it changes; the
+    inference copy of ``al.infer.fast_cpu``): no second copy of the weights, and the original's modules
+    and ``requires_grad`` flags stay untouched. Buffers are copied (small). Tied weights stay tied.
+    """
+    import copy
+
+    import torch
+
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
+    return copy.deepcopy(model, memo)

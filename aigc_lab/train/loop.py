@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..events import Checkpoint, RunEnd, RunMetrics, RunStart, TrainEval, TrainStep
+from ..models.handle import shared_copy
 from . import checkpoint as ckpt
 from . import memory
 from .collate import Batches, as_examples, encode, is_pairs
 from .config import TrainConfig, TrainConfigError
 from .distill import check_teacher, distill_loss
 from .evaluate import eval_loss, exact_match, perplexity
-from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets, share_frozen_copy
+from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
 from .schedule import make_scheduler
 
 # hyper-parameters that fix the data order and model shape: a resumed run must keep them
@@ -100,7 +101,7 @@ class Loop:
         self.autocast = self._autocast()
         src = self.handle.model
         targets = lora_targets(src, cfg.lora_targets)[0] if cfg.method == "lora" else ()
-        copied = not self.inplace and cfg.method != "lora"  # LoRA shares the frozen base (share_frozen_copy)
+        copied = not self.inplace and cfg.method != "lora"  # LoRA shares the frozen base (shared_copy)
         need = memory.estimate(src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=copied,
                                trainable_params=memory.lora_params(src, targets, cfg.lora_r) if targets else None,
                                teacher=self.teacher, autocast=self.autocast is not None,
@@ -121,7 +122,7 @@ class Loop:
         if self.inplace:
             model = src
         elif cfg.method == "lora":  # the frozen base is shared with the original, not copied
-            model = share_frozen_copy(src)
+            model = shared_copy(src)
         else:
             model = copy.deepcopy(src)
         model.to(self.device)

@@ -49,23 +49,6 @@ def apply_lora(model: Any, kind: str, cfg: TrainConfig) -> Any:
         return get_peft_model(model, config)
 
 
-def share_frozen_copy(model: Any) -> Any:
-    """A copy of ``model`` whose parameters are new ``Parameter`` objects over the SAME storage.
-
-    LoRA never writes the base weights (they are frozen; ``merge`` clones what it changes), so the run
-    needs no second copy of the model: the original stays untouched and its ``requires_grad`` flags too.
-    Buffers are copied (small). Tied weights stay tied.
-    """
-    import copy
-
-    import torch
-
-    memo: dict[int, Any] = {}
-    for p in model.parameters():
-        memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
-    return copy.deepcopy(model, memo)
-
-
 def adapter_state(model: Any) -> dict[str, Any]:
     """A CPU copy of the adapter weights (small), saved apart from the base model."""
     from peft import get_peft_model_state_dict
@@ -99,7 +82,7 @@ def merge(model: Any) -> Any:
     """Fold the adapters into the base weights; the result is a plain ``transformers`` model.
 
     The adapted layers' base weights are cloned first: they may share storage with the original model
-    (``share_frozen_copy``), which must not change.
+    (``models.handle.shared_copy``), which must not change.
     """
     import torch
 
