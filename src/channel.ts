@@ -201,6 +201,11 @@ export class KernelChannel implements IDisposable {
     if (!(typeof data === 'object' && data !== null && Object.keys(data).length === 0)) {
       this._receive(data);
     }
+    // The kernel streams live events only to a panel that has made a request (docs/protocol.md,
+    // "Who is listening"); this request also replays what ran before the comm reached us.
+    if (this.store.state.connection.protocolMismatch === null) {
+      this.requestHistory();
+    }
   };
 
   private _attach(comm: Kernel.IComm): void {

@@ -137,3 +137,47 @@ def test_history_request_is_acked_then_replays_recorded_runs():
     assert ("run.end", "g") in kinds and ("run.end", "t") not in kinds  # the train run is still going
     for m in sent:
         from_message(m)
+
+
+def test_with_no_panel_listening_nothing_is_sent_until_the_first_request():
+    """The comm the kernel opens stays quiet (events are only recorded) until a panel asks for history;
+    the replay then carries what ran before, and live events follow it."""
+    from aigc_lab.bus import Recorder
+
+    bus, rec, sent, lock = EventBus(), Recorder(), [], threading.Lock()
+    bus.subscribe(rec)
+
+    def send(msg):
+        with lock:
+            sent.append(msg)
+
+    bridge = CommBridge(send, event_bus=bus, history=rec, live=False)
+    try:
+        bus.publish(RunStart(run="early", kind="generate", model=MODEL, config={}, t0=0.0))
+        for i in range(300):
+            bus.publish(Token(run="early", i=i, id=i, text="a", ms=float(i)))
+        bridge.flush()
+        time.sleep(0.05)
+        assert sent == [] and bridge.messages_sent == 0
+        bridge.handle_incoming({"v": 1, "type": "history", "run": None, "id": "h"})
+        assert sent[0]["type"] == "ack"
+        assert [it["i"] for it in _tokens(sent, "early")] == list(range(300))  # replayed
+        for i in range(300, 600):
+            bus.publish(Token(run="early", i=i, id=i, text="a", ms=float(i)))
+        bus.publish(RunEnd(run="early", status="ok", metrics=RunMetrics(tokens=600)))
+        bridge.flush()
+    finally:
+        bridge.close()
+    assert [it["i"] for it in _tokens(sent, "early")] == list(range(600))  # then live, in order
+    assert sent[-1]["type"] == "run.end"
+
+
+def test_a_cancel_request_also_makes_the_comm_live():
+    bus, sent = EventBus(), []
+    bridge = CommBridge(sent.append, event_bus=bus, live=False)
+    try:
+        bridge.handle_incoming({"v": 1, "type": "cancel", "run": "nope", "id": "c"})
+        bus.publish(RunStart(run="later", kind="generate", model=MODEL, config={}, t0=0.0))
+    finally:
+        bridge.close()
+    assert [m["type"] for m in sent] == ["ack", "run.start"]

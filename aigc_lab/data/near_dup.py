@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..progress import progress_bar
+
 _BASE = np.uint64(0x100000001B3)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -81,9 +83,7 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.85, *, ngram: int
         progress = len(hashes) * num_perm > _PROGRESS_SHINGLES * 64
     perms = range(num_perm)
     if progress:
-        from tqdm.auto import tqdm
-
-        perms = tqdm(perms, desc="near-duplicates (MinHash)", unit="perm")
+        perms = progress_bar(perms, desc="near-duplicates (MinHash)", unit="perm")
     with np.errstate(over="ignore"):
         for p in perms:
             sig[p] = np.minimum.reduceat((hashes * a[p] + b[p]) >> np.uint64(32), offsets)

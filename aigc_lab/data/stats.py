@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..progress import progress_bar
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,9 +50,7 @@ def count_tokens(tokenizer: Any, texts: Sequence[str], *, progress: bool | None 
     if progress is None:
         progress = len(texts) >= _PROGRESS_ROWS
     if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="tokenizing", unit="batch")
+        starts = progress_bar(starts, desc="tokenizing", unit="batch")
     out: list[int] = []
     for s in starts:
         out.extend(encode(texts[s:s + _BATCH]))

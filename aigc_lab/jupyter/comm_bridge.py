@@ -4,6 +4,12 @@ Token events are batched: the engine's per-token ``publish`` only appends to a l
 thread sends at most one ``tokens`` message per half frame interval (8 ms; or per ``max_batch`` tokens), so a
 fast stream neither floods the browser nor slows the decode loop. Every other event flushes the
 pending tokens first, so the panel sees messages in publish order.
+
+The comm the kernel opens streams live events only once a panel has spoken (its first request,
+normally ``history``): with no frontend listening (nbval, ``jupyter execute``, a classic notebook
+without the extension) nothing would read them, and a cell that publishes for minutes would fill
+the kernel's IOPub queue until ZMQ silently drops messages, the cell's final ``idle`` status
+included. Everything is still recorded, and the ``history`` request replays it.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ class CommBridge:
         history: Recorder | None = None,
         flush_interval: float = 0.008,
         max_batch: int = 512,
+        live: bool = True,
     ) -> None:
         self._send = send
+        self.live = live  # False: record only, until the panel's first request
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self._pending: list[Token] = []
@@ -60,7 +68,7 @@ class CommBridge:
     # -- kernel -> panel -------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
         """Bus sink: queue tokens (cheap), send everything else after the queued tokens."""
-        if self._closed:
+        if self._closed or not self.live:
             return
         if isinstance(event, Token):
             with self._lock:
@@ -122,6 +130,7 @@ class CommBridge:
             return None
         if isinstance(event, History):
             return self._replay(event)
+        self.live = True  # a cancel also says a panel is listening
         if not isinstance(event, Cancel):
             log.warning("aigc_lab: ignored unexpected %s message from the panel", event.type)
             return None
@@ -136,6 +145,10 @@ class CommBridge:
         """Ack the request, then send every recorded run as ordinary messages (tokens in big batches)."""
         reply = to_message(Ack(run=None, id=request.id, ok=True))
         with self._send_lock:
+            # Live before the snapshot: an event published meanwhile is recorded first (the
+            # recorder is the bus's first sink), so it comes in the replay, live, or both; the
+            # panel drops duplicates.
+            self.live = True
             self._flush_locked()
             self._emit(reply)
             for event in self._history.replay():
@@ -173,7 +186,7 @@ def connect() -> CommBridge:
     import comm as comm_lib
 
     _comm = comm_lib.create_comm(target_name=TARGET_NAME, data=to_message(hello()))
-    bridge = CommBridge(lambda msg: _comm.send(data=msg))
+    bridge = CommBridge(lambda msg: _comm.send(data=msg), live=False)
     _comm.on_msg(lambda msg: bridge.handle_incoming(msg["content"]["data"]))
     _comm.on_close(lambda _msg: bridge.close())
     _bridge = bridge

@@ -34,6 +34,7 @@ from typing import Any
 from .. import runs
 from ..bus import EventBus
 from ..bus import bus as default_bus
+from ..progress import progress_bar
 from .config import TrainConfig, TrainConfigError
 
 FINAL = "final"
@@ -251,9 +252,7 @@ def finetune_distributed(model: Any, dataset: Any, method: str = "full", teacher
     stop, out = threading.Event(), {}
     bar = None
     if hparams.get("progress", True):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.max_steps, desc=f"{run_id} x{num_processes}", leave=True, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.max_steps, desc=f"{run_id} x{num_processes}", leave=True, dynamic_ncols=True)
     relay = threading.Thread(target=_relay, args=(q, event_bus or default_bus, flag, cancel, stop, out, bar),
                              name=f"aigc-lab-relay-{run_id}", daemon=True)
     relay.start()

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..events import Checkpoint, RunEnd, RunMetrics, RunStart, TrainEval, TrainStep
 from ..models.handle import shared_copy
+from ..progress import progress_bar
 from . import checkpoint as ckpt
 from . import memory
 from .collate import Batches, as_examples, encode, is_pairs
@@ -342,10 +343,8 @@ class Loop:
                 self.save(self.progress.step)
 
     def _train(self) -> str:
-        from tqdm.auto import tqdm
-
         cfg, p = self.cfg, self.progress
-        bar = tqdm(total=self.total, initial=p.step, desc=self.run_id, disable=not (cfg.progress and self.main),
+        bar = progress_bar(total=self.total, initial=p.step, desc=self.run_id, disable=not (cfg.progress and self.main),
                    leave=True, dynamic_ncols=True)
         last_eval = last_save = -1
         status = "ok"

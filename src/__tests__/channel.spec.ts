@@ -132,6 +132,10 @@ describe('KernelChannel', () => {
     expect(fake.targets.has('aigc_lab')).toBe(true);
     const comm = fake.open(fixture('valid', 'hello.json'));
     expect(channel.store.state.connection.connected).toBe(true);
+    // Opening makes a request at once: the kernel streams live only to a panel that has spoken.
+    expect(comm.sent).toHaveLength(1);
+    expect(comm.sent[0]).toMatchObject({ v: 1, type: 'history', run: null });
+    expect(channel.store.state.connection.history?.state).toBe('pending');
     comm.deliver(fixture('valid', 'run_start_generate.json'));
     comm.deliver(fixture('valid', 'tokens.json'));
     comm.deliver({ v: 1, type: 'tokens', run: 'gen-7f3a', items: [{ i: 3 }] });
@@ -145,8 +149,8 @@ describe('KernelChannel', () => {
     const comm = fake.open(fixture('valid', 'hello.json'));
     comm.deliver(fixture('valid', 'run_start_generate.json'));
     const done = channel.cancel('gen-7f3a');
-    expect(comm.sent).toHaveLength(1);
-    const req = comm.sent[0] as { v: number; type: string; run: string; id: string };
+    expect(comm.sent).toHaveLength(2); // the history request made on open, then the cancel
+    const req = comm.sent[1] as { v: number; type: string; run: string; id: string };
     expect(req).toMatchObject({ v: 1, type: 'cancel', run: 'gen-7f3a' });
     expect(req.id).toMatch(/\S/);
     expect(channel.store.state.runs['gen-7f3a'].cancel?.state).toBe('pending');
@@ -182,14 +186,15 @@ describe('KernelChannel', () => {
     comm2.deliver(fixture('valid', 'run_start_train.json'));
     expect(channel.store.state.order).toEqual(['gen-7f3a', 'train-01']);
     void channel.cancel('train-01').catch(() => undefined);
-    expect(comm2.sent).toHaveLength(1);
-    expect(comm.sent).toHaveLength(1);
+    expect((comm2.sent as { type: string }[]).map(m => m.type)).toEqual(['history', 'cancel']);
+    expect((comm.sent as { type: string }[]).map(m => m.type)).toEqual(['history', 'cancel']);
   });
 
   it('a newer protocol version shows a mismatch and is not rendered', () => {
     const { fake, channel } = makeChannel();
-    fake.open({ v: 2, type: 'hello', run: null, version: 2, kernel: {} });
+    const comm = fake.open({ v: 2, type: 'hello', run: null, version: 2, kernel: {} });
     expect(channel.store.state.connection.protocolMismatch).toMatch(/protocol v2.*update/);
+    expect(comm.sent).toHaveLength(0); // no request in a protocol we do not speak
     expect(channel.store.state.connection.connected).toBe(false);
   });
 
