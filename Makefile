@@ -22,10 +22,11 @@ BASE_STAMP := $(VENV)/.stamp-base
 NODE_STAMP := node_modules/.stamp
 EXT_BUILT := aigc_lab/labextension/package.json
 PKG_STAMP := $(VENV)/.stamp-pkg
+KERNEL_STAMP := $(VENV)/.stamp-kernel
 
 .PHONY: lab setup test test-py test-nb test-ts test-ui lint clean bench
 
-setup: $(PKG_STAMP)
+setup: $(PKG_STAMP) $(KERNEL_STAMP)
 
 # 1. the virtual environment with the build tooling (jlpm comes with jupyterlab)
 $(BASE_STAMP): constraints.txt
@@ -49,6 +50,13 @@ $(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml constraints.txt jupyter-
 	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
 	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
 	install -D -m 644 jupyter-config/server-config/aigc_lab.json $(VENV)/etc/jupyter/jupyter_server_config.d/aigc_lab.json
+	@touch $@
+
+# 5. the engine's CPU matrix-vector kernel (aigc_lab/infer/cpu_gemv.py; ~30 s once, cached in ~/.cache/aigc_lab):
+#    generation uses it once it is built and never builds it itself. Without a compiler, torch's path is used.
+$(KERNEL_STAMP): $(PKG_STAMP) aigc_lab/infer/cpu_gemv.py
+	@$(PY) -c "import aigc_lab.infer as i; print('aigc_lab:', i.build_kernel())" || \
+	  echo "aigc_lab: WARNING: the CPU kernel could not be built; generation runs on torch's (slower) path"
 	@touch $@
 
 lab: setup

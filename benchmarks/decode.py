@@ -14,13 +14,18 @@ Ratios (goals from issue 4):
   int8_ttft_vs_fp32_small     <= 0.6    engine int8 TTFT over fp32 TTFT
   fp32_share_of_roofline_small >= 0.65  decode tok/s over (measured read bandwidth / weight bytes)
   fp32_share_of_matmul_floor_small      decode tok/s over the rate of the step's matrix-vector products
-                                         alone (what the BLAS allows a batch-1 decode; see matmul_floor_s)
+                                         alone, done by torch (what its BLAS allows; see matmul_floor_s)
   compiled_vs_eager_tiny                 the opt-in torch.compile path (compile cost reported as compile_s)
-  fast_cpu_vs_eager_{tiny,small}         the opt-in OpenMP matrix-vector kernel (al.infer.fast_cpu), and
-  fp32_share_of_roofline_small_fast_cpu  its share of the roofline (build cost reported as fast_cpu_build_s)
+"The engine" is ``al.generate`` as a user calls it. On the CPU its default decodes single prompts in
+fp32 on the engine's OpenMP matrix-vector kernel once that is built (``make`` builds it; this script
+builds it first, reporting kernel_build_s, unless --no-kernel). For transparency every shape also
+runs the engine on torch's path (cpu_kernel=False):
+  kernel_vs_torch_path_{tiny,small}      engine tok/s, kernel over torch's path
+  torch_path_vs_hf_generate_{tiny,small} the engine on torch's path over HF generate
+  fp32_share_of_roofline_small_torch_path
 The roofline's bandwidth is measured after every round; shares are medians of per-round shares.
 
-Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small]
+Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small] [--no-kernel]
 """
 
 from __future__ import annotations
@@ -85,8 +90,10 @@ def hf_generate(handle: ModelHandle, prompt: str, n: int) -> dict:
     return {"tok_s": (n - 1) / max(total - ttft, 1e-9), "ttft_ms": ttft * 1000}
 
 
-def engine(handle: ModelHandle, prompt: str, n: int, *, bus: EventBus, background: bool = False) -> dict:
-    stream = al.generate(handle, prompt, max_new_tokens=n, ignore_eos=True, event_bus=bus, background=background)
+def engine(handle: ModelHandle, prompt: str, n: int, *, bus: EventBus, background: bool = False,
+           cpu_kernel: bool | None = None) -> dict:
+    stream = al.generate(handle, prompt, max_new_tokens=n, ignore_eos=True, event_bus=bus, background=background,
+                         cpu_kernel=cpu_kernel)
     m = stream.wait().metrics
     assert m.tokens == n, m
     return {"tok_s": m.tok_s, "ttft_ms": m.ttft_ms}
@@ -137,7 +144,7 @@ def summary(values: list[float]) -> dict:
             "max": round(max(values), 2)}
 
 
-def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, fast_cpu: bool) -> tuple[dict, dict]:
+def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool) -> tuple[dict, dict]:
     handle = build(shape)
     prompt = prompt_for(handle)
     plain_bus, comm_bus = EventBus(), EventBus()
@@ -153,14 +160,13 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, fast_cpu: boo
         "engine": lambda: engine(handle, prompt, n, bus=plain_bus),
         "engine_stream": lambda: engine(handle, prompt, n, bus=comm_bus),
     }
+    if kernel:
+        variants["engine_torch_path"] = lambda: engine(handle, prompt, n, bus=plain_bus, cpu_kernel=False)
     compile_s = None
     if shape == "tiny" and compile_tiny:
         compiled = al.infer.compile_model(handle)
         compile_s = compiled.compile_s
         variants["engine_compiled"] = lambda: engine(compiled, prompt, n, bus=plain_bus)
-    fast = al.infer.fast_cpu(handle) if fast_cpu else None
-    if fast is not None:
-        variants["engine_fast_cpu"] = lambda: engine(fast, prompt, n, bus=plain_bus)
     if shape == "small":
         int8 = quantize(handle, "int8")
         variants["engine_background"] = lambda: engine(handle, prompt, n, bus=plain_bus, background=True)
@@ -183,9 +189,9 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, fast_cpu: boo
     if compile_s is not None:
         ratios["compiled_vs_eager_tiny"] = med["engine_compiled"] / med["engine"]
         out["compile_s"] = round(compile_s, 1)
-    if fast is not None:
-        out["fast_cpu_build_s"] = round(fast.compile_s, 1)
-        ratios[f"fast_cpu_vs_eager_{shape}"] = med["engine_fast_cpu"] / med["engine"]
+    if kernel:
+        ratios[f"kernel_vs_torch_path_{shape}"] = med["engine"] / med["engine_torch_path"]
+        ratios[f"torch_path_vs_hf_generate_{shape}"] = med["engine_torch_path"] / med["hf_generate"]
     if shape == "small":
         bw = statistics.median(bandwidths)
         wb = weight_bytes(handle)
@@ -205,8 +211,8 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, fast_cpu: boo
             "fp32_share_of_matmul_floor_small": med["engine"] * floor_s,
             "hf_share_of_matmul_floor_small": med["hf_generate"] * floor_s,
         })
-        if fast is not None:
-            ratios["fp32_share_of_roofline_small_fast_cpu"] = share("engine_fast_cpu")
+        if kernel:
+            ratios["fp32_share_of_roofline_small_torch_path"] = share("engine_torch_path")
         out["roofline"] = {"read_bandwidth_gb_s": round(bw, 1),
                            "read_bandwidth_each": [round(b, 1) for b in bandwidths],
                            "weight_mb": round(wb / 2**20, 1),
@@ -225,19 +231,28 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--only", choices=["tiny", "small"])
     ap.add_argument("--no-compile", action="store_true", help="skip the opt-in torch.compile variant (~40 s)")
-    ap.add_argument("--no-fast-cpu", action="store_true",
-                    help="skip the opt-in OpenMP matrix-vector kernel variant (al.infer.fast_cpu; ~30 s build once)")
+    ap.add_argument("--no-kernel", action="store_true",
+                    help="measure the engine on torch's path only (as where no C++ compiler can build the kernel)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     report: dict = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                                 "python": platform.python_version(), "cuda": torch.cuda.is_available()},
                     "prompt_tokens": PROMPT_TOKENS, "new_tokens": args.new_tokens, "rounds": args.rounds,
                     "shapes": {}, "ratios": {}}
+    kernel = not args.no_kernel and not torch.cuda.is_available()
+    if kernel:
+        t = time.perf_counter()
+        al.infer.build_kernel()
+        report["kernel_build_s"] = round(time.perf_counter() - t, 1)
+    else:
+        import os
+
+        os.environ["AIGC_LAB_CPU_KERNEL"] = "0"
+    report["engine_default_path"] = "cpu_kernel" if kernel else "torch"
     for shape in ("tiny", "small"):
         if args.only and shape != args.only:
             continue
-        fast = not args.no_fast_cpu and not torch.cuda.is_available()
-        details, ratios = run_shape(shape, args.rounds, args.new_tokens, not args.no_compile, fast)
+        details, ratios = run_shape(shape, args.rounds, args.new_tokens, not args.no_compile, kernel)
         report["shapes"][shape] = details
         report["ratios"].update(ratios)
     print(json.dumps(report, indent=2))

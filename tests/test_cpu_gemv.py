@@ -1,11 +1,13 @@
-"""The opt-in OpenMP matrix-vector kernel (``al.infer.fast_cpu``): same tokens, original untouched, clear errors.
+"""The OpenMP matrix-vector kernel: exact products, same greedy tokens, used by default once built, clear errors.
 
 Building the kernel needs a C++ compiler (g++, which this project's machines have). The first test
-builds it (about 30 s on 2 cores, then cached under ~/.cache/aigc_lab); without a compiler these tests
-FAIL with the KernelBuildError saying so, they do not skip.
+builds it (about 30 s on 2 cores, then cached under ~/.cache/aigc_lab; ``make`` builds it first);
+without a compiler these tests FAIL with the KernelBuildError saying so, they do not skip.
 """
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
@@ -28,10 +30,22 @@ def test_kernel_matches_torch_on_matrix_vector_products():
         gemv(torch.randn(8, 4).t(), torch.randn(8), None)
 
 
+def test_transposed_kernel_matches_torch_for_conv1d_layouts():
+    """``gemv_t`` computes x @ W (+ b) for W stored (in, out), GPT-2's Conv1D, without a transposed copy."""
+    gemv_t = cpu_gemv.kernels().gemv_t
+    torch.manual_seed(0)
+    for k, n in ((1, 1), (5, 3), (13, 17), (768, 2304), (3072, 768), (7, 1000)):
+        w, x, b = torch.randn(k, n), torch.randn(k), torch.randn(n)
+        torch.testing.assert_close(gemv_t(w, x, None), x @ w, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(gemv_t(w, x, b), x @ w + b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError, match="contiguous fp32"):
+        gemv_t(torch.randn(4, 8).t(), torch.randn(8), None)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_fast_cpu_decodes_the_same_tokens_and_leaves_the_original_alone(arch, llama_tiny):
     tok = llama_tiny.tokenizer
-    if arch == "gpt2":  # Conv1D layers: converted to Linear in the copy only
+    if arch == "gpt2":  # Conv1D layers: the transposed kernel reads their weights as stored
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=len(tok), n_positions=256,
                                            eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)).eval()
@@ -42,19 +56,20 @@ def test_fast_cpu_decodes_the_same_tokens_and_leaves_the_original_alone(arch, ll
     fast = al.infer.fast_cpu(eager)
     assert fast is not eager and fast.compile_s > 0 and al.infer.fast_cpu(fast) is fast
     for prompt in ("Once upon a time", "The quick brown fox jumps over the lazy dog again and again"):
-        want = al.generate(eager, prompt, max_new_tokens=16, ignore_eos=True).wait()
+        want = al.generate(eager, prompt, max_new_tokens=16, ignore_eos=True, cpu_kernel=False).wait()
         got = al.generate(fast, prompt, max_new_tokens=16, ignore_eos=True).wait()
         assert got.ids == want.ids and got.text == want.text
     # batches (several rows) take the eager path and still agree
     rows = al.generate(fast, ["Once upon a time", "A dog"], max_new_tokens=8, ignore_eos=True)
     want = al.generate(eager, ["Once upon a time", "A dog"], max_new_tokens=8, ignore_eos=True)
     assert [s.wait().ids for s in rows] == [s.wait().ids for s in want]
-    # the original: same weights, no patched forwards, GPT-2 keeps its Conv1D layers
+    # the original: same weights, no patched forwards; the copy shares every weight (no second copy)
     assert all(torch.equal(v, before[k]) for k, v in eager.model.state_dict().items())
     assert not any("forward" in vars(m) for m in eager.model.modules())
+    assert ({p.data_ptr() for p in fast.model.parameters()} == {p.data_ptr() for p in eager.model.parameters()})
     if arch == "gpt2":
-        assert any(isinstance(m, Conv1D) for m in eager.model.modules())
-        assert not any(isinstance(m, Conv1D) for m in fast.model.modules())
+        convs = [m for m in fast.model.modules() if isinstance(m, Conv1D)]
+        assert convs and all("forward" in vars(m) for m in convs)
     # with gradients on, layers run the eager (differentiable) path
     lin = next(m for m in fast.model.modules() if type(m) is torch.nn.Linear)
     x = torch.randn(1, lin.in_features)
@@ -85,3 +100,110 @@ def test_no_compiler_gives_one_clear_error(monkeypatch, tmp_path):
             cpu_gemv.kernels()
     finally:
         cpu_gemv.kernels.cache_clear()  # the next caller builds (or loads) the real kernel again
+
+
+def test_generate_uses_the_built_kernel_by_default_and_says_so(gpt_tiny):
+    """Once built, single-prompt fp32 decoding runs on the kernel: same tokens, recorded in the run's config;
+    ``cpu_kernel=False``, batches and non-fp32 models take torch's path."""
+    from aigc_lab.bus import EventBus, Recorder
+
+    cpu_gemv.kernels()  # built (make does this)
+    assert cpu_gemv.built()
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    auto = al.generate(gpt_tiny, "Once upon a time", max_new_tokens=20, ignore_eos=True, event_bus=bus).wait()
+    torch_path = al.generate(gpt_tiny, "Once upon a time", max_new_tokens=20, ignore_eos=True, cpu_kernel=False,
+                             event_bus=bus).wait()
+    assert auto.ids == torch_path.ids
+    assert rec[auto.run].start.config["cpu_kernel"] is True
+    assert rec[torch_path.run].start.config["cpu_kernel"] is False
+    batch = al.generate(gpt_tiny, ["a", "b"], max_new_tokens=2, event_bus=bus)
+    assert rec[batch[0].wait().run].start.config["cpu_kernel"] is False
+    bf16 = al.quantize(gpt_tiny, "bf16")
+    assert rec[al.generate(bf16, "a", max_new_tokens=2, event_bus=bus).wait().run].start.config["cpu_kernel"] is False
+    with pytest.raises(al.errors.GenerationConfigError, match="cpu_kernel=True needs an fp32 model"):
+        al.generate(bf16, "a", max_new_tokens=2, cpu_kernel=True)
+
+
+def test_the_twin_is_made_once_and_again_when_the_weights_are_replaced(gpt_tiny):
+    model = gpt_tiny.model
+    twin = cpu_gemv.decode_model(model)
+    assert cpu_gemv.decode_model(model) is twin and cpu_gemv.decode_model(twin) is twin
+    lin = next(m for m in model.modules() if type(m) is torch.nn.Linear or type(m) is Conv1D)
+    old = lin.weight
+    try:
+        lin.weight = torch.nn.Parameter(old.detach().clone())  # e.g. a merged adapter assigned back
+        fresh = cpu_gemv.decode_model(model)
+        assert fresh is not twin
+        assert lin.weight.data_ptr() in {p.data_ptr() for p in fresh.parameters()}
+    finally:
+        lin.weight = old
+
+
+def test_when_not_built_generation_never_builds_it(monkeypatch, gpt_tiny):
+    """A notebook must not stall 30 s on a compile it did not ask for."""
+    monkeypatch.setattr(cpu_gemv, "built", lambda: False)
+    monkeypatch.setattr(cpu_gemv, "kernel_twin", lambda model: pytest.fail("the kernel was used without asking"))
+    stream = al.generate(gpt_tiny, "x", max_new_tokens=3).wait()
+    assert stream.params.cpu_kernel is False
+
+
+def _check_products(k, reps=20):
+    torch.manual_seed(threading.get_ident() % 1000)
+    cases = [(torch.randn(2304, 768), torch.randn(768)), (torch.randn(700, 3000), torch.randn(3000))]
+    for _ in range(reps):
+        for w, x in cases:
+            torch.testing.assert_close(k.gemv(w, x, None), w @ x, rtol=1e-4, atol=1e-3)
+            wt = w.t().contiguous()
+            torch.testing.assert_close(k.gemv_t(wt, x, None), x @ wt, rtol=1e-4, atol=1e-3)
+
+
+def test_products_are_exact_on_helper_threads_and_under_concurrent_callers():
+    """Off the main thread the kernels use their own helper threads; several callers at once queue."""
+    k = cpu_gemv.kernels()
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            _check_products(k)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    _check_products(k, reps=5)  # the main thread (OpenMP) meanwhile
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a caller hung"
+    assert not errors, errors[0]
+
+
+def _child_uses_kernel(queue):
+    k = cpu_gemv.kernels()
+    out = []
+    t = threading.Thread(target=lambda: out.append(bool(torch.allclose(
+        k.gemv(torch.ones(4096, 64), torch.ones(64), None), torch.full((4096,), 64.0)))))
+    t.start()
+    t.join(timeout=30)
+    queue.put(out == [True])
+
+
+def test_a_forked_child_gets_fresh_helper_threads():
+    """A fork copies no threads: the child must start its own helpers, not wait on the parent's."""
+    import multiprocessing as mp
+
+    k = cpu_gemv.kernels()
+    t = threading.Thread(target=lambda: k.gemv(torch.ones(4096, 64), torch.ones(64), None))
+    t.start()
+    t.join()  # the parent's helper now exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_uses_kernel, args=(q,))
+    p.start()
+    p.join(timeout=60)
+    alive = p.is_alive()
+    if alive:
+        p.kill()
+    assert not alive, "the forked child hung on the parent's helper threads"
+    assert q.get(timeout=5) is True

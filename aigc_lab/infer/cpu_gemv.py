@@ -1,4 +1,4 @@
-"""Opt-in fast CPU decoding: ``fast_cpu(handle)`` gives batch-1 matrix-vector products to an OpenMP kernel.
+"""Fast CPU decoding: batch-1 matrix-vector products on an OpenMP kernel, used by the engine when it is built.
 
 A batch-1 decode step is a chain of matrix-vector products over every weight of the model, so its speed
 is how fast weights stream from memory. torch's fp32 CPU path (MKL) runs a matrix-vector product on one
@@ -6,12 +6,22 @@ thread and, measured on a 2-core AMD EPYC, streams about 10 GB/s of the 28-47 GB
 a plain OpenMP kernel (one dot product per output row, rows split over the threads) streams 26 GB/s on
 GPT-2's vocabulary projection (``benchmarks/gemv.py``).
 
-``fast_cpu`` returns a new handle over a copy of the model that shares its parameters; in the copy every
-``nn.Linear`` (GPT-2's ``Conv1D`` layers are converted to ``Linear`` first, which costs a transposed copy
-of those weights) computes single-row fp32 inputs in inference mode with the kernel, and everything
-else (prefill, batches, training, other dtypes) exactly as before. The kernel is compiled once per
-machine with the C++ compiler torch uses (about 30 s; cached under ``~/.cache/aigc_lab/kernels``), so
-this is never on by default; the time is reported as ``handle.compile_s``.
+The kernel is compiled once per machine with the C++ compiler torch uses (about 30 s; cached under
+``~/.cache/aigc_lab/kernels``, keyed by source, torch version and CPU). ``make`` builds it; so do
+``al.infer.build_kernel()`` and the first ``fast_cpu(handle)``. A generation never builds it
+implicitly (that would stall a notebook for half a minute); once it is built:
+
+* ``al.generate`` runs single-prompt fp32 CPU decoding on it by default (``cpu_kernel=None``: "when
+  built"; ``cpu_kernel=False`` keeps torch's path, ``True`` builds it if needed). The run's config
+  records which path ran. The engine decodes through a *twin* of the model: a copy of its modules
+  that shares the parameters (no second copy of the weights), whose ``nn.Linear`` and GPT-2 ``Conv1D``
+  layers compute single-row fp32 inputs in inference mode with the kernel (``gemv`` / ``gemv_t``) and
+  everything else (prefill, batches, training, other dtypes) exactly as before. The user's model is
+  never modified.
+* ``fast_cpu(handle)`` returns a handle over that twin, for code that wants it explicitly.
+
+Results agree with torch's to float rounding (the sums run in another order); greedy tokens are the
+same in the parity tests.
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +39,176 @@ from ..errors import AigcLabError
 
 SOURCE = r"""
 #include <torch/extension.h>
+#include <immintrin.h>
 #include <omp.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <new>
 #include <optional>
+#include <thread>
+#include <vector>
 
-// y = W x (+ b) for W (N, K) row-major fp32: one dot product per row, rows split over the threads.
+// Threads. On the process's main thread the kernels use OpenMP, the same runtime (torch's libgomp) and
+// the same worker pool as torch's own operators, so no two pools spin against each other. On any other
+// thread (a background generation) OpenMP is slow: libgomp keeps one pool per calling thread, and once
+// two threads own pools it stops letting idle workers spin, so each of the ~50 products of a decode
+// step pays a sleep/wake-up (measured: background decoding of the tiny shape at 0.55x). There the
+// kernels use their own helper threads instead, which spin briefly between products (~0.2 ms: hot
+// within a decode step) and then sleep.
+namespace {
+using Clock = std::chrono::steady_clock;
+
+struct Pool {
+  std::mutex call_mu;  // one parallel product at a time, whichever thread calls
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<uint64_t> epoch{0};
+  std::atomic<int> pending{0};
+  void (*fn)(void*, int, int) = nullptr;
+  void* ctx = nullptr;
+  int parts = 1;
+  int helpers = 0;  // started helper threads
+
+  void helper(int index, uint64_t seen) {
+    for (;;) {
+      uint64_t e = epoch.load(std::memory_order_acquire);
+      if (e == seen) {
+        const auto until = Clock::now() + std::chrono::microseconds(200);
+        int spins = 0;
+        while ((e = epoch.load(std::memory_order_acquire)) == seen) {
+          _mm_pause();
+          if (++spins % 64 == 0 && Clock::now() > until) {
+            std::unique_lock<std::mutex> lk(mu);
+            cv.wait(lk, [&] { return epoch.load(std::memory_order_acquire) != seen; });
+          }
+        }
+      }
+      seen = e;
+      fn(ctx, index, parts);
+      pending.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  // Run fn(ctx, i, parts) for i in [0, parts): part 0 here, the others on helpers.
+  void run(void (*f)(void*, int, int), void* c, int n) {
+    std::lock_guard<std::mutex> g(call_mu);
+    while (helpers < n - 1) {
+      const int index = ++helpers;
+      std::thread([this, index, e = epoch.load()] { helper(index, e); }).detach();
+    }
+    fn = f;
+    ctx = c;
+    parts = n;
+    pending.store(n - 1, std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> lk(mu);  // no lost wake-up for a helper about to sleep
+      epoch.fetch_add(1, std::memory_order_acq_rel);
+    }
+    cv.notify_all();
+    f(c, 0, n);
+    while (pending.load(std::memory_order_acquire) > 0) _mm_pause();
+  }
+};
+
+Pool* pool = new Pool();  // never destroyed: helpers may outlive static destructors at exit
+
+void reset_in_child() { pool = new Pool(); }  // a forked child has none of the parent's helpers
+const int registered = pthread_atfork(nullptr, nullptr, reset_in_child);
+
+int parts_for(int64_t floats) {
+  static const int threads = std::max(1, std::min<int>(at::get_num_threads(), 16));
+  return floats < (1 << 16) ? 1 : threads;  // under 256 KB of weights one thread is faster
+}
+
+bool on_main_thread() { return static_cast<pid_t>(syscall(SYS_gettid)) == getpid(); }
+
+template <class F>
+void parallel(int n, F& body) {
+  if (n <= 1) {
+    body(0, 1);
+  } else if (on_main_thread()) {
+    #pragma omp parallel num_threads(n)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    pool->run([](void* c, int i, int k) { (*static_cast<F*>(c))(i, k); }, &body, n);
+  }
+}
+
+void check(const torch::Tensor& W, const torch::Tensor& x, int64_t k, const char* what) {
+  TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat, what);
+  TORCH_CHECK(x.numel() == k && x.is_contiguous() && x.scalar_type() == torch::kFloat, "x: contiguous fp32 (K)");
+}
+}  // namespace
+
+// y = W x (+ b) for W (N, K) row-major fp32 (nn.Linear): one dot product per row, rows split over the threads.
 torch::Tensor gemv(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
-  TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat, "W: contiguous fp32 (N, K)");
-  TORCH_CHECK(x.numel() == W.size(1) && x.is_contiguous() && x.scalar_type() == torch::kFloat,
-              "x: contiguous fp32 (K)");
+  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (N, K)");
+  check(W, x, W.size(1), "W: contiguous fp32 (N, K)");
   const int64_t N = W.size(0), K = W.size(1);
   auto y = torch::empty({N}, x.options());
   const float* w = W.data_ptr<float>();
   const float* xv = x.data_ptr<float>();
   const float* bv = (b.has_value() && b->defined()) ? b->data_ptr<float>() : nullptr;
   float* yv = y.data_ptr<float>();
-  #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; n++) {
-    const float* r = w + n * K;
-    float acc = 0.f;
-    #pragma omp simd reduction(+:acc)
-    for (int64_t k = 0; k < K; k++) acc += r[k] * xv[k];
-    yv[n] = bv ? acc + bv[n] : acc;
+  auto body = [w, xv, bv, yv, N, K](int i, int parts) {
+    for (int64_t n = N * i / parts, end = N * (i + 1) / parts; n < end; n++) {
+      const float* __restrict r = w + n * K;
+      const float* __restrict v = xv;
+      float acc = 0.f;
+      #pragma omp simd reduction(+:acc)
+      for (int64_t k = 0; k < K; k++) acc += r[k] * v[k];
+      yv[n] = bv ? acc + bv[n] : acc;
+    }
+  };
+  parallel(parts_for(N * K), body);
+  return y;
+}
+
+// y = x W (+ b) for W (K, N) row-major fp32 (GPT-2's Conv1D), with no transposed copy: each thread streams
+// a contiguous band of rows into its own partial sum (in cache), then the partial sums are added.
+torch::Tensor gemv_t(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
+  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (K, N)");
+  check(W, x, W.size(0), "W: contiguous fp32 (K, N)");
+  const int64_t K = W.size(0), N = W.size(1);
+  const int T = static_cast<int>(std::min<int64_t>(parts_for(N * K), K));
+  auto partial = torch::empty({T, N}, x.options());
+  auto y = torch::empty({N}, x.options());
+  const float* w = W.data_ptr<float>();
+  const float* xv = x.data_ptr<float>();
+  const float* bv = (b.has_value() && b->defined()) ? b->data_ptr<float>() : nullptr;
+  float* pv = partial.data_ptr<float>();
+  float* yv = y.data_ptr<float>();
+  auto body = [w, xv, pv, N, K](int t, int parts) {
+    const int64_t k0 = K * t / parts, k1 = K * (t + 1) / parts;
+    float* out = pv + t * N;
+    for (int64_t j = 0; j < N; j++) out[j] = 0.f;
+    int64_t k = k0;
+    for (; k + 4 <= k1; k += 4) {  // four rows per pass: a quarter of the loads and stores of the sum
+      const float a0 = xv[k], a1 = xv[k + 1], a2 = xv[k + 2], a3 = xv[k + 3];
+      const float* r0 = w + k * N;
+      const float* r1 = r0 + N;
+      const float* r2 = r1 + N;
+      const float* r3 = r2 + N;
+      #pragma omp simd
+      for (int64_t j = 0; j < N; j++) out[j] += a0 * r0[j] + a1 * r1[j] + a2 * r2[j] + a3 * r3[j];
+    }
+    for (; k < k1; k++) {
+      const float a = xv[k];
+      const float* r = w + k * N;
+      #pragma omp simd
+      for (int64_t j = 0; j < N; j++) out[j] += a * r[j];
+    }
+  };
+  parallel(T, body);
+  for (int64_t j = 0; j < N; j++) {
+    float acc = bv ? bv[j] : 0.f;
+    for (int t = 0; t < T; t++) acc += pv[t * N + j];
+    yv[j] = acc;
   }
   return y;
 }
@@ -76,39 +237,105 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+def _module_name() -> str:
+    import torch
+
+    key = hashlib.sha1("\n".join((SOURCE, torch.__version__, _cpu_signature())).encode()).hexdigest()[:12]
+    return f"aigc_lab_gemv_{key}"
+
+
 @functools.cache
 def kernels() -> Any:
     """The compiled kernel module (built on first use, then loaded from the cache)."""
-    import torch
     from torch.utils.cpp_extension import load_inline
 
-    key = hashlib.sha1("\n".join((SOURCE, torch.__version__, _cpu_signature())).encode()).hexdigest()[:12]
-    build = _cache_dir() / key
+    name = _module_name()
+    build = _cache_dir() / name.removeprefix("aigc_lab_gemv_")
     try:
         build.mkdir(parents=True, exist_ok=True)
-        return load_inline(f"aigc_lab_gemv_{key}", cpp_sources=SOURCE, functions=["gemv"],
+        return load_inline(name, cpp_sources=SOURCE, functions=["gemv", "gemv_t"],
                            extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                            build_directory=str(build), verbose=False)
     except Exception as exc:  # noqa: BLE001 - compilers fail in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise KernelBuildError(f"could not build the CPU matrix-vector kernel ({type(exc).__name__}: {first[:300]}). "
-                               "It needs a C++ compiler (g++) and Python headers; the model runs as before "
-                               "without fast_cpu().") from exc
+                               "It needs a C++ compiler (g++) and Python headers; generation runs on torch's "
+                               "path without it.") from exc
 
 
-def _fast_forward(module: Any, eager: Any, gemv: Any) -> Any:
+def built() -> bool:
+    """Whether the kernel for this source, torch and CPU is already compiled (nothing is built here)."""
+    name = _module_name()
+    return any((_cache_dir() / name.removeprefix("aigc_lab_gemv_")).glob(f"{name}*.so"))
+
+
+def _patched_forward(module: Any, eager: Any, kernel: Any, transposed: bool) -> Any:
     import torch
 
     weight, bias = module.weight, module.bias
-    n_out, n_in = weight.shape
+    n_in = weight.shape[0] if transposed else weight.shape[1]
+    n_out = weight.shape[1] if transposed else weight.shape[0]
 
     def forward(x: Any) -> Any:
         if (x.numel() == n_in and x.dtype == torch.float32 and x.device.type == "cpu"
                 and not torch.is_grad_enabled() and weight.dtype == torch.float32 and weight.is_contiguous()):
-            return gemv(weight, x.reshape(n_in).contiguous(), bias).view(*x.shape[:-1], n_out)
+            return kernel(weight, x.reshape(n_in).contiguous(), bias).view(*x.shape[:-1], n_out)
         return eager(x)
 
     return forward
+
+
+def kernel_twin(model: Any) -> Any:
+    """A copy of ``model`` sharing its parameters whose Linear / Conv1D layers use the kernel for single rows."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    from ..models.handle import shared_copy
+
+    k = kernels()
+    twin = shared_copy(model)
+    for module in twin.modules():
+        if type(module) is torch.nn.Linear:
+            module.forward = _patched_forward(module, module.forward, k.gemv, transposed=False)
+        elif type(module) is Conv1D:
+            module.forward = _patched_forward(module, module.forward, k.gemv_t, transposed=True)
+    twin.aigc_kernel_twin = True
+    return twin
+
+
+def eligible(handle: Any) -> bool:
+    """fp32, unquantized, on the CPU: what the kernel speeds up."""
+    try:
+        return handle.device == "cpu" and handle.dtype == "float32" and not handle.quant
+    except StopIteration:  # a model without parameters
+        return False
+
+
+def wanted(handle: Any, requested: bool | None, batch: int) -> bool:
+    """Whether a decode of ``batch`` prompts should run on the kernel (``requested``: the ``cpu_kernel`` parameter)."""
+    if requested is False or batch != 1 or not eligible(handle):
+        return False
+    if requested is None and (os.environ.get("AIGC_LAB_CPU_KERNEL", "1") == "0" or not built()):
+        return False
+    return True
+
+
+_twins: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()
+_twins_lock = threading.Lock()
+
+
+def decode_model(model: Any) -> Any:
+    """The kernel twin of ``model``, made once and made again if its parameters were replaced."""
+    if getattr(model, "aigc_kernel_twin", False):
+        return model
+    signature = tuple(p.data_ptr() for p in model.parameters())
+    with _twins_lock:
+        cached = _twins.get(model)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        twin = kernel_twin(model)
+        _twins[model] = (signature, twin)
+        return twin
 
 
 def fast_cpu(handle: Any, *, warmup_tokens: int = 4) -> Any:
@@ -117,29 +344,29 @@ def fast_cpu(handle: Any, *, warmup_tokens: int = 4) -> Any:
     The original handle is untouched. Raises ``KernelBuildError`` where no kernel can be built and
     ``AigcLabError`` for models that are not fp32 on the CPU.
     """
-    import torch
-
     from ..models import ModelHandle
-    from ..models.handle import shared_copy
-    from ..models.quantize import conv1d_to_linear
     from .compiled import _quiet_bus
     from .engine import generate
 
     if getattr(handle, "fast_cpu", False):
         return handle
-    if handle.device != "cpu" or handle.dtype != "float32" or handle.quant:
+    if not eligible(handle):
         raise AigcLabError(f"fast_cpu() speeds up fp32 models on the CPU; {handle.name!r} is "
                            f"{handle.quant or handle.dtype} on {handle.device}")
     t = time.perf_counter()
-    gemv = kernels().gemv
-    model = shared_copy(handle.model)  # no second copy of the weights ...
-    conv1d_to_linear(model)  # ... except GPT-2's Conv1D weights, stored transposed for the kernel
-    for module in model.modules():
-        if type(module) is torch.nn.Linear:
-            module.forward = _fast_forward(module, module.forward, gemv)
-    new = ModelHandle(model=model, tokenizer=handle.tokenizer, name=handle.name, kind=handle.kind,
-                      param_count=handle.params)
+    new = ModelHandle(model=decode_model(handle.model), tokenizer=handle.tokenizer, name=handle.name,
+                      kind=handle.kind, param_count=handle.params)
     new.fast_cpu = True
-    generate(new, "warm up", max_new_tokens=warmup_tokens, ignore_eos=True, event_bus=_quiet_bus()).wait()
+    generate(new, "warm up", max_new_tokens=warmup_tokens, ignore_eos=True, cpu_kernel=True,
+             event_bus=_quiet_bus()).wait()
     new.compile_s = time.perf_counter() - t
     return new
+
+
+def build_kernel() -> str:
+    """Build (or load) the kernel now, so later generations use it; returns what happened. ``make`` calls it."""
+    t0 = time.perf_counter()
+    was_built = built()
+    kernels()
+    return (f"CPU matrix-vector kernel {'loaded' if was_built else 'built'} in {time.perf_counter() - t0:.1f} s "
+            f"({_cache_dir()})")

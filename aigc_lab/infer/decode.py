@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import Token
 from .detok import IncrementalDetokenizer
+from .kv_cache import reserved_cache
 from .sampling import pick
 
 if TYPE_CHECKING:
@@ -44,12 +45,13 @@ def _encode(tok: Any, prompts: Sequence[str], *, left_pad: bool) -> dict[str, An
         tok.padding_side = side
 
 
-def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
-    """Generate for every stream (same model, same parameters) in one batched loop."""
+def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> Iterator[None]:
+    """Generate for every stream (same model, same parameters) in one batched loop; ``model`` runs in place
+    of ``handle.model`` when given (its kernel twin)."""
     import torch
 
     p = streams[0].params
-    model, tok = handle.model, handle.tokenizer
+    model, tok = (handle.model if model is None else model), handle.tokenizer
     n = len(streams)
     t0 = time.perf_counter()
     for s in streams:
@@ -99,6 +101,9 @@ def decode(streams: Sequence[TokenStream], handle: Any) -> Iterator[None]:
             extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
             if mask is not None:
                 extra.update(attention_mask=mask, position_ids=pos)
+            cache = reserved_cache(model, ids.shape[1] + p.max_new_tokens)
+            if cache is not None:
+                extra["past_key_values"] = cache
             # prefill: only the last position's logits are needed
             out = run_model(input_ids=ids, use_cache=True, **extra)
 

@@ -13,11 +13,14 @@ one batch and gives one stream (and one run) per prompt.
 
 from __future__ import annotations
 
+import atexit
 import html
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from .. import runs
@@ -25,11 +28,28 @@ from ..bus import EventBus
 from ..bus import bus as default_bus
 from ..errors import GenerationConfigError
 from ..events import RunEnd, RunMetrics, RunStart, Token
+from . import cpu_gemv
 from .decode import decode
 from .metrics import peak_memory_mb, summarize
 from .params import GenerationParams
 
 _END = object()
+log = logging.getLogger("aigc_lab")
+
+
+_workers: weakref.WeakKeyDictionary[threading.Thread, list[str]] = weakref.WeakKeyDictionary()  # -> its runs
+
+
+@atexit.register
+def _join_workers() -> None:
+    """Let background generations that are winding down finish before the interpreter does: a daemon thread
+    still inside torch's C++ code when Python finalizes is killed by a forced unwind, which aborts the
+    process ("terminate called without an active exception"). Runs still decoding are cancelled first."""
+    for thread, run_ids in list(_workers.items()):
+        if thread.is_alive():
+            for run in run_ids:
+                runs.cancel(run)
+            thread.join(timeout=2.0)
 
 
 class _Driver:
@@ -41,6 +61,7 @@ class _Driver:
         self.thread: threading.Thread | None = None
         if background:
             self.thread = threading.Thread(target=self._drain, name=f"aigc-lab-{name}", daemon=True)
+            _workers[self.thread] = [name]
             self.thread.start()
 
     def advance(self) -> bool:
@@ -192,7 +213,8 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
 
     Returns a ``TokenStream``; for a list of prompts, a list of streams decoded together as one batch.
     Parameters: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
-    ``repetition_penalty``, ``stop`` (strings), ``seed``, ``ignore_eos``. With ``background=True`` it
+    ``repetition_penalty``, ``stop`` (strings), ``seed``, ``ignore_eos``, ``cpu_kernel`` (single-prompt
+    fp32 CPU decoding on the OpenMP kernel: None = when built, see ``al.infer.cpu_gemv``). With ``background=True`` it
     runs on a worker thread and returns at once; otherwise tokens are produced as you iterate (or on
     ``.text`` / ``.metrics`` / ``.wait()``).
     """
@@ -211,9 +233,29 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     if not prompts or not all(isinstance(x, str) for x in prompts):
         raise GenerationConfigError("prompt must be a string or a non-empty list of strings")
     handle = model if isinstance(model, ModelHandle) else load(model)
+    runner = _decode_model(handle, gp.cpu_kernel, len(prompts))
+    gp = replace(gp, cpu_kernel=runner is not handle.model)
     bus = event_bus or default_bus
     streams = [TokenStream(handle, x, gp, event_bus=bus) for x in prompts]
-    driver = _Driver(decode(streams, handle), background, streams[0].run)
+    driver = _Driver(decode(streams, handle, runner), background, streams[0].run)
+    if driver.thread is not None:
+        _workers[driver.thread] = [s.run for s in streams]
     for s in streams:
         s._driver = driver
     return streams if batch else streams[0]
+
+
+def _decode_model(handle: Any, requested: bool | None, batch: int) -> Any:
+    """The module the decode loop calls: the handle's model, or its kernel twin (``cpu_gemv``)."""
+    if requested and not cpu_gemv.eligible(handle):
+        raise GenerationConfigError(f"cpu_kernel=True needs an fp32 model on the CPU; {handle.name!r} is "
+                                    f"{handle.quant or handle.dtype} on {handle.device}")
+    if not cpu_gemv.wanted(handle, requested, batch):
+        return handle.model
+    try:
+        return cpu_gemv.decode_model(handle.model)
+    except Exception:
+        if requested:
+            raise
+        log.debug("aigc_lab: the CPU kernel twin could not be made; decoding on torch's path", exc_info=True)
+        return handle.model
