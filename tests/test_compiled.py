@@ -22,3 +22,5 @@ def test_compiled_decoding_matches_eager_and_reports_its_cost(llama_tiny):
         want = al.generate(eager, prompt, max_new_tokens=12, ignore_eos=True).wait().ids
         got = al.generate(fast, prompt, max_new_tokens=12, ignore_eos=True).wait().ids
         assert got == want
+    # the compiled model runs itself: no kernel twin of the compiled module (a run's config says which path ran)
+    assert al.generate(fast, "x", max_new_tokens=2).wait().params.cpu_kernel is False

@@ -16,8 +16,8 @@ implicitly (that would stall a notebook for half a minute); once it is built:
   records which path ran. The engine decodes through a *twin* of the model: a copy of its modules
   that shares the parameters (no second copy of the weights), whose ``nn.Linear`` and GPT-2 ``Conv1D``
   layers compute single-row fp32 inputs in inference mode with the kernel (``gemv`` / ``gemv_t``) and
-  everything else (prefill, batches, training, other dtypes) exactly as before. The user's model is
-  never modified.
+  everything else (prefill, batches, training, other dtypes) exactly as before; GPT-2's six-op tanh
+  GELU runs as torch's one fused op, the same formula. The user's model is never modified.
 * ``fast_cpu(handle)`` returns a handle over that twin, for code that wants it explicitly.
 
 Results agree with torch's to float rounding (the sums run in another order); greedy tokens are the
@@ -275,19 +275,28 @@ def _patched_forward(module: Any, eager: Any, kernel: Any, transposed: bool) -> 
     weight, bias = module.weight, module.bias
     n_in = weight.shape[0] if transposed else weight.shape[1]
     n_out = weight.shape[1] if transposed else weight.shape[0]
+    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.device.type != "cpu":
+        return eager  # fixed for the twin's life: a changed weight makes decode_model build a new twin
+    fp32, grad_enabled = torch.float32, torch.is_grad_enabled
 
-    def forward(x: Any) -> Any:
-        if (x.numel() == n_in and x.dtype == torch.float32 and x.device.type == "cpu"
-                and not torch.is_grad_enabled() and weight.dtype == torch.float32 and weight.is_contiguous()):
+    def forward(x: Any) -> Any:  # runs ~50 times a token: the fewest checks that decide it
+        if x.numel() == n_in and x.dtype == fp32 and not grad_enabled() and x.device.type == "cpu":
             return kernel(weight, x.reshape(n_in).contiguous(), bias).view(*x.shape[:-1], n_out)
         return eager(x)
 
     return forward
 
 
+def _fused_gelu_tanh(x: Any) -> Any:
+    import torch
+
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
 def kernel_twin(model: Any) -> Any:
     """A copy of ``model`` sharing its parameters whose Linear / Conv1D layers use the kernel for single rows."""
     import torch
+    from transformers.activations import NewGELUActivation
     from transformers.pytorch_utils import Conv1D
 
     from ..models.handle import shared_copy
@@ -299,14 +308,17 @@ def kernel_twin(model: Any) -> Any:
             module.forward = _patched_forward(module, module.forward, k.gemv, transposed=False)
         elif type(module) is Conv1D:
             module.forward = _patched_forward(module, module.forward, k.gemv_t, transposed=True)
+        elif type(module) is NewGELUActivation:  # GPT-2's tanh GELU as six ops: the same formula in one
+            module.forward = _fused_gelu_tanh  # (equal to 1.2e-7; ~20 us less per layer per token)
     twin.aigc_kernel_twin = True
     return twin
 
 
 def eligible(handle: Any) -> bool:
-    """fp32, unquantized, on the CPU: what the kernel speeds up."""
+    """fp32, unquantized, on the CPU, not under ``torch.compile`` (its own path): what the kernel speeds up."""
     try:
-        return handle.device == "cpu" and handle.dtype == "float32" and not handle.quant
+        return (handle.device == "cpu" and handle.dtype == "float32" and not handle.quant
+                and not hasattr(handle.model, "_orig_mod"))
     except StopIteration:  # a model without parameters
         return False
 
