@@ -207,3 +207,13 @@ def test_a_forked_child_gets_fresh_helper_threads():
         p.kill()
     assert not alive, "the forked child hung on the parent's helper threads"
     assert q.get(timeout=5) is True
+
+
+def test_each_torch_installation_gets_its_own_build(monkeypatch, tmp_path):
+    """A binary compiled against another environment's torch headers is not reused (nor reported as built):
+    loading it would recompile for 30 s inside someone's first generation."""
+    mine = cpu_gemv._module_name()
+    assert cpu_gemv.built()
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-venv" / "torch" / "__init__.py"))
+    assert cpu_gemv._module_name() != mine
+    assert not cpu_gemv.built()

@@ -238,10 +238,13 @@ def _cpu_signature() -> str:
 
 
 def _module_name() -> str:
+    """One build per source, torch installation and CPU. The installation's path is part of it because the
+    build compiles against that torch's headers: another environment would find a binary it cannot reuse,
+    rebuild it for 30 s on first use (``built()`` would have said yes), and invalidate the first's."""
     import torch
 
-    key = hashlib.sha1("\n".join((SOURCE, torch.__version__, _cpu_signature())).encode()).hexdigest()[:12]
-    return f"aigc_lab_gemv_{key}"
+    parts = (SOURCE, torch.__version__, os.path.dirname(os.path.realpath(torch.__file__)), _cpu_signature())
+    return f"aigc_lab_gemv_{hashlib.sha1(chr(10).join(parts).encode()).hexdigest()[:12]}"
 
 
 @functools.cache
