@@ -217,3 +217,22 @@ def test_each_torch_installation_gets_its_own_build(monkeypatch, tmp_path):
     monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-venv" / "torch" / "__init__.py"))
     assert cpu_gemv._module_name() != mine
     assert not cpu_gemv.built()
+
+
+def test_loading_never_rebuilds_whichever_ninja_comes_first_on_path():
+    """torch runs the ninja on PATH; Debian's (1.11) and pip's (1.12+) hash command lines differently, so a
+    process without the venv on PATH used to rebuild the kernel (30 s) and the next one with it rebuilt it back."""
+    import os
+    import subprocess
+    import sys
+
+    cpu_gemv.kernels()
+    name = cpu_gemv._module_name()
+    so = next((cpu_gemv._cache_dir() / name.removeprefix("aigc_lab_gemv_")).glob(f"{name}*.so"))
+    before = so.stat().st_mtime_ns
+    venv_bin = os.path.dirname(sys.executable)
+    for path in ("/usr/bin:/bin", f"{venv_bin}:/usr/bin:/bin", "/usr/bin:/bin"):
+        done = subprocess.run([sys.executable, "-c", "import aigc_lab.infer.cpu_gemv as c; c.kernels()"],
+                              env={**os.environ, "PATH": path}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert so.stat().st_mtime_ns == before, f"the kernel was rebuilt in a process with PATH={path}"
