@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import sys
 import threading
@@ -38,7 +39,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import AigcLabError
+from ..errors import AigcLabError, GenerationConfigError
+
+log = logging.getLogger("aigc_lab")
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -227,6 +230,7 @@ def _cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
+@functools.cache
 def _cpu_signature() -> str:
     """What the binary depends on: it is built with -march=native, so the CPU's flags are part of its key."""
     try:
@@ -293,6 +297,8 @@ def kernels() -> Any:
 def built() -> bool:
     """Whether the kernel for this source, torch and CPU is already compiled (nothing is built here)."""
     name = _module_name()
+    if kernels.cache_info().currsize and kernels().__name__ == name:  # loaded: no need to look on disk
+        return True
     return any((_cache_dir() / name.removeprefix("aigc_lab_gemv_")).glob(f"{name}*.so"))
 
 
@@ -350,13 +356,27 @@ def eligible(handle: Any) -> bool:
         return False
 
 
-def wanted(handle: Any, requested: bool | None, batch: int) -> bool:
-    """Whether a decode of ``batch`` prompts should run on the kernel (``requested``: the ``cpu_kernel`` parameter)."""
+def runner(handle: Any, requested: bool | None, batch: int) -> Any:
+    """The module a decode of ``batch`` prompts calls: ``handle.model`` or its kernel twin.
+
+    ``requested`` is the ``cpu_kernel`` parameter: None uses the kernel for single fp32 CPU prompts when it
+    is already built (never building it; ``AIGC_LAB_CPU_KERNEL=0`` turns this off), True builds it if needed
+    and refuses models it cannot run, False never uses it.
+    """
+    if requested and not eligible(handle):
+        raise GenerationConfigError(f"cpu_kernel=True needs an fp32 model on the CPU; {handle.name!r} is "
+                                    f"{handle.quant or handle.dtype} on {handle.device}")
     if requested is False or batch != 1 or not eligible(handle):
-        return False
+        return handle.model
     if requested is None and (os.environ.get("AIGC_LAB_CPU_KERNEL", "1") == "0" or not built()):
-        return False
-    return True
+        return handle.model
+    try:
+        return decode_model(handle.model)
+    except Exception:
+        if requested:
+            raise
+        log.debug("aigc_lab: the CPU kernel twin could not be made; decoding on torch's path", exc_info=True)
+        return handle.model
 
 
 _twins: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import html
-import logging
 import threading
 import time
 import weakref
@@ -34,7 +33,6 @@ from .metrics import peak_memory_mb, summarize
 from .params import GenerationParams
 
 _END = object()
-log = logging.getLogger("aigc_lab")
 
 
 _workers: weakref.WeakKeyDictionary[threading.Thread, list[str]] = weakref.WeakKeyDictionary()  # -> its runs
@@ -55,13 +53,13 @@ def _join_workers() -> None:
 class _Driver:
     """Advances one decode loop for its streams: on demand in the consumer's thread, or on a worker thread."""
 
-    def __init__(self, steps: Iterator[None], background: bool, name: str) -> None:
+    def __init__(self, steps: Iterator[None], background: bool, run_ids: list[str]) -> None:
         self._steps = steps
         self._lock = threading.Lock()  # one thread advances the loop at a time
         self.thread: threading.Thread | None = None
         if background:
-            self.thread = threading.Thread(target=self._drain, name=f"aigc-lab-{name}", daemon=True)
-            _workers[self.thread] = [name]
+            self.thread = threading.Thread(target=self._drain, name=f"aigc-lab-{run_ids[0]}", daemon=True)
+            _workers[self.thread] = run_ids
             self.thread.start()
 
     def advance(self) -> bool:
@@ -214,9 +212,9 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     Returns a ``TokenStream``; for a list of prompts, a list of streams decoded together as one batch.
     Parameters: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
     ``repetition_penalty``, ``stop`` (strings), ``seed``, ``ignore_eos``, ``cpu_kernel`` (single-prompt
-    fp32 CPU decoding on the OpenMP kernel: None = when built, see ``al.infer.cpu_gemv``). With ``background=True`` it
-    runs on a worker thread and returns at once; otherwise tokens are produced as you iterate (or on
-    ``.text`` / ``.metrics`` / ``.wait()``).
+    fp32 CPU decoding on the engine's C++ kernel: None = when built, see ``al.infer.cpu_gemv``). With
+    ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as
+    you iterate (or on ``.text`` / ``.metrics`` / ``.wait()``).
     """
     from ..models import ModelHandle, load
 
@@ -233,29 +231,11 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     if not prompts or not all(isinstance(x, str) for x in prompts):
         raise GenerationConfigError("prompt must be a string or a non-empty list of strings")
     handle = model if isinstance(model, ModelHandle) else load(model)
-    runner = _decode_model(handle, gp.cpu_kernel, len(prompts))
+    runner = cpu_gemv.runner(handle, gp.cpu_kernel, len(prompts))
     gp = replace(gp, cpu_kernel=runner is not handle.model)
     bus = event_bus or default_bus
     streams = [TokenStream(handle, x, gp, event_bus=bus) for x in prompts]
-    driver = _Driver(decode(streams, handle, runner), background, streams[0].run)
-    if driver.thread is not None:
-        _workers[driver.thread] = [s.run for s in streams]
+    driver = _Driver(decode(streams, handle, runner), background, [s.run for s in streams])
     for s in streams:
         s._driver = driver
     return streams if batch else streams[0]
-
-
-def _decode_model(handle: Any, requested: bool | None, batch: int) -> Any:
-    """The module the decode loop calls: the handle's model, or its kernel twin (``cpu_gemv``)."""
-    if requested and not cpu_gemv.eligible(handle):
-        raise GenerationConfigError(f"cpu_kernel=True needs an fp32 model on the CPU; {handle.name!r} is "
-                                    f"{handle.quant or handle.dtype} on {handle.device}")
-    if not cpu_gemv.wanted(handle, requested, batch):
-        return handle.model
-    try:
-        return cpu_gemv.decode_model(handle.model)
-    except Exception:
-        if requested:
-            raise
-        log.debug("aigc_lab: the CPU kernel twin could not be made; decoding on torch's path", exc_info=True)
-        return handle.model

@@ -10,9 +10,11 @@ tokens, are exactly those of ``DynamicCache``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
+@functools.cache
 def _layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
@@ -52,13 +54,9 @@ def _layer_class() -> type:
     return ReservedLayer
 
 
-_RESERVED: type | None = None
-
-
 def reserved_cache(model: Any, capacity: int) -> Any | None:
     """A ``DynamicCache`` for ``model`` whose full-attention layers reserve ``capacity`` positions, or None
     where the model does not use transformers' cache classes (the engine then lets the model make its own)."""
-    global _RESERVED
     try:
         from transformers import PreTrainedModel
         from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -72,7 +70,6 @@ def reserved_cache(model: Any, capacity: int) -> Any | None:
         return None
     if not cache.layers:
         return None
-    if _RESERVED is None:
-        _RESERVED = _layer_class()
-    cache.layers = [_RESERVED(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    reserved = _layer_class()
+    cache.layers = [reserved(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache

@@ -60,7 +60,7 @@ def shared_copy(model: Any) -> Any:
     """A copy of ``model``'s modules whose parameters are new ``Parameter`` objects over the SAME storage.
 
     For copies that never write the weights (LoRA's frozen base: ``merge`` clones what it changes; the
-    inference copy of ``al.infer.fast_cpu``): no second copy of the weights, and the original's modules
+    engine's kernel twin, ``infer/cpu_gemv.py``): no second copy of the weights, and the original's modules
     and ``requires_grad`` flags stay untouched. Buffers are copied (small). Tied weights stay tied.
     """
     import copy
