@@ -44,6 +44,9 @@ class TrainConfig:
     patience: int | None = None  # early stopping: evals without a better val_loss
     precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 elsewhere
     packing: bool = True  # causal LMs: concatenate texts into max_length blocks
+    # causal LMs (GPT-2, Llama, Mistral, Qwen, GPT-NeoX), one process, no autocast: output layer and loss fused
+    # (train/fused_loss.py): the same loss to float rounding, less work and memory per step
+    fused_loss: bool = True
     # recompute each layer's activations in the backward pass instead of keeping them (about a third more
     # compute, most of the activation memory saved). None: on for LoRA, whose memory is mostly
     # activations once gradients and optimizer state are gone; off for full and distill (speed first).

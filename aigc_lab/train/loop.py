@@ -28,6 +28,7 @@ from .collate import Batches, as_examples, encode, is_pairs
 from .config import TrainConfig, TrainConfigError
 from .distill import check_teacher, distill_loss
 from .evaluate import eval_loss, exact_match, perplexity
+from .fused_loss import causal_lm_loss, fusable
 from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
 from .schedule import make_scheduler
 
@@ -142,6 +143,9 @@ class Loop:
                 ckpt.load_weights(model, self.resume)
         model.train()
         self.model = model
+        # the fused loss needs the plain forward: not under DDP (its hooks run in forward), autocast or distill
+        self.fused = (cfg.fused_loss and self.kind == "causal" and cfg.method != "distill" and self.accel is None
+                      and self.autocast is None and fusable(model))
         if self.teacher is not None:
             self.teacher.model.eval()
         tok = self.handle.tokenizer
@@ -203,6 +207,8 @@ class Loop:
     def _loss(self, batch: dict[str, Any]) -> Any:
         import torch
 
+        if self.fused:
+            return causal_lm_loss(self.model, batch)
         with self.autocast() if self.autocast else contextlib.nullcontext():
             # no KV cache while training (a recomputed layer must not append to one either)
             out = self.model(**batch, use_cache=False)
