@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import Token
 from .detok import IncrementalDetokenizer
 from .kv_cache import reserved_cache
+from .lean_step import lean_decoder
 from .sampling import pick
 
 if TYPE_CHECKING:
@@ -107,8 +108,13 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             # prefill: only the last position's logits are needed
             out = run_model(input_ids=ids, use_cache=True, **extra)
 
+            # one sequence: GPT-2's decode steps skip transformers' generic forward (same modules, same math)
+            lean = lean_decoder(model, cache) if mask is None else None
+
             def step(inp: Any, past: Any) -> Any:
                 nonlocal mask, pos
+                if lean is not None:
+                    return lean(inp)
                 if mask is None:
                     return run_model(input_ids=inp, past_key_values=past, use_cache=True)
                 mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)

@@ -54,6 +54,11 @@ def _layer_class() -> type:
     return ReservedLayer
 
 
+def is_reserved(layer: Any) -> bool:
+    """Whether ``layer`` is one of ``reserved_cache``'s layers (appends in place)."""
+    return type(layer) is _layer_class()
+
+
 def reserved_cache(model: Any, capacity: int) -> Any | None:
     """A ``DynamicCache`` for ``model`` whose full-attention layers reserve ``capacity`` positions, or None
     where the model does not use transformers' cache classes (the engine then lets the model make its own)."""
