@@ -167,3 +167,24 @@ def test_the_loop_trains_on_the_fused_loss_with_the_same_curve(tok):
         assert a == pytest.approx(b, rel=1e-4)
     distilled = run(method="distill", teacher=ModelHandle(_gpt2(tok), tok, "teacher", "causal"))
     assert not distilled._loop.fused  # distillation needs the logits
+
+
+def test_training_runs_gpt2_gelu_as_one_fused_op_on_its_own_copy_only(tok, monkeypatch):
+    from transformers.activations import NewGELUActivation
+
+    from aigc_lab.models import fused_ops
+
+    x = torch.randn(4, 64, requires_grad=True)
+    y_ref = NewGELUActivation()(x)
+    y = fused_ops.gelu_tanh(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-6)
+    calls = []
+    monkeypatch.setattr(fused_ops, "gelu_tanh", lambda t: calls.append(1) or torch.nn.functional.gelu(
+        t, approximate="tanh"))
+    for method in ("full", "lora"):
+        handle = ModelHandle(_gpt2(tok), tok, "gpt2-tiny", "causal")
+        calls.clear()
+        finetune(handle, CORPUS, method, background=False, event_bus=EventBus(), max_steps=1, **FAST)
+        assert calls, f"{method}: the run's GELU did not go through the fused op"
+        acts = [m for m in handle.model.modules() if isinstance(m, NewGELUActivation)]
+        assert acts and all("forward" not in vars(m) for m in acts)  # the caller's model is untouched
