@@ -8,7 +8,9 @@ clipping 1.0, weight decay 0.01 (no decay on biases/norms) in both engines.
   torch, ``adamw_torch_fused`` since torch 2.8; ours is fused AdamW too) on the same model, data, schedule
   and batch. Each run's rate is the median over its steps of the time from one step's end to the next
   one's (so start-up is excluded on both sides, everything between steps is included, and one slow
-  step does not decide a run). Goal >= 1.0.
+  step does not decide a run). Goal >= 1.0. Both compute the same function; ours does less work for it:
+  the output layer and cross-entropy fused (``aigc_lab/train/fused_loss.py``) and GPT-2's six-op GELU
+  as one op (``aigc_lab/models/fused_ops.py``).
 - ``lora_vs_full_peak_rss``: peak RSS (``getrusage`` maxrss) of a LoRA run over a full run, each in a fresh
   subprocess that builds the model and trains ``--rss-steps`` steps. Goal <= 0.9.
 - ``telemetry_overhead``: our tokens/s with every event sunk to a live comm sink (``CommBridge`` whose send
