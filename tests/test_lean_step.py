@@ -1,4 +1,4 @@
-"""The lean GPT-2 decode step: bit-for-bit the logits of the full forward, on every layer kind, used by the engine."""
+"""The lean GPT-2 / Llama-family decode step: the full forward's logits bit for bit, on every layer kind."""
 
 from __future__ import annotations
 
@@ -61,6 +61,25 @@ def test_same_logits_on_int8_dynamic_quantized_layers(gpt_tiny):
     assert torch.equal(full, lean)
 
 
+def _qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", ["llama-torch", "llama-kernel", "qwen2-gqa"])
+def test_same_logits_for_the_llama_family(llama_tiny, kind):
+    if kind == "llama-kernel" and not cpu_gemv.built():
+        pytest.fail("the CPU kernel is not built: run `make` (it builds it) before the tests")
+    model = {"llama-torch": lambda: llama_tiny.model, "llama-kernel": lambda: cpu_gemv.decode_model(llama_tiny.model),
+             "qwen2-gqa": _qwen2}[kind]()
+    full, lean = _both_ways(model)
+    assert torch.equal(full, lean)
+
+
 def test_only_where_the_equivalence_holds(llama_tiny):
     model = _gpt2()
     assert lean_decoder(model, reserved_cache(model, 8)) is not None
@@ -68,7 +87,16 @@ def test_only_where_the_equivalence_holds(llama_tiny):
     from transformers.cache_utils import DynamicCache
 
     assert lean_decoder(model, DynamicCache(config=model.config)) is None
-    assert lean_decoder(llama_tiny.model, reserved_cache(llama_tiny.model, 8)) is None
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4)).eval()
+    assert lean_decoder(neox, reserved_cache(neox, 8)) is None  # not one of the families it mirrors
+    llama = llama_tiny.model
+    assert lean_decoder(llama, reserved_cache(llama, 8)) is not None
+    handle = llama.model.layers[0].register_forward_pre_hook(lambda *a: None)
+    assert lean_decoder(llama, reserved_cache(llama, 8)) is None
+    handle.remove()
     model.train()
     assert lean_decoder(model, reserved_cache(model, 8)) is None  # dropout would differ
     model.eval()
@@ -82,7 +110,9 @@ def test_only_where_the_equivalence_holds(llama_tiny):
 
 
 @pytest.mark.parametrize("cpu_kernel", [False, None])
-def test_the_engine_decodes_single_gpt2_prompts_with_it(gpt_tiny, monkeypatch, cpu_kernel):
+@pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
+def test_the_engine_decodes_single_prompts_with_it(request, monkeypatch, cpu_kernel, fixture):
+    handle = request.getfixturevalue(fixture)
     made = []
 
     def spy(model, cache):
@@ -92,7 +122,7 @@ def test_the_engine_decodes_single_gpt2_prompts_with_it(gpt_tiny, monkeypatch, c
 
     monkeypatch.setattr(decode_mod, "lean_decoder", spy)
     kw = dict(max_new_tokens=30, ignore_eos=True, cpu_kernel=cpu_kernel)
-    lean_ids = al.generate(gpt_tiny, "Once upon a time", **kw).wait().ids
+    lean_ids = al.generate(handle, "Once upon a time", **kw).wait().ids
     assert made == [True]
     monkeypatch.setattr(decode_mod, "lean_decoder", lambda model, cache: None)
-    assert al.generate(gpt_tiny, "Once upon a time", **kw).wait().ids == lean_ids
+    assert al.generate(handle, "Once upon a time", **kw).wait().ids == lean_ids
