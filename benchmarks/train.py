@@ -16,9 +16,12 @@ clipping 1.0, weight decay 0.01 (no decay on biases/norms) in both engines.
 - ``telemetry_overhead``: our tokens/s with every event sunk to a live comm sink (``CommBridge`` whose send
   JSON-encodes each message) over tokens/s with no sinks (an empty ``EventBus``). Goal >= 0.98.
 
-Variants run interleaved, ``--rounds`` rounds of ``--steps`` steps each after one warm-up round; ratios are
-of the medians (defaults sized for a 2-core CPU, where one step takes seconds; raise them on a GPU).
-Usage: python benchmarks/train.py [--rounds 3] [--steps 4] [--warmup-steps 2] [--rss-steps 4]
+Variants run interleaved, ``--rounds`` rounds of ``--steps`` steps each after one warm-up round; a ratio is
+the median over rounds of the two variants' rates in the same round (paired: the machine's speed drifts
+between rounds; ``ratios_of_medians`` gives the unpaired figure too). Defaults are sized for a 2-core CPU,
+where one step takes seconds; raise them on a GPU.
+``--ablation`` adds the engine without its fused loss and GELU (``ablation.fused_vs_unfused``).
+Usage: python benchmarks/train.py [--rounds 3] [--steps 4] [--warmup-steps 2] [--rss-steps 4] [--ablation]
 """
 
 from __future__ import annotations
@@ -91,7 +94,20 @@ def window_tok_s(elapsed: list[float], tokens_per_step: int) -> float:
 # -- the variants ----------------------------------------------------------------------------------
 
 
-def run_engine(handle, data, steps: int, out: Path, telemetry: bool) -> float:
+@contextlib.contextmanager
+def _unfused():
+    """The engine without its fused ops (``--ablation``): the model's own loss and GELU, as before stop 11."""
+    from aigc_lab.train import loop
+
+    keep = loop.fuse_activations
+    loop.fuse_activations = lambda model: 0
+    try:
+        yield {"fused_loss": False}
+    finally:
+        loop.fuse_activations = keep
+
+
+def run_engine(handle, data, steps: int, out: Path, telemetry: bool, fused: bool = True) -> float:
     from aigc_lab.bus import EventBus
     from aigc_lab.train import finetune
 
@@ -101,7 +117,8 @@ def run_engine(handle, data, steps: int, out: Path, telemetry: bool) -> float:
 
         bridge = CommBridge(lambda msg: json.dumps(msg), event_bus=bus)
     try:
-        run = finetune(handle, data, background=False, event_bus=bus, output_dir=out, **hparams(steps))
+        with contextlib.nullcontext({}) if fused else _unfused() as extra:
+            run = finetune(handle, data, background=False, event_bus=bus, output_dir=out, **hparams(steps, **extra))
     finally:
         if bridge is not None:
             bridge.close()
@@ -224,6 +241,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="per variant and round (the first is not timed)")
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--rss-steps", type=int, default=4)
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run the engine without its fused loss and GELU (ratio fused_vs_unfused)")
     parser.add_argument("--rss-child", choices=("full", "lora"))
     parser.add_argument("--tok-dir")
     parser.add_argument("--out")
@@ -247,6 +266,9 @@ def main() -> None:
         "hf_trainer": lambda i, n: run_hf(handle, blocks, n, work / f"h{i}"),
         "engine_telemetry": lambda i, n: run_engine(handle, data, n, work / f"t{i}", telemetry=True),
     }
+    if args.ablation:
+        variants["engine_unfused"] = lambda i, n: run_engine(handle, data, n, work / f"u{i}", telemetry=False,
+                                                             fused=False)
     for name, fn in variants.items():  # warm-up round (allocator, kernels, lazy imports), not counted
         fn(f"w-{name}", max(2, args.warmup_steps))
     results: dict[str, list[float]] = {k: [] for k in variants}
@@ -255,17 +277,28 @@ def main() -> None:
         for name in order:
             results[name].append(variants[name](f"{r}-{name}", args.steps))
     med = {k: statistics.median(v) for k, v in results.items()}
+
+    def paired(a: str, b: str) -> float:
+        """Median over rounds of a/b measured back to back in the same round (the machine's speed drifts by
+        +-10% over minutes; a round's two runs share its state, the medians of separate runs do not)."""
+        return round(statistics.median(x / y for x, y in zip(results[a], results[b], strict=True)), 3)
+
     sink_us = sink_cost_us()
+    details = {"fused_vs_unfused": paired("engine", "engine_unfused")} if args.ablation else {}
     out = {
         "benchmark": "train",
         "ratios": {
-            "engine_vs_hf_trainer_tok_s": round(med["engine"] / med["hf_trainer"], 3),
+            "engine_vs_hf_trainer_tok_s": paired("engine", "hf_trainer"),
             "lora_vs_full_peak_rss": round(lora_rss / full_rss, 3),
-            "telemetry_overhead": round(med["engine_telemetry"] / med["engine"], 3),
+            "telemetry_overhead": paired("engine_telemetry", "engine"),
         },
+        "ratios_of_medians": {"engine_vs_hf_trainer_tok_s": round(med["engine"] / med["hf_trainer"], 3),
+                              "telemetry_overhead": round(med["engine_telemetry"] / med["engine"], 3)},
         "goals": {"engine_vs_hf_trainer_tok_s": ">= 1.0", "lora_vs_full_peak_rss": "<= 0.9",
                   "telemetry_overhead": ">= 0.98"},
+        **({"ablation": details} if details else {}),
         "tok_s": {k: spread(v) for k, v in results.items()},
+        "tok_s_per_round": {k: [round(x, 1) for x in v] for k, v in results.items()},
         "comm_sink_us_per_train_step_event": round(sink_us, 1),
         "comm_sink_share_of_a_step": sink_us * 1e-6 / (BATCH * SEQ / med["engine"]),
         "peak_rss_mb": {"full": round(full_rss, 1), "lora": round(lora_rss, 1), "steps": args.rss_steps},
