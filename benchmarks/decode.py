@@ -23,7 +23,11 @@ runs the engine on torch's path (cpu_kernel=False):
   kernel_vs_torch_path_{tiny,small}      engine tok/s, kernel over torch's path
   torch_path_vs_hf_generate_{tiny,small} the engine on torch's path over HF generate
   fp32_share_of_roofline_small_torch_path
-The roofline's bandwidth is measured after every round; shares are medians of per-round shares.
+Every ratio is the median over rounds of the two variants' figures within the round (paired: the
+machine's speed drifts between rounds; ``ratios_of_medians`` in each shape gives unpaired figures too).
+The roofline's bandwidth is probed just before and just after each fp32 decode it is compared with
+(the machine's read bandwidth flips between ~30 and ~55 GB/s within minutes); the share is the median
+of per-round shares, each printed with its bandwidth.
 
 Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small] [--no-kernel]
 """
@@ -174,47 +178,62 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
     for fn in variants.values():  # warm-up: allocator, kernels, first-call costs
         fn()
     results: dict[str, list[dict]] = {k: [] for k in variants}
-    bandwidths: list[float] = []  # measured every round, beside the decodes it is compared with
+    probed = ("engine", "engine_torch_path") if shape == "small" else ()
     for _ in range(rounds):
         for name, fn in variants.items():
-            results[name].append(fn())
-        if shape == "small":
-            bandwidths.append(read_bandwidth_gbs())
+            if name in probed:  # the roofline's bandwidth: probed just before and just after this decode
+                before = read_bandwidth_gbs()
+                result = fn()
+                result["bw"] = (before + read_bandwidth_gbs()) / 2
+            else:
+                result = fn()
+            results[name].append(result)
     bridge.close()
     out = {name: {"tok_s": summary([r["tok_s"] for r in rs]), "ttft_ms": summary([r["ttft_ms"] for r in rs])}
            for name, rs in results.items()}
     med = {name: statistics.median(r["tok_s"] for r in rs) for name, rs in results.items()}
-    ttft = {name: statistics.median(r["ttft_ms"] for r in rs) for name, rs in results.items()}
-    ratios = {f"engine_vs_hf_generate_{shape}": med["engine"] / med["hf_generate"]}
+
+    def paired(a: str, b: str, key: str = "tok_s") -> float:
+        """Median over rounds of a/b within each round (the machine's speed drifts between rounds)."""
+        return statistics.median(x[key] / y[key] for x, y in zip(results[a], results[b], strict=True))
+
+    ratios = {f"engine_vs_hf_generate_{shape}": paired("engine", "hf_generate")}
     if compile_s is not None:
-        ratios["compiled_vs_eager_tiny"] = med["engine_compiled"] / med["engine"]
+        ratios["compiled_vs_eager_tiny"] = paired("engine_compiled", "engine")
         out["compile_s"] = round(compile_s, 1)
     if kernel:
-        ratios[f"kernel_vs_torch_path_{shape}"] = med["engine"] / med["engine_torch_path"]
-        ratios[f"torch_path_vs_hf_generate_{shape}"] = med["engine_torch_path"] / med["hf_generate"]
+        ratios[f"kernel_vs_torch_path_{shape}"] = paired("engine", "engine_torch_path")
+        ratios[f"torch_path_vs_hf_generate_{shape}"] = paired("engine_torch_path", "hf_generate")
+    out["ratios_of_medians"] = {k: round(med[a] / med[b], 3) for k, a, b in (
+        (f"engine_vs_hf_generate_{shape}", "engine", "hf_generate"),
+        ("background_vs_main_small", "engine_background", "engine"),
+        ("int8_vs_fp32_decode_small", "engine_int8", "engine")) if a in med and b in med}
     if shape == "small":
+        bandwidths = [r["bw"] for r in results["engine"]]
         bw = statistics.median(bandwidths)
         wb = weight_bytes(handle)
         ceiling = bw * 1e9 / wb
         floor_s = matmul_floor_s(handle)
 
-        def share(name: str) -> float:
-            """Median over rounds of (that round's tok/s) / (that round's bandwidth / weight bytes)."""
-            return statistics.median(r["tok_s"] / (b * 1e9 / wb) for r, b in zip(results[name], bandwidths,
-                                                                                   strict=True))
+        def shares(name: str) -> list[float]:
+            """Each round's tok/s over (the bandwidth probed around that decode / weight bytes)."""
+            return [r["tok_s"] / (r["bw"] * 1e9 / wb) for r in results[name]]
+
         ratios.update({
-            "stream_vs_plain_small": med["engine_stream"] / med["hf_generate"],
-            "background_vs_main_small": med["engine_background"] / med["engine"],
-            "int8_vs_fp32_decode_small": med["engine_int8"] / med["engine"],
-            "int8_ttft_vs_fp32_small": ttft["engine_int8"] / ttft["engine"],
-            "fp32_share_of_roofline_small": share("engine"),
+            "stream_vs_plain_small": paired("engine_stream", "hf_generate"),
+            "background_vs_main_small": paired("engine_background", "engine"),
+            "int8_vs_fp32_decode_small": paired("engine_int8", "engine"),
+            "int8_ttft_vs_fp32_small": paired("engine_int8", "engine", "ttft_ms"),
+            "fp32_share_of_roofline_small": statistics.median(shares("engine")),
             "fp32_share_of_matmul_floor_small": med["engine"] * floor_s,
             "hf_share_of_matmul_floor_small": med["hf_generate"] * floor_s,
         })
         if kernel:
-            ratios["fp32_share_of_roofline_small_torch_path"] = share("engine_torch_path")
+            ratios["fp32_share_of_roofline_small_torch_path"] = statistics.median(shares("engine_torch_path"))
         out["roofline"] = {"read_bandwidth_gb_s": round(bw, 1),
                            "read_bandwidth_each": [round(b, 1) for b in bandwidths],
+                           "engine_tok_s_each": [round(r["tok_s"], 1) for r in results["engine"]],
+                           "share_each": [round(x, 3) for x in shares("engine")],
                            "weight_mb": round(wb / 2**20, 1),
                            "ceiling_tok_s": round(ceiling, 1),
                            "matmul_floor_ms_per_token": round(floor_s * 1000, 1),
