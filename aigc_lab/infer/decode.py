@@ -108,7 +108,8 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             # prefill: only the last position's logits are needed
             out = run_model(input_ids=ids, use_cache=True, **extra)
 
-            # one sequence: GPT-2's decode steps skip transformers' generic forward (same modules, same math)
+            # one sequence of GPT-2 or a Llama-family model: decode steps skip transformers' generic forward
+            # around the same layers (infer/lean_step.py; same logits)
             lean = lean_decoder(model, cache) if mask is None else None
 
             def step(inp: Any, past: Any) -> Any:

@@ -36,43 +36,35 @@ class StepOutput:
         self.logits, self.past_key_values = logits, past_key_values
 
 
-def _plain_gpt2(model: Any) -> bool:
-    from transformers import GPT2LMHeadModel
-
-    if type(model) is not GPT2LMHeadModel or model.training:
-        return False
-    cfg = model.config
-    if (cfg.add_cross_attention or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn
-            or getattr(cfg, "_attn_implementation", None) != "sdpa"):
-        return False
-    return _no_hooks(model)
-
-
-def _no_hooks(model: Any) -> bool:
-    """Hooks (accelerate offloading, user hooks) run only through ``nn.Module.__call__``: keep the full forward."""
-    return not any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules())
-
-
 def lean_decoder(model: Any, cache: Any) -> Any | None:
     """``step(input_ids [1, 1]) -> StepOutput`` for a plain GPT-2 or Llama-family causal LM in eval mode with
     SDPA attention whose ``cache`` is the engine's reserved cache, already prefilled; None for anything else."""
-    if cache is None or not all(is_reserved(layer) for layer in cache.layers):
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+
+    if (cache is None or not all(is_reserved(layer) for layer in cache.layers) or model.training
+            or getattr(model.config, "_attn_implementation", None) != "sdpa"
+            # hooks (accelerate offloading, user hooks) run only through nn.Module.__call__: keep the full forward
+            or any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules())):
         return None
-    if _plain_gpt2(model):
+    cfg = model.config
+    if type(model) is GPT2LMHeadModel:
+        if cfg.add_cross_attention or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn:
+            return None
         return _gpt2_decoder(model, cache)
-    if _plain_llama_family(model):
-        return _llama_decoder(model, cache)
+    if type(model) in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM):
+        return _llama_decoder(model, cache) if len(model.model.layers) == cfg.num_hidden_layers else None
     return None
 
 
-def _plain_llama_family(model: Any) -> bool:
-    from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+def _in_inference_mode(step: Any) -> Any:
+    """``step`` run under ``torch.inference_mode`` per call (never across the decode loop's yields)."""
+    import torch
 
-    if type(model) not in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM):
-        return False
-    cfg = model.config
-    return (not model.training and getattr(cfg, "_attn_implementation", None) == "sdpa"
-            and len(model.model.layers) == cfg.num_hidden_layers and _no_hooks(model))
+    def run(input_ids: Any) -> StepOutput:
+        with torch.inference_mode():
+            return step(input_ids)
+
+    return run
 
 
 def _llama_decoder(model: Any, cache: Any) -> Any:
@@ -95,15 +87,10 @@ def _llama_decoder(model: Any, cache: Any) -> Any:
                       use_cache=True)
         return StepOutput(head(norm(x)), cache)
 
-    def run(input_ids: Any) -> StepOutput:
-        with torch.inference_mode():
-            return step(input_ids)
-
-    return run
+    return _in_inference_mode(step)
 
 
 def _gpt2_decoder(model: Any, cache: Any) -> Any | None:
-    import torch
     import torch.nn.functional as F
 
     gpt = model.transformer
@@ -136,8 +123,4 @@ def _gpt2_decoder(model: Any, cache: Any) -> Any | None:
             x = x + proj(act(c_fc(layer_norm(x, shape, w2, b2, e2))))
         return StepOutput(head(layer_norm(x, shape, ln_f.weight, ln_f.bias, ln_f.eps)), cache)
 
-    def run(input_ids: Any) -> StepOutput:
-        with torch.inference_mode():
-            return step(input_ids)
-
-    return run
+    return _in_inference_mode(step)

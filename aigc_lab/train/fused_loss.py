@@ -15,9 +15,11 @@ gradients. The matrix products are the same three as the unfused path (logits, g
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-IGNORE = -100
+from .collate import IGNORE
+
 CHUNK_ELEMENTS = 1 << 24  # logits held at once (64 MiB of fp32), whatever the vocabulary: rows = this / vocab
 TINY = 1e-30  # below this a probability's log loses precision: such rows' losses are recomputed exactly
 
@@ -40,6 +42,7 @@ def _softmax_(x: Any) -> None:
         x.copy_(torch.softmax(x, dim=1))
 
 
+@functools.cache
 def _function() -> Any:
     """The autograd function, built on first use so that importing this module does not import torch."""
     torch = _torch()
@@ -100,15 +103,9 @@ def _function() -> Any:
     return LinearCrossEntropy
 
 
-_FN: Any = None
-
-
 def linear_cross_entropy(hidden: Any, weight: Any, bias: Any, target: Any) -> Any:
     """Mean cross-entropy of ``hidden @ weight.T + bias`` (rows ``[n, d]``) against class ids ``target[n]``."""
-    global _FN
-    if _FN is None:
-        _FN = _function()
-    return _FN.apply(hidden, weight, bias, target)
+    return _function().apply(hidden, weight, bias, target)
 
 
 def _inner(model: Any) -> Any:
