@@ -81,7 +81,7 @@ def test_fast_cpu_decodes_the_same_tokens_and_leaves_the_original_alone(arch, ll
 
 def test_fast_cpu_refuses_what_it_cannot_speed_up(llama_tiny):
     bf16 = al.quantize(llama_tiny, "bf16")
-    with pytest.raises(AigcLabError, match="fp32 models on the CPU"):
+    with pytest.raises(AigcLabError, match="fp32 and int8 models on the CPU"):
         al.infer.fast_cpu(bf16)
 
 
@@ -121,7 +121,7 @@ def test_generate_uses_the_built_kernel_by_default_and_says_so(gpt_tiny):
     assert rec[batch[0].wait().run].start.config["cpu_kernel"] is False
     bf16 = al.quantize(gpt_tiny, "bf16")
     assert rec[al.generate(bf16, "a", max_new_tokens=2, event_bus=bus).wait().run].start.config["cpu_kernel"] is False
-    with pytest.raises(al.errors.GenerationConfigError, match="cpu_kernel=True needs an fp32 model"):
+    with pytest.raises(al.errors.GenerationConfigError, match="cpu_kernel=True needs an fp32 or int8 model"):
         al.generate(bf16, "a", max_new_tokens=2, cpu_kernel=True)
 
 

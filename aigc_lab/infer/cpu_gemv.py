@@ -6,18 +6,22 @@ thread and, measured on a 2-core AMD EPYC, streams about 10 GB/s of the 28-47 GB
 a plain OpenMP kernel (one dot product per output row, rows split over the threads) streams 26 GB/s on
 GPT-2's vocabulary projection (``benchmarks/gemv.py``).
 
-The kernel is compiled once per machine with the C++ compiler torch uses (about 30 s; cached under
-``~/.cache/aigc_lab/kernels``, keyed by source, torch version and CPU). ``make`` builds it; so do
+The kernels (``cpu_kernels.cpp``) are compiled once per machine with the C++ compiler torch uses (about
+30 s; cached under ``~/.cache/aigc_lab/kernels``, keyed by source, flags, torch and CPU). ``make`` builds them; so do
 ``al.infer.build_kernel()`` and the first ``fast_cpu(handle)``. A generation never builds it
 implicitly (that would stall a notebook for half a minute); once it is built:
 
-* ``al.generate`` runs single-prompt fp32 CPU decoding on it by default (``cpu_kernel=None``: "when
-  built"; ``cpu_kernel=False`` keeps torch's path, ``True`` builds it if needed). The run's config
-  records which path ran. The engine decodes through a *twin* of the model: a copy of its modules
-  that shares the parameters (no second copy of the weights), whose ``nn.Linear`` and GPT-2 ``Conv1D``
-  layers compute single-row fp32 inputs in inference mode with the kernel (``gemv`` / ``gemv_t``) and
-  everything else (prefill, batches, training, other dtypes) exactly as before; GPT-2's six-op tanh
-  GELU runs as torch's one fused op, the same formula. The user's model is never modified.
+* ``al.generate`` runs single-prompt CPU decoding of fp32 and dynamic-int8 models on it by default
+  (``cpu_kernel=None``: "when built"; ``cpu_kernel=False`` keeps torch's path, ``True`` builds it if
+  needed). The run's config records which path ran. The engine decodes through a *twin* of the model:
+  a copy of its modules that shares the weights (fp32 parameters and int8 packed weights alike), whose
+  ``nn.Linear``, GPT-2 ``Conv1D`` and dynamic int8 ``Linear`` layers compute single-row fp32 inputs in
+  inference mode with the kernel (a ``Product`` per layer: ``gemv``, ``gemv_t``, or the int8 product,
+  which quantizes the input exactly as torch's ``quantized::linear_dynamic`` does and keeps a row-major
+  int8 copy of the weights, a quarter of their fp32 size) and everything else (prefill, batches,
+  training, other dtypes) exactly as before; GPT-2's six-op tanh GELU runs as torch's one fused op,
+  the same formula. A GPT-2 twin decodes each token as one kernel call (``fused_step.py``). The
+  user's model is never modified.
 * ``fast_cpu(handle)`` returns a handle over that twin, for code that wants it explicitly.
 
 Results agree with torch's to float rounding (the sums run in another order); greedy tokens are the
@@ -43,189 +47,8 @@ from ..errors import AigcLabError, GenerationConfigError
 
 log = logging.getLogger("aigc_lab")
 
-SOURCE = r"""
-#include <torch/extension.h>
-#include <immintrin.h>
-#include <omp.h>
-#include <pthread.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <mutex>
-#include <new>
-#include <optional>
-#include <thread>
-#include <vector>
-
-// Threads. On the process's main thread the kernels use OpenMP, the same runtime (torch's libgomp) and
-// the same worker pool as torch's own operators, so no two pools spin against each other. On any other
-// thread (a background generation) OpenMP is slow: libgomp keeps one pool per calling thread, and once
-// two threads own pools it stops letting idle workers spin, so each of the ~50 products of a decode
-// step pays a sleep/wake-up (measured: background decoding of the tiny shape at 0.55x). There the
-// kernels use their own helper threads instead, which spin briefly between products (~0.2 ms: hot
-// within a decode step) and then sleep.
-namespace {
-using Clock = std::chrono::steady_clock;
-
-struct Pool {
-  std::mutex call_mu;  // one parallel product at a time, whichever thread calls
-  std::mutex mu;
-  std::condition_variable cv;
-  std::atomic<uint64_t> epoch{0};
-  std::atomic<int> pending{0};
-  void (*fn)(void*, int, int) = nullptr;
-  void* ctx = nullptr;
-  int parts = 1;
-  int helpers = 0;  // started helper threads
-
-  void helper(int index, uint64_t seen) {
-    for (;;) {
-      uint64_t e = epoch.load(std::memory_order_acquire);
-      if (e == seen) {
-        const auto until = Clock::now() + std::chrono::microseconds(200);
-        int spins = 0;
-        while ((e = epoch.load(std::memory_order_acquire)) == seen) {
-          _mm_pause();
-          if (++spins % 64 == 0 && Clock::now() > until) {
-            std::unique_lock<std::mutex> lk(mu);
-            cv.wait(lk, [&] { return epoch.load(std::memory_order_acquire) != seen; });
-          }
-        }
-      }
-      seen = e;
-      fn(ctx, index, parts);
-      pending.fetch_sub(1, std::memory_order_acq_rel);
-    }
-  }
-
-  // Run fn(ctx, i, parts) for i in [0, parts): part 0 here, the others on helpers.
-  void run(void (*f)(void*, int, int), void* c, int n) {
-    std::lock_guard<std::mutex> g(call_mu);
-    while (helpers < n - 1) {
-      const int index = ++helpers;
-      std::thread([this, index, e = epoch.load()] { helper(index, e); }).detach();
-    }
-    fn = f;
-    ctx = c;
-    parts = n;
-    pending.store(n - 1, std::memory_order_release);
-    {
-      std::lock_guard<std::mutex> lk(mu);  // no lost wake-up for a helper about to sleep
-      epoch.fetch_add(1, std::memory_order_acq_rel);
-    }
-    cv.notify_all();
-    f(c, 0, n);
-    while (pending.load(std::memory_order_acquire) > 0) _mm_pause();
-  }
-};
-
-Pool* pool = new Pool();  // never destroyed: helpers may outlive static destructors at exit
-
-void reset_in_child() { pool = new Pool(); }  // a forked child has none of the parent's helpers
-const int registered = pthread_atfork(nullptr, nullptr, reset_in_child);
-
-int parts_for(int64_t floats) {
-  static const int threads = std::max(1, std::min<int>(at::get_num_threads(), 16));
-  return floats < (1 << 16) ? 1 : threads;  // under 256 KB of weights one thread is faster
-}
-
-bool on_main_thread() { return static_cast<pid_t>(syscall(SYS_gettid)) == getpid(); }
-
-template <class F>
-void parallel(int n, F& body) {
-  if (n <= 1) {
-    body(0, 1);
-  } else if (on_main_thread()) {
-    #pragma omp parallel num_threads(n)
-    body(omp_get_thread_num(), omp_get_num_threads());
-  } else {
-    pool->run([](void* c, int i, int k) { (*static_cast<F*>(c))(i, k); }, &body, n);
-  }
-}
-
-void check(const torch::Tensor& W, const torch::Tensor& x, int64_t k, const char* what) {
-  TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat, what);
-  TORCH_CHECK(x.numel() == k && x.is_contiguous() && x.scalar_type() == torch::kFloat, "x: contiguous fp32 (K)");
-}
-}  // namespace
-
-// y = W x (+ b) for W (N, K) row-major fp32 (nn.Linear): one dot product per row, rows split over the threads.
-torch::Tensor gemv(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
-  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (N, K)");
-  check(W, x, W.size(1), "W: contiguous fp32 (N, K)");
-  const int64_t N = W.size(0), K = W.size(1);
-  auto y = torch::empty({N}, x.options());
-  const float* w = W.data_ptr<float>();
-  const float* xv = x.data_ptr<float>();
-  const float* bv = (b.has_value() && b->defined()) ? b->data_ptr<float>() : nullptr;
-  float* yv = y.data_ptr<float>();
-  auto body = [w, xv, bv, yv, N, K](int i, int parts) {
-    for (int64_t n = N * i / parts, end = N * (i + 1) / parts; n < end; n++) {
-      const float* __restrict r = w + n * K;
-      const float* __restrict v = xv;
-      float acc = 0.f;
-      #pragma omp simd reduction(+:acc)
-      for (int64_t k = 0; k < K; k++) acc += r[k] * v[k];
-      yv[n] = bv ? acc + bv[n] : acc;
-    }
-  };
-  parallel(parts_for(N * K), body);
-  return y;
-}
-
-// y = x W (+ b) for W (K, N) row-major fp32 (GPT-2's Conv1D), with no transposed copy: each thread streams
-// a contiguous band of rows into its own partial sum (in cache), then the partial sums are added.
-torch::Tensor gemv_t(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
-  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (K, N)");
-  check(W, x, W.size(0), "W: contiguous fp32 (K, N)");
-  const int64_t K = W.size(0), N = W.size(1);
-  const int T = static_cast<int>(std::min<int64_t>(parts_for(N * K), K));
-  auto partial = torch::empty({T, N}, x.options());
-  auto y = torch::empty({N}, x.options());
-  const float* w = W.data_ptr<float>();
-  const float* xv = x.data_ptr<float>();
-  const float* bv = (b.has_value() && b->defined()) ? b->data_ptr<float>() : nullptr;
-  float* pv = partial.data_ptr<float>();
-  float* yv = y.data_ptr<float>();
-  auto body = [w, xv, pv, N, K](int t, int parts) {
-    const int64_t k0 = K * t / parts, k1 = K * (t + 1) / parts;
-    float* out = pv + t * N;
-    for (int64_t j = 0; j < N; j++) out[j] = 0.f;
-    // ROWS rows per pass: one load and store of the partial sum per ROWS weight loads, and ROWS streams in
-    // flight. Measured on GPT-2-small's layer shapes (benchmarks/gemv.py's machine): 4 rows 28 GB/s, 8 rows
-    // 35, 12 rows 37 where the machine reads 50 GB/s (21 -> 24 GB/s where it reads 28); 16 is no better.
-    constexpr int ROWS = 12;
-    int64_t k = k0;
-    for (; k + ROWS <= k1; k += ROWS) {
-      float a[ROWS];
-      for (int q = 0; q < ROWS; q++) a[q] = xv[k + q];
-      const float* r0 = w + k * N;
-      #pragma omp simd
-      for (int64_t j = 0; j < N; j++) {
-        float acc = out[j];
-        #pragma GCC unroll 12
-        for (int q = 0; q < ROWS; q++) acc += a[q] * r0[q * N + j];
-        out[j] = acc;
-      }
-    }
-    for (; k < k1; k++) {
-      const float a = xv[k];
-      const float* r = w + k * N;
-      #pragma omp simd
-      for (int64_t j = 0; j < N; j++) out[j] += a * r[j];
-    }
-  };
-  parallel(T, body);
-  for (int64_t j = 0; j < N; j++) {
-    float acc = bv ? bv[j] : 0.f;
-    for (int t = 0; t < T; t++) acc += pv[t * N + j];
-    yv[j] = acc;
-  }
-  return y;
-}
-"""
+SOURCE = (Path(__file__).parent / "cpu_kernels.cpp").read_text()
+CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 
 class KernelBuildError(AigcLabError, RuntimeError):
@@ -257,7 +80,7 @@ def _module_name() -> str:
     rebuild it for 30 s on first use (``built()`` would have said yes), and invalidate the first's."""
     import torch
 
-    parts = (SOURCE, torch.__version__, os.path.dirname(os.path.realpath(torch.__file__)), _cpu_signature())
+    parts = (SOURCE, *CFLAGS, torch.__version__, os.path.dirname(os.path.realpath(torch.__file__)), _cpu_signature())
     return f"aigc_lab_gemv_{hashlib.sha1(chr(10).join(parts).encode()).hexdigest()[:12]}"
 
 
@@ -291,8 +114,7 @@ def kernels() -> Any:
     try:
         build.mkdir(parents=True, exist_ok=True)
         with _our_ninja_first():
-            return load_inline(name, cpp_sources=SOURCE, functions=["gemv", "gemv_t"],
-                               extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+            return load_inline(name, cpp_sources=SOURCE, extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
                                build_directory=str(build), verbose=False)
     except Exception as exc:  # noqa: BLE001 - compilers fail in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -309,49 +131,74 @@ def built() -> bool:
     return any((_cache_dir() / name.removeprefix("aigc_lab_gemv_")).glob(f"{name}*.so"))
 
 
-def _patched_forward(module: Any, eager: Any, kernel: Any, transposed: bool) -> Any:
+def product_of(module: Any, kernel: Any) -> Any | None:
+    """The kernel's ``Product`` for a layer it can compute (fp32 ``Linear`` / GPT-2 ``Conv1D``, dynamic int8
+    ``Linear``), sharing the layer's weights; None for anything else. An int8 layer's product keeps its own
+    row-major int8 copy of the weights (torch's copy is packed in fbgemm's blocked layout)."""
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    from transformers.pytorch_utils import Conv1D
+
+    if type(module) in (torch.nn.Linear, Conv1D):
+        w = module.weight
+        if w.dtype != torch.float32 or not w.is_contiguous() or w.device.type != "cpu":
+            return None
+        bias = None if module.bias is None else module.bias.detach()
+        return kernel.Product(w.detach(), bias, None, type(module) is Conv1D)
+    if type(module) is DynamicInt8Linear and module._packed_params.dtype == torch.qint8:
+        w = module.weight()
+        if w.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            if w.q_zero_point() != 0:
+                return None
+            scale = torch.full((w.shape[0],), w.q_scale(), dtype=torch.float32)
+        elif w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            if w.q_per_channel_axis() != 0 or bool(w.q_per_channel_zero_points().ne(0).any()):
+                return None
+            scale = w.q_per_channel_scales().float()
+        else:
+            return None
+        return kernel.Product(w.int_repr().contiguous(), module.bias(), scale, False)
+    return None
+
+
+def _patched_forward(eager: Any, product: Any) -> Any:
     import torch
 
-    weight, bias = module.weight, module.bias
-    n_in = weight.shape[0] if transposed else weight.shape[1]
-    n_out = weight.shape[1] if transposed else weight.shape[0]
-    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.device.type != "cpu":
-        return eager  # fixed for the twin's life: a changed weight makes decode_model build a new twin
+    n_in, n_out = product.n_in, product.n_out
     fp32, grad_enabled = torch.float32, torch.is_grad_enabled
 
     def forward(x: Any) -> Any:  # runs ~50 times a token: the fewest checks that decide it
         if x.numel() == n_in and x.dtype == fp32 and not grad_enabled() and x.device.type == "cpu":
-            return kernel(weight, x.reshape(n_in).contiguous(), bias).view(*x.shape[:-1], n_out)
+            return product(x.reshape(n_in)).view(*x.shape[:-1], n_out)
         return eager(x)
 
     return forward
 
 
 def kernel_twin(model: Any) -> Any:
-    """A copy of ``model`` sharing its parameters whose Linear / Conv1D layers use the kernel for single rows."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
+    """A copy of ``model`` sharing its weights whose Linear / Conv1D / dynamic int8 layers use the kernel for
+    single rows (each keeps its ``Product`` as ``aigc_product``, for whole-step decoders)."""
     from ..models.fused_ops import fuse_activations
     from ..models.handle import shared_copy
 
     k = kernels()
     twin = shared_copy(model)
     for module in twin.modules():
-        if type(module) is torch.nn.Linear:
-            module.forward = _patched_forward(module, module.forward, k.gemv, transposed=False)
-        elif type(module) is Conv1D:
-            module.forward = _patched_forward(module, module.forward, k.gemv_t, transposed=True)
+        product = product_of(module, k)
+        if product is not None:
+            module.aigc_product = product
+            module.forward = _patched_forward(module.forward, product)
     fuse_activations(twin)  # GPT-2's six-op tanh GELU as one op (~20 us less per layer per token)
     twin.aigc_kernel_twin = True
     return twin
 
 
 def eligible(handle: Any) -> bool:
-    """fp32, unquantized, on the CPU, not under ``torch.compile`` (its own path): what the kernel speeds up."""
+    """fp32 (unquantized) or dynamic int8, on the CPU, not under ``torch.compile`` (its own path): what the
+    kernel speeds up."""
     try:
-        return (handle.device == "cpu" and handle.dtype == "float32" and not handle.quant
-                and not hasattr(handle.model, "_orig_mod"))
+        return (handle.device == "cpu" and not hasattr(handle.model, "_orig_mod")
+                and (handle.quant == "int8" or (handle.dtype == "float32" and not handle.quant)))
     except StopIteration:  # a model without parameters
         return False
 
@@ -364,7 +211,7 @@ def runner(handle: Any, requested: bool | None, batch: int) -> Any:
     and refuses models it cannot run, False never uses it.
     """
     if requested and not eligible(handle):
-        raise GenerationConfigError(f"cpu_kernel=True needs an fp32 model on the CPU; {handle.name!r} is "
+        raise GenerationConfigError(f"cpu_kernel=True needs an fp32 or int8 model on the CPU; {handle.name!r} is "
                                     f"{handle.quant or handle.dtype} on {handle.device}")
     if requested is False or batch != 1 or not eligible(handle):
         return handle.model
@@ -398,10 +245,10 @@ def decode_model(model: Any) -> Any:
 
 
 def fast_cpu(handle: Any, *, warmup_tokens: int = 4) -> Any:
-    """A new handle whose single-row fp32 Linear products run on the OpenMP kernel; build time in ``.compile_s``.
+    """A new handle whose single-row products run on the OpenMP kernel; build time in ``.compile_s``.
 
     The original handle is untouched. Raises ``KernelBuildError`` where no kernel can be built and
-    ``AigcLabError`` for models that are not fp32 on the CPU.
+    ``AigcLabError`` for models that are not fp32 or dynamic int8 on the CPU.
     """
     from ..models import ModelHandle
     from .compiled import _quiet_bus
@@ -410,11 +257,11 @@ def fast_cpu(handle: Any, *, warmup_tokens: int = 4) -> Any:
     if getattr(handle, "fast_cpu", False):
         return handle
     if not eligible(handle):
-        raise AigcLabError(f"fast_cpu() speeds up fp32 models on the CPU; {handle.name!r} is "
+        raise AigcLabError(f"fast_cpu() speeds up fp32 and int8 models on the CPU; {handle.name!r} is "
                            f"{handle.quant or handle.dtype} on {handle.device}")
     t = time.perf_counter()
     new = ModelHandle(model=decode_model(handle.model), tokenizer=handle.tokenizer, name=handle.name,
-                      kind=handle.kind, param_count=handle.params)
+                      kind=handle.kind, quant=handle.quant, param_count=handle.params)
     new.fast_cpu = True
     generate(new, "warm up", max_new_tokens=warmup_tokens, ignore_eos=True, cpu_kernel=True,
              event_bus=_quiet_bus()).wait()

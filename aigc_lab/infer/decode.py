@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import Token
 from .detok import IncrementalDetokenizer
+from .fused_step import fused_decoder
 from .kv_cache import reserved_cache
 from .lean_step import lean_decoder
 from .sampling import pick
@@ -109,8 +110,9 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             out = run_model(input_ids=ids, use_cache=True, **extra)
 
             # one sequence of GPT-2 or a Llama-family model: decode steps skip transformers' generic forward
-            # around the same layers (infer/lean_step.py; same logits)
-            lean = lean_decoder(model, cache) if mask is None else None
+            # around the same layers (infer/lean_step.py; same logits); GPT-2 on the kernel twin runs each
+            # step as one kernel call (infer/fused_step.py)
+            lean = (fused_decoder(model, cache) or lean_decoder(model, cache)) if mask is None else None
 
             def step(inp: Any, past: Any) -> Any:
                 nonlocal mask, pos

@@ -36,20 +36,33 @@ class StepOutput:
         self.logits, self.past_key_values = logits, past_key_values
 
 
+def plain_decode(model: Any, cache: Any) -> bool:
+    """Whether one token's forward of ``model`` is just its layers in order: eval mode, SDPA attention, no
+    hooks, and the engine's reserved cache (already prefilled) as ``cache``. Step decoders need this."""
+    return not (cache is None or not all(is_reserved(layer) for layer in cache.layers) or model.training
+                or getattr(model.config, "_attn_implementation", None) != "sdpa"
+                # hooks (accelerate offloading, user hooks) run only through nn.Module.__call__
+                or any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules()))
+
+
+def plain_gpt2(model: Any) -> bool:
+    """A ``GPT2LMHeadModel`` whose blocks are the standard ones (no cross-attention, no attention variants)."""
+    from transformers import GPT2LMHeadModel
+
+    cfg = model.config
+    return (type(model) is GPT2LMHeadModel and not cfg.add_cross_attention and not cfg.scale_attn_by_inverse_layer_idx
+            and not cfg.reorder_and_upcast_attn)
+
+
 def lean_decoder(model: Any, cache: Any) -> Any | None:
     """``step(input_ids [1, 1]) -> StepOutput`` for a plain GPT-2 or Llama-family causal LM in eval mode with
     SDPA attention whose ``cache`` is the engine's reserved cache, already prefilled; None for anything else."""
-    from transformers import GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+    from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
-    if (cache is None or not all(is_reserved(layer) for layer in cache.layers) or model.training
-            or getattr(model.config, "_attn_implementation", None) != "sdpa"
-            # hooks (accelerate offloading, user hooks) run only through nn.Module.__call__: keep the full forward
-            or any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules())):
+    if not plain_decode(model, cache):
         return None
     cfg = model.config
-    if type(model) is GPT2LMHeadModel:
-        if cfg.add_cross_attention or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn:
-            return None
+    if plain_gpt2(model):
         return _gpt2_decoder(model, cache)
     if type(model) in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM):
         return _llama_decoder(model, cache) if len(model.model.layers) == cfg.num_hidden_layers else None

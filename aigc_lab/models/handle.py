@@ -61,13 +61,15 @@ def shared_copy(model: Any) -> Any:
 
     For copies that never write the weights (LoRA's frozen base: ``merge`` clones what it changes; the
     engine's kernel twin, ``infer/cpu_gemv.py``): no second copy of the weights, and the original's modules
-    and ``requires_grad`` flags stay untouched. Buffers are copied (small). Tied weights stay tied.
+    and ``requires_grad`` flags stay untouched. Buffers are copied (small). Tied weights stay tied. Dynamic
+    int8 layers' packed weights (not parameters: objects holding the int8 matrix) are shared as they are.
     """
     import copy
 
     import torch
+    from torch.ao.nn.quantized.modules.linear import LinearPackedParams
 
-    memo: dict[int, Any] = {}
+    memo: dict[int, Any] = {id(m): m for m in model.modules() if isinstance(m, LinearPackedParams)}
     for p in model.parameters():
         memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
     return copy.deepcopy(model, memo)

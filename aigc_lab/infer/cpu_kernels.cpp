@@ -1,0 +1,503 @@
+
+#include <torch/extension.h>
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <immintrin.h>
+#include <omp.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <thread>
+#include <vector>
+
+// Threads. On the process's main thread the kernels use OpenMP, the same runtime (torch's libgomp) and
+// the same worker pool as torch's own operators, so no two pools spin against each other. On any other
+// thread (a background generation) OpenMP is slow: libgomp keeps one pool per calling thread, and once
+// two threads own pools it stops letting idle workers spin, so each of the ~50 products of a decode
+// step pays a sleep/wake-up (measured: background decoding of the tiny shape at 0.55x). There the
+// kernels use their own helper threads instead, which spin briefly between products (~0.2 ms: hot
+// within a decode step) and then sleep.
+namespace {
+using Clock = std::chrono::steady_clock;
+
+struct Pool {
+  std::mutex call_mu;  // one parallel product at a time, whichever thread calls
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<uint64_t> epoch{0};
+  std::atomic<int> pending{0};
+  void (*fn)(void*, int, int) = nullptr;
+  void* ctx = nullptr;
+  int parts = 1;
+  int helpers = 0;  // started helper threads
+
+  void helper(int index, uint64_t seen) {
+    for (;;) {
+      uint64_t e = epoch.load(std::memory_order_acquire);
+      if (e == seen) {
+        const auto until = Clock::now() + std::chrono::microseconds(200);
+        int spins = 0;
+        while ((e = epoch.load(std::memory_order_acquire)) == seen) {
+          _mm_pause();
+          if (++spins % 64 == 0 && Clock::now() > until) {
+            std::unique_lock<std::mutex> lk(mu);
+            cv.wait(lk, [&] { return epoch.load(std::memory_order_acquire) != seen; });
+          }
+        }
+      }
+      seen = e;
+      fn(ctx, index, parts);
+      pending.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  // Run fn(ctx, i, parts) for i in [0, parts): part 0 here, the others on helpers.
+  void run(void (*f)(void*, int, int), void* c, int n) {
+    std::lock_guard<std::mutex> g(call_mu);
+    while (helpers < n - 1) {
+      const int index = ++helpers;
+      std::thread([this, index, e = epoch.load()] { helper(index, e); }).detach();
+    }
+    fn = f;
+    ctx = c;
+    parts = n;
+    pending.store(n - 1, std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> lk(mu);  // no lost wake-up for a helper about to sleep
+      epoch.fetch_add(1, std::memory_order_acq_rel);
+    }
+    cv.notify_all();
+    f(c, 0, n);
+    while (pending.load(std::memory_order_acquire) > 0) _mm_pause();
+  }
+};
+
+Pool* pool = new Pool();  // never destroyed: helpers may outlive static destructors at exit
+
+void reset_in_child() { pool = new Pool(); }  // a forked child has none of the parent's helpers
+const int registered = pthread_atfork(nullptr, nullptr, reset_in_child);
+
+int parts_for(int64_t floats) {
+  static const int threads = std::max(1, std::min<int>(at::get_num_threads(), 16));
+  return floats < (1 << 16) ? 1 : threads;  // under 256 KB of weights one thread is faster
+}
+
+bool on_main_thread() { return static_cast<pid_t>(syscall(SYS_gettid)) == getpid(); }
+
+template <class F>
+void parallel(int n, F& body) {
+  if (n <= 1) {
+    body(0, 1);
+  } else if (on_main_thread()) {
+    #pragma omp parallel num_threads(n)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    pool->run([](void* c, int i, int k) { (*static_cast<F*>(c))(i, k); }, &body, n);
+  }
+}
+
+
+// ---- matrix-vector products (y = op(x) + b), each split over the threads -------------------------------
+
+// W (N, K) row-major fp32 (nn.Linear): one dot product per row, rows split over the threads.
+void gemv_core(const float* w, const float* xv, const float* bv, float* yv, int64_t N, int64_t K) {
+  auto body = [w, xv, bv, yv, N, K](int i, int parts) {
+    for (int64_t n = N * i / parts, end = N * (i + 1) / parts; n < end; n++) {
+      const float* __restrict r = w + n * K;
+      const float* __restrict v = xv;
+      float acc = 0.f;
+      #pragma omp simd reduction(+:acc)
+      for (int64_t k = 0; k < K; k++) acc += r[k] * v[k];
+      yv[n] = bv ? acc + bv[n] : acc;
+    }
+  };
+  parallel(parts_for(N * K), body);
+}
+
+// out[0, N) += x[k] * W[k, :] for k in [k0, k1), ROWS weight rows per pass: one load and store of the
+// partial sum per ROWS weight loads. Measured on GPT-2-small's layer shapes (benchmarks/gemv.py's machine):
+// for N = 2304 or 3072, 12 rows read 43-48 GB/s where 1 row reads 18-20 (4 rows 28 and 8 rows 35 in an
+// earlier run; 16 no better, 24 spills registers); for N = 768 one row reads 43-46 and 12 rows 39-41: the
+// row of partial sums then fits in L1 and the weights are one sequential stream.
+template <int ROWS>
+void band_rows(const float* w, const float* xv, float* out, int64_t k0, int64_t k1, int64_t N) {
+  int64_t k = k0;
+  for (; k + ROWS <= k1; k += ROWS) {
+    float a[ROWS];
+    for (int q = 0; q < ROWS; q++) a[q] = xv[k + q];
+    const float* r0 = w + k * N;
+    #pragma omp simd
+    for (int64_t j = 0; j < N; j++) {
+      float acc = out[j];
+      #pragma GCC unroll 12
+      for (int q = 0; q < ROWS; q++) acc += a[q] * r0[q * N + j];
+      out[j] = acc;
+    }
+  }
+  for (; k < k1; k++) {
+    const float a = xv[k];
+    const float* r = w + k * N;
+    #pragma omp simd
+    for (int64_t j = 0; j < N; j++) out[j] += a * r[j];
+  }
+}
+
+int gemv_t_parts(int64_t K, int64_t N) { return static_cast<int>(std::min<int64_t>(parts_for(N * K), K)); }
+
+// W (K, N) row-major fp32 (GPT-2's Conv1D), with no transposed copy: each thread streams a contiguous band
+// of rows into its own partial sum (in cache, ``partial`` holds gemv_t_parts(K, N) x N floats), then the
+// partial sums are added.
+void gemv_t_core(const float* w, const float* xv, const float* bv, float* yv, int64_t K, int64_t N,
+                 float* pv) {
+  const int T = gemv_t_parts(K, N);
+  auto body = [w, xv, pv, N, K](int t, int parts) {
+    const int64_t k0 = K * t / parts, k1 = K * (t + 1) / parts;
+    float* out = pv + t * N;
+    for (int64_t j = 0; j < N; j++) out[j] = 0.f;
+    if (N <= 1024) {  // a short output row: one weight row per pass, a single sequential stream (below)
+      band_rows<1>(w, xv, out, k0, k1, N);
+    } else {
+      band_rows<12>(w, xv, out, k0, k1, N);
+    }
+  };
+  parallel(T, body);
+  for (int64_t j = 0; j < N; j++) {
+    float acc = bv ? bv[j] : 0.f;
+    for (int t = 0; t < T; t++) acc += pv[t * N + j];
+    yv[j] = acc;
+  }
+}
+
+// Dynamic int8, as torch's quantized::linear_dynamic computes it on x86 (fbgemm, reduce_range): the input
+// row is quantized to uint8 in [0, 127] with a scale and zero point chosen from its min and max, multiplied
+// with the int8 weights (N, K) in int32, and scaled back: y = sx * sw[n] * (acc - zp * rowsum[n]) + b.
+// With AVX-512 VNNI one instruction does 64 of the byte products (a plain loop elsewhere).
+struct QInput {
+  float scale;
+  int32_t zero_point;
+};
+
+QInput quantize_row(const float* x, int64_t K, uint8_t* q) {
+  float mn = 0.f, mx = 0.f;  // the range always holds 0 (fbgemm's ChooseQuantizationParams)
+  for (int64_t k = 0; k < K; k++) {
+    mn = std::min(mn, x[k]);
+    mx = std::max(mx, x[k]);
+  }
+  const int32_t qmin = 0, qmax = 127;
+  double scale = (static_cast<double>(mx) - mn) / (qmax - qmin);
+  if (static_cast<float>(scale) == 0.f || std::isinf(1.f / static_cast<float>(scale))) scale = 0.1;
+  const double from_min = qmin - mn / scale, from_max = qmax - mx / scale;
+  const double err_min = std::abs(qmin) + std::abs(mn / scale), err_max = std::abs(qmax) + std::abs(mx / scale);
+  const double zp0 = err_min < err_max ? from_min : from_max;
+  const int32_t zp = zp0 < qmin ? qmin : zp0 > qmax ? qmax : static_cast<int32_t>(std::nearbyint(zp0));
+  const float s = static_cast<float>(scale), inv = 1.f / s;
+  for (int64_t k = 0; k < K; k++) {
+    const float v = std::nearbyint(x[k] * inv) + zp;
+    q[k] = static_cast<uint8_t>(std::min<float>(qmax, std::max<float>(qmin, v)));
+  }
+  return {s, zp};
+}
+
+void qgemv_core(const int8_t* w, const float* sw, const int32_t* rowsum, const float* xv, const float* bv,
+                float* yv, int64_t N, int64_t K, uint8_t* qx) {
+  const QInput in = quantize_row(xv, K, qx);
+  auto body = [=](int i, int parts) {
+    const int64_t n0 = N * i / parts, n1 = N * (i + 1) / parts;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    // One row at a time, each a single sequential stream: measured on GPT-2-small's shapes, 2-, 4- and 8-row
+    // interleaving read 19-35 GB/s against 35-47 for this (the machine reads ~50); two accumulators per row.
+    const __mmask64 tail = K % 64 ? (~0ULL >> (64 - K % 64)) : 0;
+    const int64_t pairs = K / 128 * 128, full = K / 64 * 64;
+    for (int64_t n = n0; n < n1; n++) {
+      const int8_t* r = w + n * K;
+      __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+      for (int64_t k = 0; k < pairs; k += 128) {
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(qx + k), _mm512_loadu_si512(r + k));
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(qx + k + 64), _mm512_loadu_si512(r + k + 64));
+      }
+      if (full > pairs) a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(qx + pairs), _mm512_loadu_si512(r + pairs));
+      if (tail) {
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(tail, qx + full), _mm512_maskz_loadu_epi8(tail, r + full));
+      }
+      const int32_t acc = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+      const float v = static_cast<float>(acc - in.zero_point * rowsum[n]) * (in.scale * sw[n]);
+      yv[n] = bv ? v + bv[n] : v;
+    }
+#else
+    for (int64_t n = n0; n < n1; n++) {
+      const int8_t* r = w + n * K;
+      int32_t acc = 0;
+      #pragma omp simd reduction(+:acc)
+      for (int64_t k = 0; k < K; k++) acc += static_cast<int32_t>(qx[k]) * static_cast<int32_t>(r[k]);
+      const float v = static_cast<float>(acc - in.zero_point * rowsum[n]) * (in.scale * sw[n]);
+      yv[n] = bv ? v + bv[n] : v;
+    }
+#endif
+  };
+  parallel(parts_for(N * K / 4), body);  // a quarter of the bytes of the same fp32 product
+}
+
+void check(const torch::Tensor& W, const torch::Tensor& x, int64_t k, const char* what) {
+  TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat, what);
+  TORCH_CHECK(x.numel() == k && x.is_contiguous() && x.scalar_type() == torch::kFloat, "x: contiguous fp32 (K)");
+}
+
+const float* opt_ptr(const std::optional<torch::Tensor>& b, int64_t n) {
+  if (!b.has_value() || !b->defined()) return nullptr;
+  TORCH_CHECK(b->is_contiguous() && b->scalar_type() == torch::kFloat && b->numel() == n, "bias: contiguous fp32 (N)");
+  return b->data_ptr<float>();
+}
+}  // namespace
+
+// y = W x (+ b) for W (N, K) row-major fp32 (nn.Linear).
+torch::Tensor gemv(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
+  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (N, K)");
+  check(W, x, W.size(1), "W: contiguous fp32 (N, K)");
+  const int64_t N = W.size(0), K = W.size(1);
+  auto y = torch::empty({N}, x.options());
+  gemv_core(W.data_ptr<float>(), x.data_ptr<float>(), opt_ptr(b, N), y.data_ptr<float>(), N, K);
+  return y;
+}
+
+// y = x W (+ b) for W (K, N) row-major fp32 (GPT-2's Conv1D).
+torch::Tensor gemv_t(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
+  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (K, N)");
+  check(W, x, W.size(0), "W: contiguous fp32 (K, N)");
+  const int64_t K = W.size(0), N = W.size(1);
+  auto partial = torch::empty({gemv_t_parts(K, N), N}, x.options());
+  auto y = torch::empty({N}, x.options());
+  gemv_t_core(W.data_ptr<float>(), x.data_ptr<float>(), opt_ptr(b, N), y.data_ptr<float>(), K, N,
+              partial.data_ptr<float>());
+  return y;
+}
+
+// One layer's product, whatever its weight layout: built once per layer by the engine's twin, then called
+// per token (from the layer's forward, or from a whole decode step below) with no checks left to do.
+struct Product {
+  enum Kind { LINEAR = 0, CONV1D = 1, INT8 = 2 };
+  torch::Tensor W, bias, scale, rowsum;
+  Kind kind;
+  int64_t N, K;
+
+  // fp32 W (N, K), or (K, N) when transposed (Conv1D); int8 W (N, K) with per-row ``scale`` (N).
+  Product(torch::Tensor W_, std::optional<torch::Tensor> bias_, std::optional<torch::Tensor> scale_, bool transposed)
+      : W(W_) {
+    TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.device().is_cpu(), "W: a contiguous 2-D CPU tensor");
+    if (scale_.has_value() && scale_->defined()) {
+      TORCH_CHECK(W.scalar_type() == torch::kChar && !transposed, "int8 W: (N, K) int8");
+      kind = INT8;
+      N = W.size(0);
+      K = W.size(1);
+      scale = scale_->to(torch::kFloat).contiguous();
+      TORCH_CHECK(scale.numel() == N, "scale: one per output row");
+      rowsum = W.sum(1, false, torch::kInt).contiguous();
+    } else {
+      TORCH_CHECK(W.scalar_type() == torch::kFloat, "W: fp32, or int8 with a scale");
+      kind = transposed ? CONV1D : LINEAR;
+      N = transposed ? W.size(1) : W.size(0);
+      K = transposed ? W.size(0) : W.size(1);
+    }
+    if (bias_.has_value() && bias_->defined()) {
+      bias = bias_->to(torch::kFloat).contiguous();
+      TORCH_CHECK(bias.numel() == N, "bias: one per output");
+    }
+  }
+
+  // Scratch floats run() needs (gemv_t's partial sums; int8's quantized input).
+  int64_t scratch_floats() const {
+    if (kind == CONV1D) return gemv_t_parts(K, N) * N;
+    if (kind == INT8) return (K + 64) / 4 + 1;
+    return 0;
+  }
+
+  void run(const float* x, float* y, float* scratch) const {
+    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    if (kind == LINEAR) {
+      gemv_core(W.data_ptr<float>(), x, b, y, N, K);
+    } else if (kind == CONV1D) {
+      gemv_t_core(W.data_ptr<float>(), x, b, y, K, N, scratch);
+    } else {
+      qgemv_core(W.data_ptr<int8_t>(), scale.data_ptr<float>(), rowsum.data_ptr<int32_t>(), x, b, y, N, K,
+                 reinterpret_cast<uint8_t*>(scratch));
+    }
+  }
+
+  torch::Tensor call(torch::Tensor x) const {
+    TORCH_CHECK(x.numel() == K && x.scalar_type() == torch::kFloat, "x: fp32 with K elements");
+    x = x.contiguous();
+    auto y = torch::empty({N}, x.options());
+    auto scratch = torch::empty({std::max<int64_t>(scratch_floats(), 1)}, x.options());
+    run(x.data_ptr<float>(), y.data_ptr<float>(), scratch.data_ptr<float>());
+    return y;
+  }
+};
+
+namespace {
+void layer_norm(const float* x, const float* w, const float* b, float eps, float* out, int64_t C) {
+  double sum = 0.0, sq = 0.0;
+  for (int64_t c = 0; c < C; c++) sum += x[c];
+  const float mean = static_cast<float>(sum / C);
+  for (int64_t c = 0; c < C; c++) sq += static_cast<double>(x[c] - mean) * (x[c] - mean);
+  const float rstd = 1.f / std::sqrt(static_cast<float>(sq / C) + eps);
+  #pragma omp simd
+  for (int64_t c = 0; c < C; c++) out[c] = (x[c] - mean) * rstd * w[c] + b[c];
+}
+}  // namespace
+
+// A whole GPT-2 decode step (one new token of one unpadded sequence) in one call: per block layer norm,
+// c_attn, the new key and value written into the engine's reserved cache, attention over the cache,
+// c_proj and the residual, layer norm, c_fc, GELU, c_proj and the residual; final norm; the vocabulary
+// projection. The same computation as transformers' GPT2LMHeadModel for that token (to float rounding)
+// without ~200 tensor operations and their dispatch around the ~49 products. The products are the
+// layers' own weights (fp32 Linear / Conv1D, or int8), shared, never copied.
+struct Gpt2Decoder {
+  torch::Tensor wte, wpe;
+  std::vector<torch::Tensor> ln1w, ln1b, ln2w, ln2b, kbuf, vbuf;
+  std::vector<Product> attn, aproj, fc, mproj;
+  Product head;
+  torch::Tensor lnfw, lnfb;
+  float eps, attn_scale;
+  int64_t C, H, D, cap, F;
+  std::string act;
+  torch::Tensor x, h, qkv, a, t, f, g, scores, scratch;
+
+  Gpt2Decoder(torch::Tensor wte_, torch::Tensor wpe_, std::vector<torch::Tensor> ln1w_, std::vector<torch::Tensor> ln1b_,
+              std::vector<Product> attn_, std::vector<Product> aproj_, std::vector<torch::Tensor> ln2w_,
+              std::vector<torch::Tensor> ln2b_, std::vector<Product> fc_, std::vector<Product> mproj_,
+              torch::Tensor lnfw_, torch::Tensor lnfb_, Product head_, std::vector<torch::Tensor> kbuf_,
+              std::vector<torch::Tensor> vbuf_, int64_t n_head, double eps_, double attn_scale_, std::string act_)
+      : wte(wte_), wpe(wpe_), ln1w(ln1w_), ln1b(ln1b_), ln2w(ln2w_), ln2b(ln2b_), kbuf(kbuf_), vbuf(vbuf_),
+        attn(attn_), aproj(aproj_), fc(fc_), mproj(mproj_), head(head_), lnfw(lnfw_), lnfb(lnfb_),
+        eps(static_cast<float>(eps_)), attn_scale(static_cast<float>(attn_scale_)), act(act_) {
+    const size_t L = attn.size();
+    TORCH_CHECK(L > 0 && aproj.size() == L && fc.size() == L && mproj.size() == L && ln1w.size() == L &&
+                ln1b.size() == L && ln2w.size() == L && ln2b.size() == L && kbuf.size() == L && vbuf.size() == L,
+                "one of each per block");
+    TORCH_CHECK(act == "tanh" || act == "none", "GELU approximation: tanh or none");
+    C = wte.size(1);
+    H = n_head;
+    D = C / H;
+    F = fc[0].N;
+    cap = kbuf[0].size(2);
+    auto opt = wte.options();
+    for (size_t l = 0; l < L; l++) {
+      TORCH_CHECK(attn[l].K == C && attn[l].N == 3 * C && aproj[l].K == C && aproj[l].N == C && fc[l].K == C &&
+                  fc[l].N == F && mproj[l].K == F && mproj[l].N == C, "block ", l, ": product shapes");
+      for (auto* buf : {&kbuf[l], &vbuf[l]}) {
+        TORCH_CHECK(buf->is_contiguous() && buf->scalar_type() == torch::kFloat && buf->dim() == 4 &&
+                    buf->size(0) == 1 && buf->size(1) == H && buf->size(2) == cap && buf->size(3) == D,
+                    "cache buffers: contiguous fp32 (1, heads, capacity, head_dim)");
+      }
+    }
+    TORCH_CHECK(head.K == C, "lm_head: K = hidden size");
+    x = torch::empty({C}, opt);
+    h = torch::empty({C}, opt);
+    qkv = torch::empty({3 * C}, opt);
+    a = torch::empty({C}, opt);
+    t = torch::empty({C}, opt);
+    f = torch::empty({F}, opt);
+    g = torch::empty({F}, opt);
+    scores = torch::empty({H, cap}, opt);
+    int64_t need = head.scratch_floats();
+    for (size_t l = 0; l < L; l++) {
+      for (const Product* p : {&attn[l], &aproj[l], &fc[l], &mproj[l]}) need = std::max(need, p->scratch_floats());
+    }
+    scratch = torch::empty({std::max<int64_t>(need, 1)}, opt);
+  }
+
+  // Attention of the new query over positions [0, n) of the cache, heads split over the threads.
+  void attend(const float* q, const float* kb, const float* vb, float* out, int64_t n) {
+    float* sc = scores.data_ptr<float>();
+    const int64_t H_ = H, D_ = D, cap_ = cap;
+    const float s = attn_scale;
+    auto body = [=](int i, int parts) {
+      for (int64_t hd = H_ * i / parts, end = H_ * (i + 1) / parts; hd < end; hd++) {
+        const float* qh = q + hd * D_;
+        const float* kh = kb + hd * cap_ * D_;
+        const float* vh = vb + hd * cap_ * D_;
+        float* p = sc + hd * cap_;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+          const float* kj = kh + j * D_;
+          float dot = 0.f;
+          #pragma omp simd reduction(+:dot)
+          for (int64_t d = 0; d < D_; d++) dot += qh[d] * kj[d];
+          p[j] = dot * s;
+          m = std::max(m, p[j]);
+        }
+        float sum = 0.f;
+        for (int64_t j = 0; j < n; j++) {
+          p[j] = std::exp(p[j] - m);
+          sum += p[j];
+        }
+        float* o = out + hd * D_;
+        for (int64_t d = 0; d < D_; d++) o[d] = 0.f;
+        for (int64_t j = 0; j < n; j++) {
+          const float pj = p[j] / sum;
+          const float* vj = vh + j * D_;
+          #pragma omp simd
+          for (int64_t d = 0; d < D_; d++) o[d] += pj * vj[d];
+        }
+      }
+    };
+    parallel(n * H * D >= (1 << 14) ? parts_for(1 << 16) : 1, body);
+  }
+
+  // Logits (1, 1, vocab) for ``token`` at position ``pos`` (the number of tokens already in the cache).
+  torch::Tensor step(int64_t token, int64_t pos) {
+    TORCH_CHECK(token >= 0 && token < wte.size(0), "token id out of range");
+    TORCH_CHECK(pos >= 0 && pos < cap && pos < wpe.size(0), "position beyond the cache or the position table");
+    float *xv = x.data_ptr<float>(), *hv = h.data_ptr<float>(), *qv = qkv.data_ptr<float>();
+    float *av = a.data_ptr<float>(), *tv = t.data_ptr<float>(), *fv = f.data_ptr<float>(), *gv = g.data_ptr<float>();
+    float* sc = scratch.data_ptr<float>();
+    const float* te = wte.data_ptr<float>() + token * C;
+    const float* pe = wpe.data_ptr<float>() + pos * C;
+    for (int64_t c = 0; c < C; c++) xv[c] = te[c] + pe[c];
+    for (size_t l = 0; l < attn.size(); l++) {
+      layer_norm(xv, ln1w[l].data_ptr<float>(), ln1b[l].data_ptr<float>(), eps, hv, C);
+      attn[l].run(hv, qv, sc);
+      float* kb = kbuf[l].data_ptr<float>();
+      float* vb = vbuf[l].data_ptr<float>();
+      for (int64_t hd = 0; hd < H; hd++) {
+        std::copy(qv + C + hd * D, qv + C + (hd + 1) * D, kb + (hd * cap + pos) * D);
+        std::copy(qv + 2 * C + hd * D, qv + 2 * C + (hd + 1) * D, vb + (hd * cap + pos) * D);
+      }
+      attend(qv, kb, vb, av, pos + 1);
+      aproj[l].run(av, tv, sc);
+      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+      layer_norm(xv, ln2w[l].data_ptr<float>(), ln2b[l].data_ptr<float>(), eps, hv, C);
+      fc[l].run(hv, fv, sc);
+      at::gelu_out(g, f, act);  // torch's own vectorized GELU: the twin's formula exactly
+      mproj[l].run(gv, tv, sc);
+      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+    }
+    layer_norm(xv, lnfw.data_ptr<float>(), lnfb.data_ptr<float>(), eps, hv, C);
+    auto logits = torch::empty({1, 1, head.N}, x.options());
+    head.run(hv, logits.data_ptr<float>(), sc);
+    return logits;
+  }
+};
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gemv", &gemv, "y = W x (+ b), W (N, K) fp32", py::arg("W"), py::arg("x"), py::arg("b") = py::none());
+  m.def("gemv_t", &gemv_t, "y = x W (+ b), W (K, N) fp32", py::arg("W"), py::arg("x"), py::arg("b") = py::none());
+  py::class_<Product>(m, "Product")
+      .def(py::init<torch::Tensor, std::optional<torch::Tensor>, std::optional<torch::Tensor>, bool>(),
+           py::arg("W"), py::arg("bias") = py::none(), py::arg("scale") = py::none(), py::arg("transposed") = false)
+      .def("__call__", &Product::call)
+      .def_readonly("n_in", &Product::K)
+      .def_readonly("n_out", &Product::N);
+  py::class_<Gpt2Decoder>(m, "Gpt2Decoder")
+      .def(py::init<torch::Tensor, torch::Tensor, std::vector<torch::Tensor>, std::vector<torch::Tensor>,
+                    std::vector<Product>, std::vector<Product>, std::vector<torch::Tensor>, std::vector<torch::Tensor>,
+                    std::vector<Product>, std::vector<Product>, torch::Tensor, torch::Tensor, Product,
+                    std::vector<torch::Tensor>, std::vector<torch::Tensor>, int64_t, double, double, std::string>())
+      .def("step", &Gpt2Decoder::step, py::call_guard<py::gil_scoped_release>());
+}
