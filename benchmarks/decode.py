@@ -3,7 +3,8 @@
 Prints one JSON object. Every ratio is measured side by side in one run: the variants are interleaved
 round by round (at least 5 rounds), so drift in machine load hits all of them alike; medians are
 reported with min-max spreads. Shapes: GPT-2 4x256 with an 8k vocabulary ("tiny") and GPT-2-small
-(124M, 50257 vocabulary, "small"); 64-token prompt, 128 new tokens, greedy, batch 1.
+(124M, 50257 vocabulary, "small"); 64-token prompt, 128 new tokens, greedy, batch 1. ``--llama`` adds a
+Llama-style shape of about the same size ("llama": 12 x 768, grouped-query attention, 32k vocabulary).
 
 Ratios (goals from issue 4):
   engine_vs_hf_generate_tiny  >= 1.15   engine tok/s over HF generate tok/s (decode), tiny
@@ -29,7 +30,7 @@ The roofline's bandwidth is probed just before and just after each fp32 decode i
 (the machine's read bandwidth flips between ~30 and ~55 GB/s within minutes); the share is the median
 of per-round shares, each printed with its bandwidth.
 
-Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small] [--no-kernel]
+Usage: python benchmarks/decode.py [--rounds 5] [--new-tokens 128] [--only tiny|small|llama] [--llama] [--no-kernel]
 """
 
 from __future__ import annotations
@@ -61,8 +62,15 @@ def padded_tokenizer(vocab_size: int):
 
 
 def build(shape: str) -> ModelHandle:
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    if shape == "llama":  # Llama-style, GPT-2-small-sized: 12 x 768, 12 heads over 4 key/value heads, 32k vocab
+        tok = padded_tokenizer(32000)
+        config = LlamaConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                             num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=1024,
+                             bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+        torch.manual_seed(0)
+        return ModelHandle(model=LlamaForCausalLM(config).eval(), tokenizer=tok, name="llama-random", kind="causal")
     layers, hidden, heads, vocab = {"tiny": (4, 256, 4, 8192), "small": (12, 768, 12, 50257)}[shape]
     tok = padded_tokenizer(vocab)
     config = GPT2Config(n_layer=layers, n_embd=hidden, n_head=heads, vocab_size=len(tok), n_positions=1024,
@@ -172,8 +180,9 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
         compile_s = compiled.compile_s
         variants["engine_compiled"] = lambda: engine(compiled, prompt, n, bus=plain_bus)
     if shape == "small":
-        int8 = quantize(handle, "int8")
         variants["engine_background"] = lambda: engine(handle, prompt, n, bus=plain_bus, background=True)
+    if shape in ("small", "llama"):
+        int8 = quantize(handle, "int8")
         variants["engine_int8"] = lambda: engine(int8, prompt, n, bus=plain_bus)
     for fn in variants.values():  # warm-up: allocator, kernels, first-call costs
         fn()
@@ -198,6 +207,8 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
         return statistics.median(x[key] / y[key] for x, y in zip(results[a], results[b], strict=True))
 
     ratios = {f"engine_vs_hf_generate_{shape}": paired("engine", "hf_generate")}
+    if shape == "llama":
+        ratios["int8_vs_fp32_decode_llama"] = paired("engine_int8", "engine")
     if compile_s is not None:
         ratios["compiled_vs_eager_tiny"] = paired("engine_compiled", "engine")
         out["compile_s"] = round(compile_s, 1)
@@ -207,7 +218,7 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
     out["ratios_of_medians"] = {k: round(med[a] / med[b], 3) for k, a, b in (
         (f"engine_vs_hf_generate_{shape}", "engine", "hf_generate"),
         ("background_vs_main_small", "engine_background", "engine"),
-        ("int8_vs_fp32_decode_small", "engine_int8", "engine")) if a in med and b in med}
+        (f"int8_vs_fp32_decode_{shape}", "engine_int8", "engine")) if a in med and b in med}
     if shape == "small":
         bandwidths = [r["bw"] for r in results["engine"]]
         bw = statistics.median(bandwidths)
@@ -248,7 +259,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--only", choices=["tiny", "small"])
+    ap.add_argument("--only", choices=["tiny", "small", "llama"])
+    ap.add_argument("--llama", action="store_true", help="add the Llama-style shape (no goal in issue 4; for figures)")
     ap.add_argument("--no-compile", action="store_true", help="skip the opt-in torch.compile variant (~40 s)")
     ap.add_argument("--no-kernel", action="store_true",
                     help="measure the engine on torch's path only (as where no C++ compiler can build the kernel)")
@@ -268,8 +280,8 @@ def main() -> None:
 
         os.environ["AIGC_LAB_CPU_KERNEL"] = "0"
     report["engine_default_path"] = "cpu_kernel" if kernel else "torch"
-    for shape in ("tiny", "small"):
-        if args.only and shape != args.only:
+    for shape in ("tiny", "small", "llama"):
+        if (args.only and shape != args.only) or (shape == "llama" and not (args.llama or args.only == "llama")):
             continue
         details, ratios = run_shape(shape, args.rounds, args.new_tokens, not args.no_compile, kernel)
         report["shapes"][shape] = details

@@ -74,6 +74,59 @@ def test_fp32_logits_and_cache_match_the_full_forward(kernel, overrides):
         torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-5)
 
 
+def _llama_family(kind, **overrides):
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
+
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+               "qwen2": (Qwen2Config, Qwen2ForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}
+    config_class, model_class = classes[kind]
+    cfg = dict(vocab_size=300, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256)
+    cfg.update(overrides)
+    torch.manual_seed(0)
+    return model_class(config_class(**cfg)).eval()
+
+
+@pytest.mark.parametrize("kind, overrides", [
+    ("llama", {}),
+    ("llama", {"tie_word_embeddings": True, "attention_bias": True, "num_key_value_heads": 4,
+               "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+    ("mistral", {"sliding_window": None}),
+    ("qwen2", {}),  # biases on q/k/v
+    ("qwen3", {"head_dim": 24}),  # per-head q/k norms; head_dim is not hidden / heads
+])
+def test_llama_family_logits_and_cache_match_the_full_forward(kernel, kind, overrides):
+    model = _llama_family(kind, **overrides)
+    full, full_cache = _decode(model, None)
+    fused, fused_cache = _decode(cpu_gemv.decode_model(model), fused_decoder)
+    torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fused.argmax(-1), full.argmax(-1))
+    for a, b in zip(fused_cache.layers, full_cache.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-5)
+
+
+def test_llama_family_gates(kernel):
+    """Rotary types whose frequencies change with the length, other activations: the lean step runs them."""
+    dynamic = cpu_gemv.decode_model(_llama_family("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+    assert fused_decoder(dynamic, _prefilled(dynamic)) is None
+    gelu = cpu_gemv.decode_model(_llama_family("llama", hidden_act="gelu"))
+    assert fused_decoder(gelu, _prefilled(gelu)) is None
+    plain = cpu_gemv.decode_model(_llama_family("llama"))
+    assert fused_decoder(plain, _prefilled(plain)) is not None
+
+
 def test_int8_logits_match_torch_dynamic_quantization(kernel, gpt_tiny):
     """The int8 twin's products compute what torch's quantized::linear_dynamic computes (same input
     quantization, integer products, scaling): the same logits to float rounding."""
@@ -128,13 +181,21 @@ def test_gates(kernel):
     assert fused_decoder(twin, _prefilled(twin)) is None
 
 
-def test_a_full_cache_goes_on_with_the_lean_step(kernel):
-    """The reserved cache holds max(capacity, 2 x prompt) = 18 positions here; steps past it reallocate."""
-    model = _gpt2()
-    full, _ = _decode(model, None, steps=14)
-    fused, cache = _decode(cpu_gemv.decode_model(model), fused_decoder, steps=14, capacity=10)
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_full_cache_grows_and_the_decoder_follows(kernel, monkeypatch, family):
+    """The reserved cache holds max(capacity, 2 x prompt) = 18 positions here. The token that finds it full
+    goes through the lean step (the cache doubles); a decoder over the new buffers takes the rest."""
+    import aigc_lab.infer.fused_step as fused_step
+
+    model = _gpt2() if family == "gpt2" else _llama_family("llama")
+    builder = "_gpt2" if family == "gpt2" else "_llama"
+    real, builds = getattr(fused_step, builder), []
+    monkeypatch.setattr(fused_step, builder, lambda *a: builds.append(1) or real(*a))
+    full, _ = _decode(model, None, steps=30)
+    fused, cache = _decode(cpu_gemv.decode_model(model), fused_decoder, steps=30, capacity=10)
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
-    assert cache.layers[0].get_seq_length() == 23 and cache.layers[0]._k.shape[-2] > 18
+    assert cache.layers[0].get_seq_length() == 39 and cache.layers[0]._k.shape[-2] == 78
+    assert len(builds) == 3  # 18, then 2 x 19 = 38, then 2 x 39 = 78 positions
 
 
 def test_same_logits_on_a_background_thread(kernel):
@@ -149,10 +210,12 @@ def test_same_logits_on_a_background_thread(kernel):
 
 
 @pytest.mark.parametrize("scheme", [None, "int8"])
-def test_the_engine_runs_gpt2_on_it_and_records_the_kernel(kernel, monkeypatch, gpt_tiny, scheme):
+@pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
+def test_the_engine_runs_on_it_and_records_the_kernel(request, kernel, monkeypatch, fixture, scheme):
     from aigc_lab.bus import EventBus, Recorder
 
-    handle = quantize(gpt_tiny, scheme) if scheme else gpt_tiny
+    base = request.getfixturevalue(fixture)
+    handle = quantize(base, scheme) if scheme else base
     made = []
 
     def spy(model, cache):

@@ -55,10 +55,11 @@ def test_events_cover_the_run_and_metrics_are_consistent(gpt_tiny):
     assert m.itl_p50_ms <= m.itl_p95_ms and m.tok_s > 0 and m.peak_mem_mb > 0
 
 
-def test_background_run_cancels_within_100ms_and_ends_cancelled(gpt_tiny):
+def test_background_run_cancels_within_100ms_and_ends_cancelled(llama_tiny):
+    """A long run (rotary positions: no length limit; GPT-2's would end at its 1,024 positions)."""
     bus, rec = EventBus(), Recorder()
     bus.subscribe(rec)
-    stream = al.generate(gpt_tiny, "x", max_new_tokens=100_000, background=True, event_bus=bus)
+    stream = al.generate(llama_tiny, "x", max_new_tokens=100_000, background=True, event_bus=bus)
     while len(stream.tokens) < 5:
         time.sleep(0.005)
     t = time.perf_counter()
@@ -121,8 +122,8 @@ def test_keyboard_interrupt_ends_the_run_as_cancelled(gpt_tiny):
     assert stream.run not in al.runs.live()
 
 
-def test_cancel_from_another_thread_in_calling_thread_mode(gpt_tiny):
-    stream = al.generate(gpt_tiny, "x", max_new_tokens=100_000)
+def test_cancel_from_another_thread_in_calling_thread_mode(llama_tiny):
+    stream = al.generate(llama_tiny, "x", max_new_tokens=100_000)
     threading.Timer(0.2, stream.cancel).start()
     stream.wait()
     assert stream.status == "cancelled" and 0 < len(stream.tokens) < 100_000
@@ -232,3 +233,22 @@ def test_a_stop_string_spanning_tokens_ends_the_run_at_the_token_that_completes_
     assert stopped.status == "ok" and full.text.startswith(stopped.text)
     assert stop in stopped.text and stopped.text.index(stop) == first
     assert stop not in stopped.text[:-len(stopped.tokens[-1].text)]  # the last token completed it
+
+
+def test_gpt2_stops_at_the_end_of_its_position_table_and_refuses_a_prompt_that_fills_it(gpt_tiny):
+    """GPT-2's learned positions end at n_positions: the run ends there ("ok") instead of failing mid-stream
+    with an index error, on every path (kernel, torch's, a batch); a prompt that fills the table is refused."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tok = gpt_tiny.tokenizer
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=40, vocab_size=len(tok))).eval()
+    handle = al.models.ModelHandle(model, tok, "gpt2-40-positions", "causal")
+    prompt_tokens = len(tok("Once upon a time")["input_ids"])
+    for kw in ({}, {"cpu_kernel": False}):
+        stream = al.generate(handle, "Once upon a time", max_new_tokens=1000, ignore_eos=True, **kw).wait()
+        assert stream.status == "ok" and len(stream.tokens) == 40 - prompt_tokens
+    rows = al.generate(handle, ["Once upon a time", "A"], max_new_tokens=1000, ignore_eos=True)
+    assert all(r.wait().status == "ok" and len(r.tokens) <= 40 - prompt_tokens for r in rows)
+    with pytest.raises(al.errors.GenerationConfigError, match="reads at most 40.*shorten the prompt"):
+        al.generate(handle, "word " * 60, max_new_tokens=5).wait()

@@ -112,7 +112,7 @@ def test_only_where_the_equivalence_holds(llama_tiny):
 @pytest.mark.parametrize("cpu_kernel", [False, None])
 @pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
 def test_the_engine_decodes_single_prompts_with_it(request, monkeypatch, cpu_kernel, fixture):
-    """GPT-2 on the kernel runs the whole-step decoder (infer/fused_step.py); the other cases the lean step."""
+    """On the kernel both families run the whole-step decoder (infer/fused_step.py); on torch's path the lean step."""
     handle = request.getfixturevalue(fixture)
     made = []
 
@@ -128,7 +128,7 @@ def test_the_engine_decodes_single_prompts_with_it(request, monkeypatch, cpu_ker
     monkeypatch.setattr(decode_mod, "fused_decoder", spy("fused", decode_mod.fused_decoder))
     kw = dict(max_new_tokens=30, ignore_eos=True, cpu_kernel=cpu_kernel)
     lean_ids = al.generate(handle, "Once upon a time", **kw).wait().ids
-    assert made == (["fused"] if fixture == "gpt_tiny" and cpu_kernel is None else ["lean"])
+    assert made == (["fused"] if cpu_kernel is None else ["lean"])
     monkeypatch.setattr(decode_mod, "lean_decoder", lambda model, cache: None)
     monkeypatch.setattr(decode_mod, "fused_decoder", lambda model, cache: None)
     assert al.generate(handle, "Once upon a time", **kw).wait().ids == lean_ids

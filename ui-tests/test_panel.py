@@ -261,7 +261,9 @@ def test_cancel_from_panel(lab, starter):
     starter.wait_panel_follows()
     res = starter.execute(
         "import json\n"
-        "s_bg = al.generate(m, 'x', max_new_tokens=100000, background=True)\n"
+        # a long run: rotary positions have no end (GPT-2's 1,024 positions end in ~0.4 s at 2,400 tok/s)
+        "m_long = al.models.load('starter:llama-tiny')\n"
+        "s_bg = al.generate(m_long, 'x', max_new_tokens=100000, ignore_eos=True, background=True)\n"
         "print(json.dumps({'run': s_bg.run}))",
     )
     run = res.json_lines()[-1]["run"]

@@ -20,7 +20,7 @@ implicitly (that would stall a notebook for half a minute); once it is built:
   which quantizes the input exactly as torch's ``quantized::linear_dynamic`` does and keeps a row-major
   int8 copy of the weights, a quarter of their fp32 size) and everything else (prefill, batches,
   training, other dtypes) exactly as before; GPT-2's six-op tanh GELU runs as torch's one fused op,
-  the same formula. A GPT-2 twin decodes each token as one kernel call (``fused_step.py``). The
+  the same formula. GPT-2 and Llama-family twins decode each token as one kernel call (``fused_step.py``). The
   user's model is never modified.
 * ``fast_cpu(handle)`` returns a handle over that twin, for code that wants it explicitly.
 

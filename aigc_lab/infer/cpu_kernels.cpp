@@ -349,6 +349,80 @@ void layer_norm(const float* x, const float* w, const float* b, float eps, float
   #pragma omp simd
   for (int64_t c = 0; c < C; c++) out[c] = (x[c] - mean) * rstd * w[c] + b[c];
 }
+
+// Llama's RMSNorm: x / sqrt(mean(x^2) + eps) * w.
+void rms_norm(const float* x, const float* w, float eps, float* out, int64_t C) {
+  double sq = 0.0;
+  for (int64_t c = 0; c < C; c++) sq += static_cast<double>(x[c]) * x[c];
+  const float r = 1.f / std::sqrt(static_cast<float>(sq / C) + eps);
+  #pragma omp simd
+  for (int64_t c = 0; c < C; c++) out[c] = w[c] * (x[c] * r);
+}
+
+// Attention of one new query (H heads of D) over positions [0, n) of a cache (1, KVH, cap, D); query head h
+// reads key/value head h / (H / KVH) (grouped-query attention when KVH < H). Heads split over the threads.
+void attend(const float* q, const float* kb, const float* vb, float* out, int64_t n, int64_t H, int64_t KVH,
+            int64_t D, int64_t cap, float scale, float* scores) {
+  const int64_t group = H / KVH;
+  auto body = [=](int i, int parts) {
+    for (int64_t hd = H * i / parts, end = H * (i + 1) / parts; hd < end; hd++) {
+      const float* qh = q + hd * D;
+      const float* kh = kb + (hd / group) * cap * D;
+      const float* vh = vb + (hd / group) * cap * D;
+      float* p = scores + hd * cap;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < n; j++) {
+        const float* kj = kh + j * D;
+        float dot = 0.f;
+        #pragma omp simd reduction(+:dot)
+        for (int64_t d = 0; d < D; d++) dot += qh[d] * kj[d];
+        p[j] = dot * scale;
+        m = std::max(m, p[j]);
+      }
+      float sum = 0.f;
+      for (int64_t j = 0; j < n; j++) {
+        p[j] = std::exp(p[j] - m);
+        sum += p[j];
+      }
+      float* o = out + hd * D;
+      for (int64_t d = 0; d < D; d++) o[d] = 0.f;
+      for (int64_t j = 0; j < n; j++) {
+        const float pj = p[j] / sum;
+        const float* vj = vh + j * D;
+        #pragma omp simd
+        for (int64_t d = 0; d < D; d++) o[d] += pj * vj[d];
+      }
+    }
+  };
+  parallel(n * H * D >= (1 << 14) ? parts_for(1 << 16) : 1, body);
+}
+
+// Rotary position embedding (rotate-half convention) of each of ``heads`` vectors of D, in place.
+void rotate(float* v, int64_t heads, int64_t D, const float* cos, const float* sin) {
+  const int64_t half = D / 2;
+  for (int64_t hd = 0; hd < heads; hd++) {
+    float* x = v + hd * D;
+    for (int64_t i = 0; i < half; i++) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * cos[i] - b * sin[i];
+      x[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+  }
+}
+
+void check_cache(const std::vector<torch::Tensor>& bufs, int64_t heads, int64_t cap, int64_t D) {
+  for (const auto& buf : bufs) {
+    TORCH_CHECK(buf.is_contiguous() && buf.scalar_type() == torch::kFloat && buf.dim() == 4 && buf.size(0) == 1 &&
+                buf.size(1) == heads && buf.size(2) == cap && buf.size(3) == D,
+                "cache buffers: contiguous fp32 (1, kv heads, capacity, head_dim)");
+  }
+}
+
+int64_t scratch_for(const std::vector<const Product*>& products) {
+  int64_t need = 1;
+  for (const Product* p : products) need = std::max(need, p->scratch_floats());
+  return need;
+}
 }  // namespace
 
 // A whole GPT-2 decode step (one new token of one unpadded sequence) in one call: per block layer norm,
@@ -390,13 +464,10 @@ struct Gpt2Decoder {
     for (size_t l = 0; l < L; l++) {
       TORCH_CHECK(attn[l].K == C && attn[l].N == 3 * C && aproj[l].K == C && aproj[l].N == C && fc[l].K == C &&
                   fc[l].N == F && mproj[l].K == F && mproj[l].N == C, "block ", l, ": product shapes");
-      for (auto* buf : {&kbuf[l], &vbuf[l]}) {
-        TORCH_CHECK(buf->is_contiguous() && buf->scalar_type() == torch::kFloat && buf->dim() == 4 &&
-                    buf->size(0) == 1 && buf->size(1) == H && buf->size(2) == cap && buf->size(3) == D,
-                    "cache buffers: contiguous fp32 (1, heads, capacity, head_dim)");
-      }
     }
     TORCH_CHECK(head.K == C, "lm_head: K = hidden size");
+    check_cache(kbuf, H, cap, D);
+    check_cache(vbuf, H, cap, D);
     x = torch::empty({C}, opt);
     h = torch::empty({C}, opt);
     qkv = torch::empty({3 * C}, opt);
@@ -405,49 +476,9 @@ struct Gpt2Decoder {
     f = torch::empty({F}, opt);
     g = torch::empty({F}, opt);
     scores = torch::empty({H, cap}, opt);
-    int64_t need = head.scratch_floats();
-    for (size_t l = 0; l < L; l++) {
-      for (const Product* p : {&attn[l], &aproj[l], &fc[l], &mproj[l]}) need = std::max(need, p->scratch_floats());
-    }
-    scratch = torch::empty({std::max<int64_t>(need, 1)}, opt);
-  }
-
-  // Attention of the new query over positions [0, n) of the cache, heads split over the threads.
-  void attend(const float* q, const float* kb, const float* vb, float* out, int64_t n) {
-    float* sc = scores.data_ptr<float>();
-    const int64_t H_ = H, D_ = D, cap_ = cap;
-    const float s = attn_scale;
-    auto body = [=](int i, int parts) {
-      for (int64_t hd = H_ * i / parts, end = H_ * (i + 1) / parts; hd < end; hd++) {
-        const float* qh = q + hd * D_;
-        const float* kh = kb + hd * cap_ * D_;
-        const float* vh = vb + hd * cap_ * D_;
-        float* p = sc + hd * cap_;
-        float m = -INFINITY;
-        for (int64_t j = 0; j < n; j++) {
-          const float* kj = kh + j * D_;
-          float dot = 0.f;
-          #pragma omp simd reduction(+:dot)
-          for (int64_t d = 0; d < D_; d++) dot += qh[d] * kj[d];
-          p[j] = dot * s;
-          m = std::max(m, p[j]);
-        }
-        float sum = 0.f;
-        for (int64_t j = 0; j < n; j++) {
-          p[j] = std::exp(p[j] - m);
-          sum += p[j];
-        }
-        float* o = out + hd * D_;
-        for (int64_t d = 0; d < D_; d++) o[d] = 0.f;
-        for (int64_t j = 0; j < n; j++) {
-          const float pj = p[j] / sum;
-          const float* vj = vh + j * D_;
-          #pragma omp simd
-          for (int64_t d = 0; d < D_; d++) o[d] += pj * vj[d];
-        }
-      }
-    };
-    parallel(n * H * D >= (1 << 14) ? parts_for(1 << 16) : 1, body);
+    std::vector<const Product*> all = {&head};
+    for (size_t l = 0; l < L; l++) all.insert(all.end(), {&attn[l], &aproj[l], &fc[l], &mproj[l]});
+    scratch = torch::empty({scratch_for(all)}, opt);
   }
 
   // Logits (1, 1, vocab) for ``token`` at position ``pos`` (the number of tokens already in the cache).
@@ -469,7 +500,7 @@ struct Gpt2Decoder {
         std::copy(qv + C + hd * D, qv + C + (hd + 1) * D, kb + (hd * cap + pos) * D);
         std::copy(qv + 2 * C + hd * D, qv + 2 * C + (hd + 1) * D, vb + (hd * cap + pos) * D);
       }
-      attend(qv, kb, vb, av, pos + 1);
+      attend(qv, kb, vb, av, pos + 1, H, H, D, cap, attn_scale, scores.data_ptr<float>());
       aproj[l].run(av, tv, sc);
       for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
       layer_norm(xv, ln2w[l].data_ptr<float>(), ln2b[l].data_ptr<float>(), eps, hv, C);
@@ -479,6 +510,111 @@ struct Gpt2Decoder {
       for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
     }
     layer_norm(xv, lnfw.data_ptr<float>(), lnfb.data_ptr<float>(), eps, hv, C);
+    auto logits = torch::empty({1, 1, head.N}, x.options());
+    head.run(hv, logits.data_ptr<float>(), sc);
+    return logits;
+  }
+};
+
+// A whole Llama / Mistral / Qwen2 / Qwen3 decode step (one new token of one unpadded sequence): per layer
+// RMSNorm, q/k/v projections (Qwen3: RMSNorm of each query and key head), rotary embedding, the new key and
+// value written into the reserved cache, grouped-query attention, o_proj and the residual, RMSNorm,
+// down(silu(gate) * up) and the residual; final norm; lm_head. Rotary tables are the model's own
+// (cos/sin for every position the cache holds, computed once by its rotary module).
+struct LlamaDecoder {
+  torch::Tensor embed, final_norm, cos, sin;
+  std::vector<torch::Tensor> in_norm, post_norm, q_norm, k_norm, kbuf, vbuf;
+  std::vector<Product> qp, kp, vp, op, gate, up, down;
+  Product head;
+  float eps, attn_scale;
+  int64_t C, H, KVH, D, cap, F;
+  torch::Tensor x, h, q, k, v, a, t, g, u, scores, scratch;
+
+  LlamaDecoder(torch::Tensor embed_, std::vector<torch::Tensor> in_norm_, std::vector<Product> qp_,
+               std::vector<Product> kp_, std::vector<Product> vp_, std::vector<torch::Tensor> q_norm_,
+               std::vector<torch::Tensor> k_norm_, std::vector<Product> op_, std::vector<torch::Tensor> post_norm_,
+               std::vector<Product> gate_, std::vector<Product> up_, std::vector<Product> down_,
+               torch::Tensor final_norm_, Product head_, std::vector<torch::Tensor> kbuf_,
+               std::vector<torch::Tensor> vbuf_, torch::Tensor cos_, torch::Tensor sin_, int64_t n_head,
+               int64_t n_kv_head, int64_t head_dim, double eps_, double attn_scale_)
+      : embed(embed_), final_norm(final_norm_), cos(cos_.contiguous()), sin(sin_.contiguous()), in_norm(in_norm_),
+        post_norm(post_norm_), q_norm(q_norm_), k_norm(k_norm_), kbuf(kbuf_), vbuf(vbuf_), qp(qp_), kp(kp_),
+        vp(vp_), op(op_), gate(gate_), up(up_), down(down_), head(head_), eps(static_cast<float>(eps_)),
+        attn_scale(static_cast<float>(attn_scale_)), H(n_head), KVH(n_kv_head), D(head_dim) {
+    const size_t L = qp.size();
+    TORCH_CHECK(L > 0 && kp.size() == L && vp.size() == L && op.size() == L && gate.size() == L && up.size() == L &&
+                down.size() == L && in_norm.size() == L && post_norm.size() == L && kbuf.size() == L &&
+                vbuf.size() == L && (q_norm.empty() || (q_norm.size() == L && k_norm.size() == L)),
+                "one of each per layer");
+    TORCH_CHECK(KVH > 0 && H % KVH == 0 && D % 2 == 0, "heads: a multiple of the key/value heads; even head_dim");
+    C = embed.size(1);
+    F = gate[0].N;
+    cap = kbuf[0].size(2);
+    TORCH_CHECK(cos.dim() == 2 && cos.size(0) >= cap && cos.size(1) == D && sin.sizes() == cos.sizes() &&
+                cos.scalar_type() == torch::kFloat && sin.scalar_type() == torch::kFloat,
+                "rotary tables: fp32 (positions >= capacity, head_dim)");
+    for (size_t l = 0; l < L; l++) {
+      TORCH_CHECK(qp[l].K == C && qp[l].N == H * D && kp[l].K == C && kp[l].N == KVH * D && vp[l].K == C &&
+                  vp[l].N == KVH * D && op[l].K == H * D && op[l].N == C && gate[l].K == C && gate[l].N == F &&
+                  up[l].K == C && up[l].N == F && down[l].K == F && down[l].N == C, "layer ", l, ": product shapes");
+    }
+    TORCH_CHECK(head.K == C, "lm_head: K = hidden size");
+    check_cache(kbuf, KVH, cap, D);
+    check_cache(vbuf, KVH, cap, D);
+    auto opt = embed.options();
+    x = torch::empty({C}, opt);
+    h = torch::empty({C}, opt);
+    q = torch::empty({H * D}, opt);
+    k = torch::empty({KVH * D}, opt);
+    v = torch::empty({KVH * D}, opt);
+    a = torch::empty({H * D}, opt);
+    t = torch::empty({C}, opt);
+    g = torch::empty({F}, opt);
+    u = torch::empty({F}, opt);
+    scores = torch::empty({H, cap}, opt);
+    std::vector<const Product*> all = {&head};
+    for (size_t l = 0; l < L; l++) all.insert(all.end(), {&qp[l], &kp[l], &vp[l], &op[l], &gate[l], &up[l], &down[l]});
+    scratch = torch::empty({scratch_for(all)}, opt);
+  }
+
+  torch::Tensor step(int64_t token, int64_t pos) {
+    TORCH_CHECK(token >= 0 && token < embed.size(0), "token id out of range");
+    TORCH_CHECK(pos >= 0 && pos < cap, "position beyond the cache");
+    float *xv = x.data_ptr<float>(), *hv = h.data_ptr<float>(), *qv = q.data_ptr<float>(), *kv = k.data_ptr<float>();
+    float *vv = v.data_ptr<float>(), *av = a.data_ptr<float>(), *tv = t.data_ptr<float>(), *gv = g.data_ptr<float>();
+    float *uv = u.data_ptr<float>(), *sc = scratch.data_ptr<float>();
+    const float* cs = cos.data_ptr<float>() + pos * D;
+    const float* sn = sin.data_ptr<float>() + pos * D;
+    std::copy(embed.data_ptr<float>() + token * C, embed.data_ptr<float>() + (token + 1) * C, xv);
+    for (size_t l = 0; l < qp.size(); l++) {
+      rms_norm(xv, in_norm[l].data_ptr<float>(), eps, hv, C);
+      qp[l].run(hv, qv, sc);
+      kp[l].run(hv, kv, sc);
+      vp[l].run(hv, vv, sc);
+      if (!q_norm.empty()) {
+        for (int64_t hd = 0; hd < H; hd++) rms_norm(qv + hd * D, q_norm[l].data_ptr<float>(), eps, qv + hd * D, D);
+        for (int64_t hd = 0; hd < KVH; hd++) rms_norm(kv + hd * D, k_norm[l].data_ptr<float>(), eps, kv + hd * D, D);
+      }
+      rotate(qv, H, D, cs, sn);
+      rotate(kv, KVH, D, cs, sn);
+      float* kb = kbuf[l].data_ptr<float>();
+      float* vb = vbuf[l].data_ptr<float>();
+      for (int64_t hd = 0; hd < KVH; hd++) {
+        std::copy(kv + hd * D, kv + (hd + 1) * D, kb + (hd * cap + pos) * D);
+        std::copy(vv + hd * D, vv + (hd + 1) * D, vb + (hd * cap + pos) * D);
+      }
+      attend(qv, kb, vb, av, pos + 1, H, KVH, D, cap, attn_scale, scores.data_ptr<float>());
+      op[l].run(av, tv, sc);
+      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+      rms_norm(xv, post_norm[l].data_ptr<float>(), eps, hv, C);
+      gate[l].run(hv, gv, sc);
+      up[l].run(hv, uv, sc);
+      at::silu_(g);  // torch's own vectorized SiLU
+      for (int64_t j = 0; j < F; j++) gv[j] *= uv[j];
+      down[l].run(gv, tv, sc);
+      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+    }
+    rms_norm(xv, final_norm.data_ptr<float>(), eps, hv, C);
     auto logits = torch::empty({1, 1, head.N}, x.options());
     head.run(hv, logits.data_ptr<float>(), sc);
     return logits;
@@ -500,4 +636,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     std::vector<Product>, std::vector<Product>, torch::Tensor, torch::Tensor, Product,
                     std::vector<torch::Tensor>, std::vector<torch::Tensor>, int64_t, double, double, std::string>())
       .def("step", &Gpt2Decoder::step, py::call_guard<py::gil_scoped_release>());
+  py::class_<LlamaDecoder>(m, "LlamaDecoder")
+      .def(py::init<torch::Tensor, std::vector<torch::Tensor>, std::vector<Product>, std::vector<Product>,
+                    std::vector<Product>, std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<Product>,
+                    std::vector<torch::Tensor>, std::vector<Product>, std::vector<Product>, std::vector<Product>,
+                    torch::Tensor, Product, std::vector<torch::Tensor>, std::vector<torch::Tensor>, torch::Tensor,
+                    torch::Tensor, int64_t, int64_t, int64_t, double, double>())
+      .def("step", &LlamaDecoder::step, py::call_guard<py::gil_scoped_release>());
 }

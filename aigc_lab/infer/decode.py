@@ -2,7 +2,7 @@
 
 It does no I/O and no JSON: each token becomes a ``Token`` handed to its stream (which publishes it on
 the bus). Every stream it serves gets exactly one ``run.end``: when its sequence ends (end-of-text,
-a stop string, ``max_new_tokens``), when it is cancelled, or when the loop raises.
+a stop string, ``max_new_tokens``, the end of GPT-2's position table), when it is cancelled, or when the loop raises.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import GenerationConfigError
 from ..events import Token
 from .detok import IncrementalDetokenizer
 from .fused_step import fused_decoder
@@ -32,6 +33,23 @@ def accepts(model: Any, name: str) -> bool:
 
         _ACCEPTS[key] = name in inspect.signature(model.forward).parameters
     return _ACCEPTS[key]
+
+
+RESERVE_MAX = 4096
+
+
+def token_budget(model: Any, prompt_tokens: int, max_new_tokens: int, seq2seq: bool) -> int:
+    """How many tokens the run may generate: ``max_new_tokens``, but never past a decoder's table of absolute
+    positions (GPT-2's ``n_positions``), where the model would fail with an index error mid-run. Raises
+    ``GenerationConfigError`` when the prompt alone fills it."""
+    limit = getattr(getattr(model, "config", None), "n_positions", None)
+    if seq2seq or not isinstance(limit, int):
+        return max_new_tokens
+    room = limit - prompt_tokens
+    if room < 1:
+        raise GenerationConfigError(f"the prompt has {prompt_tokens} tokens and this model reads at most {limit} "
+                                    f"(its n_positions): shorten the prompt")
+    return min(max_new_tokens, room)
 
 
 def _encode(tok: Any, prompts: Sequence[str], *, left_pad: bool) -> dict[str, Any]:
@@ -71,6 +89,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
         enc = _encode(tok, [s.prompt for s in streams], left_pad=not seq2seq)
         ids = enc["input_ids"].to(device)
         mask = enc["attention_mask"].to(device) if n > 1 or seq2seq else None
+        budget = token_budget(model, ids.shape[1], p.max_new_tokens, seq2seq)
         eos = tok.eos_token_id
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos or 0)
         gens = [torch.Generator(device="cpu").manual_seed(p.seed) if p.seed is not None else None for _ in streams]
@@ -103,7 +122,8 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
             if mask is not None:
                 extra.update(attention_mask=mask, position_ids=pos)
-            cache = reserved_cache(model, ids.shape[1] + p.max_new_tokens)
+            # room for the whole run, up to RESERVE_MAX new positions (beyond, the cache doubles as it fills)
+            cache = reserved_cache(model, ids.shape[1] + min(budget, RESERVE_MAX))
             if cache is not None:
                 extra["past_key_values"] = cache
             # prefill: only the last position's logits are needed
@@ -125,7 +145,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
                 return run_model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=past,
                                  use_cache=True)
 
-        for i in range(p.max_new_tokens):
+        for i in range(budget):
             for b, s in enumerate(streams):
                 if active[b] and s._cancel_flag.is_set():
                     active[b] = False
@@ -153,7 +173,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
                     active[b] = False
                     s._finish("ok", detoks[b].flush(), t0)
             yield None
-            if not any(active) or i + 1 == p.max_new_tokens:
+            if not any(active) or i + 1 == budget:
                 break
             out = step(torch.tensor(next_ids, device=device).view(n, 1), out.past_key_values)
         for b, s in enumerate(streams):
