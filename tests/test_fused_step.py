@@ -1,4 +1,4 @@
-"""The whole-step GPT-2 decoder (one kernel call a token) and the dynamic int8 kernel it and the twin use.
+"""The whole-step decoders (GPT-2 and the Llama family, one kernel call a token) and the int8 kernel they use.
 
 These need the CPU kernel, which ``make`` builds; without it they FAIL saying so, they do not skip.
 """
@@ -9,6 +9,7 @@ import threading
 
 import pytest
 import torch
+from decode_steps import decode_logits
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import aigc_lab as al
@@ -33,28 +34,6 @@ def _gpt2(**overrides):
     return GPT2LMHeadModel(GPT2Config(**cfg)).eval()
 
 
-def _decode(model, maker, steps=12, capacity=None, prompt=9):
-    """Logits of ``steps`` greedy steps after a ``prompt``-token prompt, and the cache, with ``maker``'s step
-    (None: the model's full forward)."""
-    ids = torch.arange(prompt).view(1, prompt) % model.config.vocab_size
-    cache = reserved_cache(model, capacity or prompt + steps)
-    with torch.inference_mode():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    step = maker(model, cache) if maker else None
-    if maker:
-        assert step is not None, f"{maker.__name__} refused the model"
-    got = []
-    for _ in range(steps):
-        tok = out.logits[:, -1].argmax(-1).view(1, 1)
-        if step is not None:
-            out = step(tok)
-        else:
-            with torch.inference_mode():
-                out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
-        got.append(out.logits[:, -1].clone())
-    return torch.stack(got), cache
-
-
 @pytest.mark.parametrize("overrides", [
     {},
     {"activation_function": "gelu_pytorch_tanh"},
@@ -64,8 +43,8 @@ def _decode(model, maker, steps=12, capacity=None, prompt=9):
 ])
 def test_fp32_logits_and_cache_match_the_full_forward(kernel, overrides):
     model = _gpt2(**overrides)
-    full, full_cache = _decode(model, None)
-    fused, fused_cache = _decode(cpu_gemv.decode_model(model), fused_decoder)
+    full, full_cache = decode_logits(model, None)
+    fused, fused_cache = decode_logits(cpu_gemv.decode_model(model), fused_decoder)
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
     assert torch.equal(fused.argmax(-1), full.argmax(-1))
     for a, b in zip(fused_cache.layers, full_cache.layers, strict=True):  # the keys/values it wrote, in place
@@ -108,8 +87,8 @@ def _llama_family(kind, **overrides):
 ])
 def test_llama_family_logits_and_cache_match_the_full_forward(kernel, kind, overrides):
     model = _llama_family(kind, **overrides)
-    full, full_cache = _decode(model, None)
-    fused, fused_cache = _decode(cpu_gemv.decode_model(model), fused_decoder)
+    full, full_cache = decode_logits(model, None)
+    fused, fused_cache = decode_logits(cpu_gemv.decode_model(model), fused_decoder)
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
     assert torch.equal(fused.argmax(-1), full.argmax(-1))
     for a, b in zip(fused_cache.layers, full_cache.layers, strict=True):
@@ -131,8 +110,8 @@ def test_int8_logits_match_torch_dynamic_quantization(kernel, gpt_tiny):
     """The int8 twin's products compute what torch's quantized::linear_dynamic computes (same input
     quantization, integer products, scaling): the same logits to float rounding."""
     q = quantize(gpt_tiny, "int8")
-    full, _ = _decode(q.model, None)
-    fused, _ = _decode(cpu_gemv.decode_model(q.model), fused_decoder)
+    full, _ = decode_logits(q.model, None)
+    fused, _ = decode_logits(cpu_gemv.decode_model(q.model), fused_decoder)
     torch.testing.assert_close(fused, full, rtol=1e-4, atol=1e-4)
     assert torch.equal(fused.argmax(-1), full.argmax(-1))
 
@@ -191,8 +170,8 @@ def test_a_full_cache_grows_and_the_decoder_follows(kernel, monkeypatch, family)
     builder = "_gpt2" if family == "gpt2" else "_llama"
     real, builds = getattr(fused_step, builder), []
     monkeypatch.setattr(fused_step, builder, lambda *a: builds.append(1) or real(*a))
-    full, _ = _decode(model, None, steps=30)
-    fused, cache = _decode(cpu_gemv.decode_model(model), fused_decoder, steps=30, capacity=10)
+    full, _ = decode_logits(model, None, steps=30)
+    fused, cache = decode_logits(cpu_gemv.decode_model(model), fused_decoder, steps=30, capacity=10)
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
     assert cache.layers[0].get_seq_length() == 39 and cache.layers[0]._k.shape[-2] == 78
     assert len(builds) == 3  # 18, then 2 x 19 = 38, then 2 x 39 = 78 positions
@@ -201,9 +180,9 @@ def test_a_full_cache_grows_and_the_decoder_follows(kernel, monkeypatch, family)
 def test_same_logits_on_a_background_thread(kernel):
     """Off the main thread the products run on the kernel's own helper threads."""
     model = cpu_gemv.decode_model(_gpt2(n_embd=256, n_head=4, n_layer=2, vocab_size=4000))
-    here, _ = _decode(model, fused_decoder)
+    here, _ = decode_logits(model, fused_decoder)
     there = []
-    t = threading.Thread(target=lambda: there.append(_decode(model, fused_decoder)[0]))
+    t = threading.Thread(target=lambda: there.append(decode_logits(model, fused_decoder)[0]))
     t.start()
     t.join(timeout=120)
     assert there and torch.equal(there[0], here)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decode_steps import decode_logits
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import aigc_lab as al
@@ -21,26 +22,7 @@ def _gpt2(**overrides):
 
 def _both_ways(model, steps=12):
     """Logits of ``steps`` greedy decode steps after a 9-token prompt: (full forward, lean step)."""
-    ids = torch.arange(9).view(1, 9) % model.config.vocab_size
-    runs = []
-    for lean in (False, True):
-        cache = reserved_cache(model, 9 + steps)
-        with torch.inference_mode():
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        step = lean_decoder(model, cache) if lean else None
-        if lean:
-            assert step is not None
-        got = []
-        for _ in range(steps):
-            tok = out.logits[:, -1].argmax(-1).view(1, 1)
-            if step is not None:
-                out = step(tok)
-            else:
-                with torch.inference_mode():
-                    out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
-            got.append(out.logits[:, -1].clone())
-        runs.append(torch.stack(got))
-    return runs
+    return decode_logits(model, None, steps)[0], decode_logits(model, lean_decoder, steps)[0]
 
 
 def test_same_logits_as_the_full_forward_on_torch_layers():
