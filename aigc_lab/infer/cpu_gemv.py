@@ -206,7 +206,7 @@ def eligible(handle: Any) -> bool:
 def runner(handle: Any, requested: bool | None, batch: int) -> Any:
     """The module a decode of ``batch`` prompts calls: ``handle.model`` or its kernel twin.
 
-    ``requested`` is the ``cpu_kernel`` parameter: None uses the kernel for single fp32 CPU prompts when it
+    ``requested`` is the ``cpu_kernel`` parameter: None uses the kernel for single fp32 or int8 CPU prompts when it
     is already built (never building it; ``AIGC_LAB_CPU_KERNEL=0`` turns this off), True builds it if needed
     and refuses models it cannot run, False never uses it.
     """

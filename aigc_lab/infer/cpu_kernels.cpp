@@ -124,8 +124,8 @@ void gemv_core(const float* w, const float* xv, const float* bv, float* yv, int6
 // out[0, N) += x[k] * W[k, :] for k in [k0, k1), ROWS weight rows per pass: one load and store of the
 // partial sum per ROWS weight loads. Measured on GPT-2-small's layer shapes (benchmarks/gemv.py's machine):
 // for N = 2304 or 3072, 12 rows read 43-48 GB/s where 1 row reads 18-20 (4 rows 28 and 8 rows 35 in an
-// earlier run; 16 no better, 24 spills registers); for N = 768 one row reads 43-46 and 12 rows 39-41: the
-// row of partial sums then fits in L1 and the weights are one sequential stream.
+// earlier run; 16 no better, 24 spills registers). For N = 768 one row read 43-46 GB/s against 39-41 alone,
+// but inside a whole decode step 12 rows were as fast or faster (mlp c_proj 2.9-3.2 ms against 3.2-3.4).
 template <int ROWS>
 void band_rows(const float* w, const float* xv, float* out, int64_t k0, int64_t k1, int64_t N) {
   int64_t k = k0;
@@ -161,11 +161,7 @@ void gemv_t_core(const float* w, const float* xv, const float* bv, float* yv, in
     const int64_t k0 = K * t / parts, k1 = K * (t + 1) / parts;
     float* out = pv + t * N;
     for (int64_t j = 0; j < N; j++) out[j] = 0.f;
-    if (N <= 1024) {  // a short output row: one weight row per pass, a single sequential stream (below)
-      band_rows<1>(w, xv, out, k0, k1, N);
-    } else {
-      band_rows<12>(w, xv, out, k0, k1, N);
-    }
+    band_rows<12>(w, xv, out, k0, k1, N);
   };
   parallel(T, body);
   for (int64_t j = 0; j < N; j++) {
@@ -360,41 +356,45 @@ void rms_norm(const float* x, const float* w, float eps, float* out, int64_t C) 
 }
 
 // Attention of one new query (H heads of D) over positions [0, n) of a cache (1, KVH, cap, D); query head h
-// reads key/value head h / (H / KVH) (grouped-query attention when KVH < H). Heads split over the threads.
+// reads key/value head h / (H / KVH) (grouped-query attention when KVH < H). Scores and weighted sums run with
+// the heads split over the threads; the softmax between them is torch's (vectorized exp) over all heads at
+// once. ``scores`` holds H x n floats.
 void attend(const float* q, const float* kb, const float* vb, float* out, int64_t n, int64_t H, int64_t KVH,
             int64_t D, int64_t cap, float scale, float* scores) {
   const int64_t group = H / KVH;
-  auto body = [=](int i, int parts) {
-    for (int64_t hd = H * i / parts, end = H * (i + 1) / parts; hd < end; hd++) {
+  const int parts = n * H * D >= (1 << 14) ? parts_for(1 << 16) : 1;
+  auto dots = [=](int i, int k) {
+    for (int64_t hd = H * i / k, end = H * (i + 1) / k; hd < end; hd++) {
       const float* qh = q + hd * D;
       const float* kh = kb + (hd / group) * cap * D;
-      const float* vh = vb + (hd / group) * cap * D;
-      float* p = scores + hd * cap;
-      float m = -INFINITY;
+      float* p = scores + hd * n;
       for (int64_t j = 0; j < n; j++) {
         const float* kj = kh + j * D;
         float dot = 0.f;
         #pragma omp simd reduction(+:dot)
         for (int64_t d = 0; d < D; d++) dot += qh[d] * kj[d];
         p[j] = dot * scale;
-        m = std::max(m, p[j]);
       }
-      float sum = 0.f;
-      for (int64_t j = 0; j < n; j++) {
-        p[j] = std::exp(p[j] - m);
-        sum += p[j];
-      }
+    }
+  };
+  parallel(parts, dots);
+  auto p = torch::from_blob(scores, {H, n}, torch::TensorOptions().dtype(torch::kFloat));
+  at::_softmax_out(p, p, 1, false);  // in place
+  auto sums = [=](int i, int k) {
+    for (int64_t hd = H * i / k, end = H * (i + 1) / k; hd < end; hd++) {
+      const float* vh = vb + (hd / group) * cap * D;
+      const float* ph = scores + hd * n;
       float* o = out + hd * D;
       for (int64_t d = 0; d < D; d++) o[d] = 0.f;
       for (int64_t j = 0; j < n; j++) {
-        const float pj = p[j] / sum;
+        const float pj = ph[j];
         const float* vj = vh + j * D;
         #pragma omp simd
         for (int64_t d = 0; d < D; d++) o[d] += pj * vj[d];
       }
     }
   };
-  parallel(n * H * D >= (1 << 14) ? parts_for(1 << 16) : 1, body);
+  parallel(parts, sums);
 }
 
 // Rotary position embedding (rotate-half convention) of each of ``heads`` vectors of D, in place.

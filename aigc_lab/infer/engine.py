@@ -212,7 +212,7 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     Returns a ``TokenStream``; for a list of prompts, a list of streams decoded together as one batch.
     Parameters: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
     ``repetition_penalty``, ``stop`` (strings), ``seed``, ``ignore_eos``, ``cpu_kernel`` (single-prompt
-    fp32 CPU decoding on the engine's C++ kernel: None = when built, see ``al.infer.cpu_gemv``). With
+    fp32 or int8 CPU decoding on the engine's C++ kernel: None = when built, see ``al.infer.cpu_gemv``). With
     ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as
     you iterate (or on ``.text`` / ``.metrics`` / ``.wait()``).
     """

@@ -19,7 +19,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # keep going past the end-of-text token (benchmarks, fixed-length outputs)
-    # single-prompt fp32 CPU decoding on the OpenMP kernel (infer/cpu_gemv.py): None = when it is already
+    # single-prompt fp32 or int8 CPU decoding on the OpenMP kernel (infer/cpu_gemv.py): None = when it is already
     # built, True = build it if needed, False = torch's path. A run's config records what actually ran.
     cpu_kernel: bool | None = None
 
