@@ -17,9 +17,10 @@ Ratios (goals from issue 4):
   fp32_share_of_matmul_floor_small      decode tok/s over the rate of the step's matrix-vector products
                                          alone, done by torch (what its BLAS allows; see matmul_floor_s)
   compiled_vs_eager_tiny                 the opt-in torch.compile path (compile cost reported as compile_s)
-"The engine" is ``al.generate`` as a user calls it. On the CPU its default decodes single prompts in
-fp32 on the engine's OpenMP matrix-vector kernel once that is built (``make`` builds it; this script
-builds it first, reporting kernel_build_s, unless --no-kernel). For transparency every shape also
+"The engine" is ``al.generate`` as a user calls it. On the CPU its default decodes single prompts of fp32
+and dynamic-int8 models on the engine's C++ kernel once that is built, each GPT-2 / Llama-family token as
+one call (``make`` builds it; this script builds it first, reporting kernel_build_s, unless --no-kernel;
+the int8 variant is then on the kernel too, otherwise on torch's quantized layers). For transparency every shape also
 runs the engine on torch's path (cpu_kernel=False):
   kernel_vs_torch_path_{tiny,small}      engine tok/s, kernel over torch's path
   torch_path_vs_hf_generate_{tiny,small} the engine on torch's path over HF generate

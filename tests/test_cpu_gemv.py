@@ -83,6 +83,11 @@ def test_fast_cpu_refuses_what_it_cannot_speed_up(llama_tiny):
     bf16 = al.quantize(llama_tiny, "bf16")
     with pytest.raises(AigcLabError, match="fp32 and int8 models on the CPU"):
         al.infer.fast_cpu(bf16)
+    int8 = al.quantize(llama_tiny, "int8")  # dynamic int8 runs on the kernel too, and stays int8
+    fast = al.infer.fast_cpu(int8)
+    assert fast.quant == "int8" and fast.model is not int8.model
+    want = al.generate(int8, "Once upon a time", max_new_tokens=12, ignore_eos=True, cpu_kernel=False).wait()
+    assert al.generate(fast, "Once upon a time", max_new_tokens=12, ignore_eos=True).wait().ids == want.ids
 
 
 def test_no_compiler_gives_one_clear_error(monkeypatch, tmp_path):
