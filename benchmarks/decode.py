@@ -208,8 +208,8 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
         return statistics.median(x[key] / y[key] for x, y in zip(results[a], results[b], strict=True))
 
     ratios = {f"engine_vs_hf_generate_{shape}": paired("engine", "hf_generate")}
-    if shape == "llama":
-        ratios["int8_vs_fp32_decode_llama"] = paired("engine_int8", "engine")
+    if "engine_int8" in results:
+        ratios[f"int8_vs_fp32_decode_{shape}"] = paired("engine_int8", "engine")
     if compile_s is not None:
         ratios["compiled_vs_eager_tiny"] = paired("engine_compiled", "engine")
         out["compile_s"] = round(compile_s, 1)
@@ -234,7 +234,6 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
         ratios.update({
             "stream_vs_plain_small": paired("engine_stream", "hf_generate"),
             "background_vs_main_small": paired("engine_background", "engine"),
-            "int8_vs_fp32_decode_small": paired("engine_int8", "engine"),
             "int8_ttft_vs_fp32_small": paired("engine_int8", "engine", "ttft_ms"),
             "fp32_share_of_roofline_small": statistics.median(shares("engine")),
             "fp32_share_of_matmul_floor_small": med["engine"] * floor_s,

@@ -5,8 +5,8 @@ here, by a warm-up that traces prefill and decode with dynamic shapes (so later 
 lengths reuse the graphs), and it is reported as ``handle.compile_s``.
 
 On a CPU where the engine's kernel is built, the default path is the faster one: it runs each GPT-2 or
-Llama-family decode step as one C++ call, and measured 6.7x this compiled path on the tiny GPT-2 shape
-(``benchmarks/decode.py``: ``compiled_vs_eager_tiny`` 0.15). A compiled handle decodes through torch's
+Llama-family decode step as one C++ call, and measured 5-7x this compiled path on the tiny GPT-2 shape
+(``benchmarks/decode.py``: ``compiled_vs_eager_tiny`` 0.15-0.21). A compiled handle decodes through torch's
 layers, not the kernel.
 """
 

@@ -208,7 +208,7 @@ void qgemv_core(const int8_t* w, const float* sw, const int32_t* rowsum, const f
     const int64_t n0 = N * i / parts, n1 = N * (i + 1) / parts;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
     // One row at a time, each a single sequential stream: measured on GPT-2-small's shapes, 2-, 4- and 8-row
-    // interleaving read 19-35 GB/s against 35-47 for this (the machine reads ~50); two accumulators per row.
+    // interleaving read 19-35 GB/s against 33-49 for this (the machine reads ~50); two accumulators per row.
     const __mmask64 tail = K % 64 ? (~0ULL >> (64 - K % 64)) : 0;
     const int64_t pairs = K / 128 * 128, full = K / 64 * 64;
     for (int64_t n = n0; n < n1; n++) {
@@ -240,39 +240,7 @@ void qgemv_core(const int8_t* w, const float* sw, const int32_t* rowsum, const f
   parallel(parts_for(N * K / 4), body);  // a quarter of the bytes of the same fp32 product
 }
 
-void check(const torch::Tensor& W, const torch::Tensor& x, int64_t k, const char* what) {
-  TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat, what);
-  TORCH_CHECK(x.numel() == k && x.is_contiguous() && x.scalar_type() == torch::kFloat, "x: contiguous fp32 (K)");
-}
-
-const float* opt_ptr(const std::optional<torch::Tensor>& b, int64_t n) {
-  if (!b.has_value() || !b->defined()) return nullptr;
-  TORCH_CHECK(b->is_contiguous() && b->scalar_type() == torch::kFloat && b->numel() == n, "bias: contiguous fp32 (N)");
-  return b->data_ptr<float>();
-}
 }  // namespace
-
-// y = W x (+ b) for W (N, K) row-major fp32 (nn.Linear).
-torch::Tensor gemv(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
-  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (N, K)");
-  check(W, x, W.size(1), "W: contiguous fp32 (N, K)");
-  const int64_t N = W.size(0), K = W.size(1);
-  auto y = torch::empty({N}, x.options());
-  gemv_core(W.data_ptr<float>(), x.data_ptr<float>(), opt_ptr(b, N), y.data_ptr<float>(), N, K);
-  return y;
-}
-
-// y = x W (+ b) for W (K, N) row-major fp32 (GPT-2's Conv1D).
-torch::Tensor gemv_t(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
-  TORCH_CHECK(W.dim() == 2, "W: contiguous fp32 (K, N)");
-  check(W, x, W.size(0), "W: contiguous fp32 (K, N)");
-  const int64_t K = W.size(0), N = W.size(1);
-  auto partial = torch::empty({gemv_t_parts(K, N), N}, x.options());
-  auto y = torch::empty({N}, x.options());
-  gemv_t_core(W.data_ptr<float>(), x.data_ptr<float>(), opt_ptr(b, N), y.data_ptr<float>(), K, N,
-              partial.data_ptr<float>());
-  return y;
-}
 
 // One layer's product, whatever its weight layout: built once per layer by the engine's twin, then called
 // per token (from the layer's forward, or from a whole decode step below) with no checks left to do.
@@ -285,7 +253,7 @@ struct Product {
   // fp32 W (N, K), or (K, N) when transposed (Conv1D); int8 W (N, K) with per-row ``scale`` (N).
   Product(torch::Tensor W_, std::optional<torch::Tensor> bias_, std::optional<torch::Tensor> scale_, bool transposed)
       : W(W_) {
-    TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.device().is_cpu(), "W: a contiguous 2-D CPU tensor");
+    TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.device().is_cpu(), "W: contiguous fp32 2-D CPU tensor");
     if (scale_.has_value() && scale_->defined()) {
       TORCH_CHECK(W.scalar_type() == torch::kChar && !transposed, "int8 W: (N, K) int8");
       kind = INT8;
@@ -326,7 +294,7 @@ struct Product {
   }
 
   torch::Tensor call(torch::Tensor x) const {
-    TORCH_CHECK(x.numel() == K && x.scalar_type() == torch::kFloat, "x: fp32 with K elements");
+    TORCH_CHECK(x.numel() == K && x.scalar_type() == torch::kFloat, "x: contiguous fp32 (K)");
     x = x.contiguous();
     auto y = torch::empty({N}, x.options());
     auto scratch = torch::empty({std::max<int64_t>(scratch_floats(), 1)}, x.options());
@@ -334,6 +302,16 @@ struct Product {
     return y;
   }
 };
+
+// The plain products, for callers without a layer (benchmarks, tests): y = W x (+ b) for W (N, K) fp32
+// (nn.Linear), and y = x W (+ b) for W (K, N) fp32 (GPT-2's Conv1D).
+torch::Tensor gemv(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
+  return Product(W, b, std::nullopt, false).call(x);
+}
+
+torch::Tensor gemv_t(torch::Tensor W, torch::Tensor x, std::optional<torch::Tensor> b) {
+  return Product(W, b, std::nullopt, true).call(x);
+}
 
 namespace {
 void layer_norm(const float* x, const float* w, const float* b, float eps, float* out, int64_t C) {
@@ -418,6 +396,27 @@ void check_cache(const std::vector<torch::Tensor>& bufs, int64_t heads, int64_t 
   }
 }
 
+// The new position's key and value (heads of D, contiguous) into cache buffers (1, heads, cap, D).
+void append_kv(const float* k, const float* v, float* kb, float* vb, int64_t heads, int64_t D, int64_t cap,
+               int64_t pos) {
+  for (int64_t hd = 0; hd < heads; hd++) {
+    std::copy(k + hd * D, k + (hd + 1) * D, kb + (hd * cap + pos) * D);
+    std::copy(v + hd * D, v + (hd + 1) * D, vb + (hd * cap + pos) * D);
+  }
+}
+
+void add_(float* x, const float* t, int64_t C) {
+  #pragma omp simd
+  for (int64_t c = 0; c < C; c++) x[c] += t[c];
+}
+
+// Logits (1, 1, vocab) of the normed last hidden state ``h``.
+torch::Tensor project(const Product& head, const float* h, float* scratch, const torch::TensorOptions& opt) {
+  auto logits = torch::empty({1, 1, head.N}, opt);
+  head.run(h, logits.data_ptr<float>(), scratch);
+  return logits;
+}
+
 int64_t scratch_for(const std::vector<const Product*>& products) {
   int64_t need = 1;
   for (const Product* p : products) need = std::max(need, p->scratch_floats());
@@ -496,23 +495,18 @@ struct Gpt2Decoder {
       attn[l].run(hv, qv, sc);
       float* kb = kbuf[l].data_ptr<float>();
       float* vb = vbuf[l].data_ptr<float>();
-      for (int64_t hd = 0; hd < H; hd++) {
-        std::copy(qv + C + hd * D, qv + C + (hd + 1) * D, kb + (hd * cap + pos) * D);
-        std::copy(qv + 2 * C + hd * D, qv + 2 * C + (hd + 1) * D, vb + (hd * cap + pos) * D);
-      }
+      append_kv(qv + C, qv + 2 * C, kb, vb, H, D, cap, pos);
       attend(qv, kb, vb, av, pos + 1, H, H, D, cap, attn_scale, scores.data_ptr<float>());
       aproj[l].run(av, tv, sc);
-      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+      add_(xv, tv, C);
       layer_norm(xv, ln2w[l].data_ptr<float>(), ln2b[l].data_ptr<float>(), eps, hv, C);
       fc[l].run(hv, fv, sc);
       at::gelu_out(g, f, act);  // torch's own vectorized GELU: the twin's formula exactly
       mproj[l].run(gv, tv, sc);
-      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+      add_(xv, tv, C);
     }
     layer_norm(xv, lnfw.data_ptr<float>(), lnfb.data_ptr<float>(), eps, hv, C);
-    auto logits = torch::empty({1, 1, head.N}, x.options());
-    head.run(hv, logits.data_ptr<float>(), sc);
-    return logits;
+    return project(head, hv, sc, x.options());
   }
 };
 
@@ -599,25 +593,20 @@ struct LlamaDecoder {
       rotate(kv, KVH, D, cs, sn);
       float* kb = kbuf[l].data_ptr<float>();
       float* vb = vbuf[l].data_ptr<float>();
-      for (int64_t hd = 0; hd < KVH; hd++) {
-        std::copy(kv + hd * D, kv + (hd + 1) * D, kb + (hd * cap + pos) * D);
-        std::copy(vv + hd * D, vv + (hd + 1) * D, vb + (hd * cap + pos) * D);
-      }
+      append_kv(kv, vv, kb, vb, KVH, D, cap, pos);
       attend(qv, kb, vb, av, pos + 1, H, KVH, D, cap, attn_scale, scores.data_ptr<float>());
       op[l].run(av, tv, sc);
-      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+      add_(xv, tv, C);
       rms_norm(xv, post_norm[l].data_ptr<float>(), eps, hv, C);
       gate[l].run(hv, gv, sc);
       up[l].run(hv, uv, sc);
       at::silu_(g);  // torch's own vectorized SiLU
       for (int64_t j = 0; j < F; j++) gv[j] *= uv[j];
       down[l].run(gv, tv, sc);
-      for (int64_t c = 0; c < C; c++) xv[c] += tv[c];
+      add_(xv, tv, C);
     }
     rms_norm(xv, final_norm.data_ptr<float>(), eps, hv, C);
-    auto logits = torch::empty({1, 1, head.N}, x.options());
-    head.run(hv, logits.data_ptr<float>(), sc);
-    return logits;
+    return project(head, hv, sc, x.options());
   }
 };
 

@@ -130,8 +130,8 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             out = run_model(input_ids=ids, use_cache=True, **extra)
 
             # one sequence of GPT-2 or a Llama-family model: decode steps skip transformers' generic forward
-            # around the same layers (infer/lean_step.py; same logits); GPT-2 on the kernel twin runs each
-            # step as one kernel call (infer/fused_step.py)
+            # around the same layers (infer/lean_step.py; same logits); on the kernel twin each step is one
+            # kernel call (infer/fused_step.py)
             lean = (fused_decoder(model, cache) or lean_decoder(model, cache)) if mask is None else None
 
             def step(inp: Any, past: Any) -> Any:

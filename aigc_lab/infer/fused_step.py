@@ -1,8 +1,8 @@
 """A whole decode step in one call to the engine's C++ kernel: GPT-2 (``Gpt2Decoder``) and the Llama family
 (Llama, Mistral, Qwen2, Qwen3: ``LlamaDecoder``), both in ``cpu_kernels.cpp``.
 
-The lean step (``lean_step.py``) still dispatches ~200 tensor operations a token around GPT-2-small's 49
-matrix-vector products: layer norms, splits and views, the cache append, SDPA, GELU, residual adds. On a
+The lean step (``lean_step.py``) still dispatches a tensor operation for every layer norm, split and view,
+cache append, SDPA, GELU and residual add around GPT-2-small's 49 matrix-vector products. On a
 2-core CPU that is ~2.2 ms of a ~13 ms step (SDPA ~0.9 ms, the rest ~1.3 ms), a sixth of the time the
 weights could stream in. ``Gpt2Decoder`` does the same computation for one new token of one sequence in
 C++: the products on the layers' own kernel ``Product`` s (fp32 Linear / Conv1D, or dynamic int8, as the
@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cpu_gemv import kernels
-from .lean_step import StepOutput, lean_decoder, plain_decode, plain_gpt2
+from .lean_step import StepOutput, lean_decoder, plain_decode, plain_gpt2, plain_llama
 
 # config.activation_function -> torch's GELU approximation (what transformers runs for it)
 _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -41,46 +41,40 @@ def fused_decoder(model: Any, cache: Any) -> Any | None:
         return None
     if any(layer._k is None or not _fp32(layer._k, layer._v) for layer in cache.layers):
         return None
-    if plain_gpt2(model):
-        build = _gpt2
-    elif type(model).__name__ in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"):
-        build = _llama
-    else:
-        return None
-    decoder = build(model, cache)
-    return None if decoder is None else _stepper(model, cache, build, decoder)
+    build = _gpt2 if plain_gpt2(model) else _llama if plain_llama(model) else None
+    decoder = build(model, cache) if build is not None else None
+    return None if decoder is None else _KernelSteps(model, cache, build, decoder)
 
 
-def _stepper(model: Any, cache: Any, build: Any, decoder: Any) -> Any:
+class _KernelSteps:
     """The decode loop's step over a kernel decoder, keeping the cache's views current. When the cache is full
     (or was replaced) the lean step appends this token (the reserved cache doubles) and a decoder over the new
-    buffers takes over."""
-    layers = cache.layers
-    state: dict[str, Any] = {}
+    buffers takes over (none if the builder now refuses: the lean step then runs the rest)."""
 
-    def attach(dec: Any) -> None:
-        state.update(decoder=dec, buffers=[(layer, layer._k, layer._v) for layer in layers],
-                     capacity=layers[0]._k.shape[-2])
+    def __init__(self, model: Any, cache: Any, build: Any, decoder: Any) -> None:
+        self.model, self.cache, self.build = model, cache, build
+        self.lean: Any = None
+        self._attach(decoder)
 
-    attach(decoder)
-    lean: list[Any] = []
+    def _attach(self, decoder: Any) -> None:
+        layers = self.cache.layers
+        self.decoder = decoder
+        self.buffers = [(layer, layer._k, layer._v) for layer in layers]
+        self.capacity = layers[0]._k.shape[-2]
 
-    def step(input_ids: Any) -> StepOutput:
-        pos = layers[0].get_seq_length()
-        dec = state["decoder"]
-        if dec is None or pos >= state["capacity"] or layers[0]._k is not state["buffers"][0][1]:
-            if not lean:
-                lean.append(lean_decoder(model, cache))
-            out = lean[0](input_ids)
-            if dec is not None:  # the lean step reallocated the cache: a decoder over the new buffers
-                attach(build(model, cache))
+    def __call__(self, input_ids: Any) -> StepOutput:
+        first, k0, _ = self.buffers[0]
+        pos = first.get_seq_length()
+        if self.decoder is None or pos >= self.capacity or first._k is not k0:
+            self.lean = self.lean or lean_decoder(self.model, self.cache)
+            out = self.lean(input_ids)
+            if self.decoder is not None:  # the lean step reallocated the cache: a decoder over the new buffers
+                self._attach(self.build(self.model, self.cache))
             return out
-        logits = dec.step(int(input_ids), pos)
-        for layer, k, v in state["buffers"]:  # the cache holds the new position, as after the full forward
+        logits = self.decoder.step(int(input_ids), pos)
+        for layer, k, v in self.buffers:  # the cache holds the new position, as after the full forward
             layer.keys, layer.values = k[:, :, :pos + 1], v[:, :, :pos + 1]
-        return StepOutput(logits, cache)
-
-    return step
+        return StepOutput(logits, self.cache)
 
 
 def _fp32(*tensors: Any) -> bool:
@@ -95,7 +89,7 @@ def _llama(model: Any, cache: Any) -> Any | None:
     cfg, inner = model.config, model.model
     layers = list(inner.layers)
     rotary = inner.rotary_emb
-    if (len(layers) != cfg.num_hidden_layers or len(cache.layers) != len(layers) or cfg.hidden_act != "silu"
+    if (len(cache.layers) != len(layers) or cfg.hidden_act != "silu"
             or getattr(rotary, "rope_type", None) not in _STATIC_ROPE
             or getattr(cfg, "pretraining_tp", 1) != 1):
         return None

@@ -54,19 +54,22 @@ def plain_gpt2(model: Any) -> bool:
             and not cfg.reorder_and_upcast_attn)
 
 
+def plain_llama(model: Any) -> bool:
+    """A Llama, Mistral, Qwen2 or Qwen3 causal LM (the classes themselves) with all its decoder layers."""
+    from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
+
+    return (type(model) in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)
+            and len(model.model.layers) == model.config.num_hidden_layers)
+
+
 def lean_decoder(model: Any, cache: Any) -> Any | None:
     """``step(input_ids [1, 1]) -> StepOutput`` for a plain GPT-2 or Llama-family causal LM in eval mode with
     SDPA attention whose ``cache`` is the engine's reserved cache, already prefilled; None for anything else."""
-    from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
-
     if not plain_decode(model, cache):
         return None
-    cfg = model.config
     if plain_gpt2(model):
         return _gpt2_decoder(model, cache)
-    if type(model) in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM):
-        return _llama_decoder(model, cache) if len(model.model.layers) == cfg.num_hidden_layers else None
-    return None
+    return _llama_decoder(model, cache) if plain_llama(model) else None
 
 
 def _in_inference_mode(step: Any) -> Any:
