@@ -11,7 +11,13 @@ PY := $(VENV)/bin/python
 # the venv's tools (jlpm, jupyter-builder, jupyter) come first for every recipe
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 JLPM := $(VENV)/bin/jlpm
-PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+# llama.cpp (the test extra llama-cpp-python, the real tool that checks our GGUF exports) builds from source
+# for this CPU (AVX-512/VNNI); pip keeps the built wheel in its cache, so only the first install compiles
+export CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
+# the lock: every Python package any install below makes, transitive ones and build tools included, pinned
+# (compiled by pip-tools from pyproject.toml, holding pins.txt; `make lock` refreshes it)
+LOCK := constraints.txt
+PIP := $(PY) -m pip install --disable-pip-version-check -q -c $(LOCK)
 PORT ?= 8888
 CHROMIUM ?= /usr/bin/chromium
 
@@ -24,19 +30,19 @@ EXT_BUILT := aigc_lab/labextension/package.json
 PKG_STAMP := $(VENV)/.stamp-pkg
 KERNEL_STAMP := $(VENV)/.stamp-kernel
 
-.PHONY: lab setup test test-py test-nb test-ts test-ui lint clean bench
+.PHONY: lab setup test test-py test-nb test-ts test-ui test-lower test-latest lock lint clean bench screenshots
 
 setup: $(PKG_STAMP) $(KERNEL_STAMP)
 
-# 1. the virtual environment with the build tooling (jlpm comes with jupyterlab)
-$(BASE_STAMP): constraints.txt
+# 1. the virtual environment with the build tooling (jlpm comes with jupyterlab), versions from the lock
+$(BASE_STAMP): $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) "jupyterlab>=4.6,<5" "hatchling>=1.5" "hatch-jupyter-builder>=0.5" editables
+	$(PIP) jupyterlab hatchling hatch-jupyter-builder editables
 	@touch $@
 
-# 2. JavaScript dependencies
+# 2. JavaScript dependencies, exactly as yarn.lock has them (a package.json change needs `make lock`)
 $(NODE_STAMP): $(BASE_STAMP) package.json yarn.lock .yarnrc.yml
-	$(JLPM) install
+	$(JLPM) install --immutable
 	@touch $@
 
 # 3. the built labextension (TypeScript strict compile + production bundle)
@@ -46,7 +52,7 @@ $(EXT_BUILT): $(NODE_STAMP) $(TS_SOURCES)
 
 # 4. the Python package (editable) with every dependency, the extension linked into the venv, and the
 #    server extension enabled (an editable install does not copy the wheel's shared data)
-$(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml constraints.txt jupyter-config/server-config/aigc_lab.json
+$(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml $(LOCK) jupyter-config/server-config/aigc_lab.json
 	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
 	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
 	install -D -m 644 jupyter-config/server-config/aigc_lab.json $(VENV)/etc/jupyter/jupyter_server_config.d/aigc_lab.json
@@ -70,11 +76,11 @@ $(CHROMIUM):
 	@echo "Chromium is missing: installing Debian's chromium for the browser tests"
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-test: setup $(CHROMIUM) lint test-py test-nb test-ts test-ui
+test: setup $(CHROMIUM) lint test-py test-nb test-ts test-ui test-lower
 	@echo "make test: every layer passed"
 
 lint: setup
-	$(VENV)/bin/ruff check aigc_lab tests ui-tests benchmarks
+	$(VENV)/bin/ruff check aigc_lab tests ui-tests benchmarks tools
 
 test-py: setup
 	$(PY) -m pytest tests -q
@@ -90,8 +96,65 @@ test-ts: setup
 test-ui: setup $(CHROMIUM)
 	$(PY) -m pytest ui-tests -v -s
 
+# refresh the committed screenshots in docs/ (the UI tests write theirs to the ignored ui-tests/artifacts/)
+screenshots: setup $(CHROMIUM)
+	AIGC_UI_SCREENSHOTS=docs $(PY) -m pytest ui-tests/test_panel.py ui-tests/test_studio_ui.py \
+	  -k "overlay or loss_curve or dark_theme or studio" -q
+
+# The lower bounds pyproject.toml declares (for people who `pip install aigc-lab` into their own environment):
+# a second venv with transformers, tokenizers, safetensors, peft and accelerate AT those bounds (the rest from
+# the lower-bound lock, compiled by `make lock`) runs the engine's and the trainer's tests.
+LOWER_VENV := .venv-lower
+LOWER_LOCK := constraints-lower.txt
+LOWER_TESTS := tests/test_compat.py tests/test_generate.py tests/test_models_roundtrip.py tests/test_train_finetune.py
+$(LOWER_VENV)/.stamp: $(LOWER_LOCK) pyproject.toml
+	@test -x $(LOWER_VENV)/bin/python || $(PYTHON) -m venv $(LOWER_VENV)
+	$(LOWER_VENV)/bin/python -m pip install --disable-pip-version-check -q -c $(LOWER_LOCK) \
+	  hatchling hatch-jupyter-builder editables jupyterlab
+	SKIP_JUPYTER_BUILDER=1 $(LOWER_VENV)/bin/python -m pip install --disable-pip-version-check -q -c $(LOWER_LOCK) \
+	  --no-build-isolation -e . pytest
+	@touch $@
+
+test-lower: setup $(LOWER_VENV)/.stamp
+	@$(LOWER_VENV)/bin/python -c "import transformers, peft, accelerate, tokenizers; \
+	  print('lower bounds:', *(f'{m.__name__} {m.__version__}' for m in (transformers, tokenizers, peft, accelerate)))"
+	$(LOWER_VENV)/bin/python -m pytest $(LOWER_TESTS) -q
+
+# The canary, not part of `make test`: the newest releases of every dependency (torch held by pins.txt), pytest
+# and nbval there, then what moved against the lock and what failed. Its output is what a `make lock` will meet.
+LATEST_VENV := .venv-latest
+test-latest: $(EXT_BUILT)
+	rm -rf $(LATEST_VENV) && $(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --disable-pip-version-check -q -c pins.txt \
+	  hatchling hatch-jupyter-builder editables jupyterlab
+	SKIP_JUPYTER_BUILDER=1 $(LATEST_VENV)/bin/python -m pip install --disable-pip-version-check -q -c pins.txt \
+	  --no-build-isolation -e ".[test]"
+	@echo "== test-latest: what moved against $(LOCK) =="; $(LATEST_VENV)/bin/python tools/versions.py moved $(LOCK)
+	@status=0; \
+	  PATH="$(CURDIR)/$(LATEST_VENV)/bin:$$PATH" $(LATEST_VENV)/bin/python -m pytest tests -q -rf --ignore=tests/test_lock.py || status=1; \
+	  for nb in notebooks/*.ipynb; do \
+	    PATH="$(CURDIR)/$(LATEST_VENV)/bin:$$PATH" $(LATEST_VENV)/bin/python -m pytest --nbval "$$nb" -q -rf \
+	      || status=1; done; \
+	  echo "== test-latest: $$( [ $$status = 0 ] && echo 'everything passed on the newest releases' || \
+	    echo 'FAILURES above: fix them (or hold the package back in pyproject.toml) before the next make lock')"; \
+	  exit $$status
+
+# Refresh the locks: the newest releases pyproject.toml's ranges allow (torch held by pins.txt), the
+# lower-bound lock, yarn.lock for a changed package.json, and the README's tested-versions line.
+COMPILE := -q --upgrade --strip-extras --allow-unsafe --all-build-deps --extra test --extra dev \
+  --no-emit-find-links --no-emit-index-url
+lock: $(BASE_STAMP)
+	$(PIP) pip-tools
+	$(VENV)/bin/pip-compile $(COMPILE) -c pins.txt -o $(LOCK) pyproject.toml
+	$(PY) tools/versions.py lower pyproject.toml > .lower.txt
+	$(VENV)/bin/pip-compile $(COMPILE) -c pins.txt -c .lower.txt -o $(LOWER_LOCK) pyproject.toml
+	rm -f .lower.txt
+	$(PY) tools/versions.py readme $(LOCK) README.md
+	$(JLPM) install
+	@echo "make lock: $(LOCK), $(LOWER_LOCK), yarn.lock and the README refreshed; run make test (and make test-latest)"
+
 bench: setup
 	$(PY) benchmarks/comm_batching.py
 
 clean:
-	rm -rf $(VENV) node_modules lib aigc_lab/labextension tsconfig.tsbuildinfo
+	rm -rf $(VENV) $(LOWER_VENV) $(LATEST_VENV) node_modules lib aigc_lab/labextension tsconfig.tsbuildinfo

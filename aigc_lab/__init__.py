@@ -23,10 +23,13 @@ _LAZY = {
     "jupyter": ("aigc_lab.jupyter", None),
     "bench": ("aigc_lab.bench", None),
     "generate": ("aigc_lab.infer", "generate"),
+    "chat": ("aigc_lab.infer.chat", "chat"),
+    "Conversation": ("aigc_lab.infer.chat", "Conversation"),
     "quantize": ("aigc_lab.models.quantize", "quantize"),
     "compare": ("aigc_lab.bench.compare", "compare"),
     "train": ("aigc_lab.train", None),
     "finetune": ("aigc_lab.train", "finetune"),
+    "export": ("aigc_lab.export", None),  # a callable module: al.export(handle, target, path, **options)
     "Studio": ("aigc_lab.jupyter.studio", "Studio"),
 }
 

@@ -37,3 +37,15 @@ class GenerationConfigError(AigcLabError, ValueError):
 
 class RunCancelledError(AigcLabError):
     """A run was cancelled (from the panel, ``.cancel()`` or a kernel interrupt) before it finished."""
+
+
+class ConversationError(DataError):
+    """A conversation is malformed (unknown role, empty turn, two assistant turns in a row...): file and row named."""
+
+
+class ChatTemplateError(AigcLabError, ValueError):
+    """No chat template for a model, an unknown template name, or a template whose turn markers are not tokens."""
+
+
+class ExportError(AigcLabError, ValueError):
+    """A model, target or option cannot be exported (checked before anything is written); the message says why."""

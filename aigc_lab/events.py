@@ -2,7 +2,9 @@
 
 Engines publish these dataclasses on the bus; sinks turn them into JSON-ready dicts with
 ``to_message``. ``from_message`` is the strict inverse used for anything arriving from outside: it
-rejects unknown types, missing or ill-typed fields and newer protocol versions with ``ProtocolError``.
+rejects unknown types, missing or ill-typed fields and newer protocol versions with ``ProtocolError``,
+whatever the input (deep nesting, huge strings or numbers, not an object): its messages describe bad
+values briefly and never hold the repr of a whole payload.
 ``Token`` is the per-token bus event; on the wire tokens travel in batches (``Tokens``).
 """
 
@@ -250,12 +252,34 @@ _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
 }
 
 
+_BRIEF = 40  # characters of a bad string (and digits of a bad integer) quoted in an error
+
+
+def _brief(value: Any) -> str:
+    """A short description of any value for an error message: bounded in size, never recursive.
+
+    A repr could be megabytes long (a huge string), fail (a 10,000-level nesting, an integer too long
+    to print), or span lines; error messages about inbound messages end up in a log line.
+    """
+    if isinstance(value, str):
+        return repr(value[:_BRIEF]) + (f"... ({len(value)} characters)" if len(value) > _BRIEF else "")
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if abs(value) < 10**_BRIEF else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, list):
+        return f"an array of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} field(s)"
+    return f"a {type(value).__name__}"
+
+
 def _check_fields(obj: dict[str, Any], spec: dict[str, Check], where: str) -> None:
     for name, check in spec.items():
         if name not in obj:
             raise ProtocolError(f"{where}: missing field {name!r}")
         if not check(obj[name]):
-            raise ProtocolError(f"{where}: field {name!r} has an invalid value {obj[name]!r}")
+            raise ProtocolError(f"{where}: field {name!r} has an invalid value {_brief(obj[name])}")
 
 
 def from_message(msg: Any) -> Event:
@@ -264,17 +288,17 @@ def from_message(msg: Any) -> Event:
         raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
     v = msg.get("v")
     if not _is_int(v):
-        raise ProtocolError("missing or non-integer protocol version 'v'")
+        raise ProtocolError(f"missing or non-integer protocol version 'v' (got {_brief(v)})")
     if v > PROTOCOL_VERSION:
         raise ProtocolError(
-            f"the sender speaks protocol v{v} but this aigc-lab speaks v{PROTOCOL_VERSION}: "
+            f"the sender speaks protocol v{_brief(v)} but this aigc-lab speaks v{PROTOCOL_VERSION}: "
             "update aigc-lab (pip install -U aigc-lab) so both sides match"
         )
     if v < 1:
-        raise ProtocolError(f"protocol version {v} does not exist")
+        raise ProtocolError(f"protocol version {_brief(v)} does not exist")
     kind = msg.get("type")
-    if kind not in _SPECS:
-        raise ProtocolError(f"unknown message type {kind!r}")
+    if not isinstance(kind, str) or kind not in _SPECS:
+        raise ProtocolError(f"unknown message type {_brief(kind)}")
     run_check, spec = _SPECS[kind]
     if "run" not in msg or not run_check(msg["run"]):
         raise ProtocolError(f"{kind}: missing or invalid 'run'")

@@ -17,6 +17,11 @@
  * connection, and `comm_msg` for unknown comm ids is dropped silently by services. On attach we
  * ask the kernel for open `aigc_lab` comms (`comm_info_request`) and re-attach to them with
  * `createComm(target, existingId)`, the way ipywidgets reconnects widget comms.
+ *
+ * Busy kernels: requests (`history`, `cancel`) and the comm lookup go through `SideShell`, the
+ * panel's own subshell and the control channel, so they are answered while a cell runs on the
+ * main shell (Run All, a long foreground cell). Every request times out with a message
+ * (`REQUEST_TIMEOUT_MS`); a late answer still updates the store.
  */
 
 import { ISessionContext } from '@jupyterlab/apputils';
@@ -27,11 +32,15 @@ import { ISignal, Signal } from '@lumino/signaling';
 import {
   AckMessage,
   COMM_TARGET,
-  PROTOCOL_VERSION,
+  cancelMessage,
   historyMessage,
   parseMessage
 } from './protocol';
+import { SideShell } from './sideshell';
 import { Store } from './store';
+
+/** How long a request waits for its `ack` before it is reported as failed. */
+export const REQUEST_TIMEOUT_MS = 10000;
 
 let requestCounter = 0;
 
@@ -48,6 +57,7 @@ interface PendingRequest {
   run: string;
   resolve: (ack: AckMessage) => void;
   reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 /** Where incoming data goes; split out of `KernelChannel` so it can be tested without a kernel. */
@@ -93,6 +103,7 @@ export class KernelChannel implements IDisposable {
     this.kernel = kernel;
     this.store = new Store();
     this._sink = new MessageSink(this.store);
+    this._side = new SideShell(kernel);
     this._register();
     kernel.statusChanged.connect(this._onStatus, this);
     kernel.connectionStatusChanged.connect(this._onConnectionStatus, this);
@@ -132,16 +143,18 @@ export class KernelChannel implements IDisposable {
       return Promise.reject(new Error(error));
     }
     return new Promise<AckMessage>((resolve, reject) => {
-      this._pending.set(id, { run, resolve, reject });
-      const data = { v: PROTOCOL_VERSION, type: 'cancel', run, id };
-      try {
-        const future = comm.send(data);
-        // A comm_msg gets no shell reply; its future is cancelled on restart, which
-        // `_onStatus` already handles. Nothing to report from it.
-        future.done.catch(() => undefined);
-      } catch (e) {
+      const timer = setTimeout(
+        () =>
+          this._fail(
+            id,
+            `no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s (is it busy or stuck?)`
+          ),
+        REQUEST_TIMEOUT_MS
+      );
+      this._pending.set(id, { run, resolve, reject, timer });
+      this._send(comm, { ...cancelMessage(run, id) }).catch((e: unknown) => {
         this._fail(id, `could not send the cancel request: ${String(e)}`);
-      }
+      });
     });
   }
 
@@ -158,13 +171,23 @@ export class KernelChannel implements IDisposable {
       this.store.dispatch({ type: 'history.failed', id, error: 'no aigc_lab comm open' });
       return false;
     }
-    try {
-      comm.send({ ...historyMessage(id) }).done.catch(() => undefined);
-    } catch (e) {
+    clearTimeout(this._historyTimer);
+    this._historyTimer = setTimeout(() => {
+      this.store.dispatch({
+        type: 'history.failed',
+        id,
+        error: `no answer from the kernel within ${REQUEST_TIMEOUT_MS / 1000} s`
+      });
+    }, REQUEST_TIMEOUT_MS);
+    this._send(comm, { ...historyMessage(id) }).catch((e: unknown) => {
       this.store.dispatch({ type: 'history.failed', id, error: String(e) });
-      return false;
-    }
+    });
     return true;
+  }
+
+  /** Interrupt the kernel (what a refused or unanswered cancel offers). */
+  interrupt(): Promise<void> {
+    return this.kernel.interrupt();
   }
 
   dispose(): void {
@@ -173,6 +196,8 @@ export class KernelChannel implements IDisposable {
     }
     this._isDisposed = true;
     this._failAll('the panel stopped following this kernel');
+    clearTimeout(this._historyTimer);
+    this._side.dispose();
     if (!this.kernel.isDisposed) {
       this.kernel.removeCommTarget(COMM_TARGET, this._onCommOpen);
     }
@@ -224,25 +249,61 @@ export class KernelChannel implements IDisposable {
     };
   }
 
+  /**
+   * Send a request on `comm`: on the panel's subshell when the kernel has one (answered while a
+   * cell runs), else as an ordinary comm message (answered when the main shell is free).
+   */
+  private async _send(
+    comm: Kernel.IComm,
+    data: KernelMessage.ICommMsgMsg['content']['data']
+  ): Promise<void> {
+    const subshellId = await this._side.subshell();
+    if (comm.isDisposed || this._comm !== comm) {
+      throw new Error('the aigc_lab comm closed');
+    }
+    if (subshellId !== null) {
+      this._side.sendCommMsg(comm.commId, data, subshellId);
+    } else {
+      comm.send(data).done.catch(() => undefined);
+    }
+  }
+
   private _receive(data: unknown): void {
     const ack = this._sink.receive(data);
     if (ack !== null) {
+      if (ack.id === this.store.state.connection.history?.id) {
+        clearTimeout(this._historyTimer);
+      }
       const pending = this._pending.get(ack.id);
       if (pending !== undefined) {
         this._pending.delete(ack.id);
+        clearTimeout(pending.timer);
         pending.resolve(ack);
       }
     }
   }
 
-  /** Re-attach to an aigc_lab comm the kernel opened before this page loaded. */
-  private async _reattach(): Promise<void> {
+  /**
+   * Re-attach to an aigc_lab comm the kernel opened before this page (or this kernel connection)
+   * existed. Asked on the control channel, so a cell running on the main shell does not delay it.
+   */
+  private _reattach(): Promise<void> {
+    // One lookup at a time (construction and the websocket's 'connected' often coincide).
+    if (this._reattaching === null) {
+      this._reattaching = this._lookUpComms().finally(() => {
+        this._reattaching = null;
+      });
+    }
+    return this._reattaching;
+  }
+
+  private async _lookUpComms(): Promise<void> {
     try {
-      const reply = await this.kernel.requestCommInfo({ target_name: COMM_TARGET });
-      if (this._isDisposed || this.kernel.isDisposed || reply.content.status !== 'ok') {
+      const comms = await this._side.commInfo(COMM_TARGET);
+      if (this._isDisposed || this.kernel.isDisposed) {
         return;
       }
-      for (const [commId, info] of Object.entries(reply.content.comms)) {
+      for (const [commId, info] of Object.entries(comms)) {
         if (info.target_name !== COMM_TARGET || this.kernel.hasComm(commId)) {
           continue;
         }
@@ -260,9 +321,17 @@ export class KernelChannel implements IDisposable {
 
   private _onStatus(_: Kernel.IKernelConnection, status: KernelMessage.Status): void {
     const down = status === 'restarting' || status === 'autorestarting' || status === 'dead';
+    if (status === 'dead') {
+      this.store.dispatch({ type: 'link', link: 'dead' });
+    } else if (down) {
+      this.store.dispatch({ type: 'link', link: 'restarting' });
+    } else if (status !== 'unknown' && this.kernel.connectionStatus === 'connected') {
+      this.store.dispatch({ type: 'link', link: 'ok' });
+    }
     if (down && !this._down) {
       this._down = true;
       this._comm = null; // services disposes the comm without calling onClose
+      this._side.reset();
       this._failAll('the kernel restarted');
       this.store.dispatch({ type: 'kernel.restarted' });
       this._register();
@@ -275,9 +344,15 @@ export class KernelChannel implements IDisposable {
   }
 
   private _onConnectionStatus(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
-    if (status === 'connected' && !this.hasComm && !this._down) {
-      // After a websocket reconnect, pick up a comm we may have missed.
-      void this._reattach();
+    if (this.kernel.status !== 'dead') {
+      this.store.dispatch({ type: 'link', link: status === 'connected' ? 'ok' : 'websocket-lost' });
+    }
+    if (status === 'connected') {
+      this._side.retry();
+      if (!this.hasComm && !this._down) {
+        // After a websocket reconnect, pick up a comm we may have missed.
+        void this._reattach();
+      }
     }
   }
 
@@ -291,6 +366,7 @@ export class KernelChannel implements IDisposable {
       return;
     }
     this._pending.delete(id);
+    clearTimeout(pending.timer);
     this.store.dispatch({ type: 'cancel.failed', run: pending.run, id, error });
     pending.reject(new Error(error));
   }
@@ -302,6 +378,9 @@ export class KernelChannel implements IDisposable {
   }
 
   private _comm: Kernel.IComm | null = null;
+  private _side: SideShell;
+  private _reattaching: Promise<void> | null = null;
+  private _historyTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   private _pending = new Map<string, PendingRequest>();
   private _sink: MessageSink;
   private _down = false;

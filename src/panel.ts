@@ -11,7 +11,8 @@
  * Charts redraw at most every `CHART_INTERVAL_MS` while data streams.
  *
  * DOM contract (used by the UI tests):
- *   #aigc-lab-panel[data-kernel-id][data-connected][data-run-count][data-theme-light]
+ *   #aigc-lab-panel[data-kernel-id][data-connected][data-link][data-run-count][data-theme-light]
+ *     data-link: connected | waiting | comm-closed | websocket-lost | restarting | dead | none
  *     .aigc-banner   visible when the kernel speaks a newer protocol
  *     .aigc-runs > .aigc-run ...   newest run first; only the focused run (default: newest) shown
  *     .aigc-chart.aigc-latency-chart / .aigc-loss-chart  [data-series-count][data-point-count]
@@ -29,7 +30,7 @@ import {
   lossSeries,
   pickChartRuns
 } from './series';
-import { RunState, State, runList } from './store';
+import { RunState, State, linkSummary, runList } from './store';
 import { LiveChart } from './views/chart';
 import { HistoryTable } from './views/history';
 import { RunView } from './views/runview';
@@ -89,6 +90,7 @@ export class AigcLabPanel extends Widget {
     const node = this.node;
     node.setAttribute('data-kernel-id', '');
     node.setAttribute('data-connected', 'false');
+    node.setAttribute('data-link', 'none');
     node.setAttribute('data-run-count', '0');
 
     const head = document.createElement('div');
@@ -305,6 +307,16 @@ export class AigcLabPanel extends Widget {
     });
   };
 
+  private _onInterrupt = (runId: string): void => {
+    const channel = this._channel;
+    if (channel === null) {
+      return;
+    }
+    channel.interrupt().catch((e: unknown) => {
+      console.warn(`[aigc-lab] interrupting the kernel (run ${runId}) failed`, e);
+    });
+  };
+
   private _schedule(): void {
     if (this._frame !== 0 || this.isDisposed) {
       return;
@@ -327,10 +339,12 @@ export class AigcLabPanel extends Widget {
     this._rendered = state;
     const node = this.node;
     const kernelId = channel?.kernel.id ?? '';
-    const connected = state?.connection.connected ?? false;
+    const link = state === null ? null : linkSummary(state.connection);
+    const connected = link?.state === 'connected';
     const runCount = state?.order.length ?? 0;
     node.setAttribute('data-kernel-id', kernelId);
     node.setAttribute('data-connected', connected ? 'true' : 'false');
+    node.setAttribute('data-link', link?.state ?? 'none');
     node.setAttribute('data-run-count', String(runCount));
 
     const mismatch = state?.connection.protocolMismatch ?? null;
@@ -347,11 +361,13 @@ export class AigcLabPanel extends Widget {
       const pkg = k && typeof k['aigc_lab'] === 'string' ? ` · aigc_lab ${k['aigc_lab']}` : '';
       status = `kernel ${kernelId.slice(0, 8)} · connected${pkg}`;
     } else {
-      status = `kernel ${kernelId.slice(0, 8)} · waiting for aigc_lab`;
+      status = `kernel ${kernelId.slice(0, 8)} · ${link?.text ?? 'waiting for aigc_lab'}`;
     }
     const h = state?.connection.history ?? null;
     if (h !== null && h.state === 'pending') {
       status += ' · loading history…';
+    } else if (h !== null && h.state === 'failed') {
+      status += ` · history not loaded: ${h.error ?? 'no answer'}`;
     }
     if (this._statusLine.textContent !== status) {
       this._statusLine.textContent = status;
@@ -412,7 +428,7 @@ export class AigcLabPanel extends Widget {
     for (const run of runs) {
       let view = this._views.get(run.id);
       if (view === undefined) {
-        view = new RunView(run.id, this._onCancel);
+        view = new RunView(run.id, this._onCancel, this._onInterrupt);
         view.tinting = this._settings.tinting;
         this._views.set(run.id, view);
         this._runsBox.insertBefore(view.node, this._runsBox.firstChild);

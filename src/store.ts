@@ -81,9 +81,16 @@ export interface RunState {
   cancel: CancelState | null;
 }
 
+/** What the kernel connection under the comm is doing. */
+export type LinkState = 'ok' | 'websocket-lost' | 'restarting' | 'dead';
+
 export interface ConnectionState {
   /** A hello arrived on the current comm (reset by a restart or a closed comm). */
   connected: boolean;
+  /** The websocket and the kernel process ('ok' unless lost, restarting or dead). */
+  link: LinkState;
+  /** The comm was closed (by the kernel, or the kernel went away) and no new one opened yet. */
+  commClosed: boolean;
   /** The kernel facts from hello. */
   kernel: JSONObject | null;
   /** The protocol version the kernel announced in hello. */
@@ -137,6 +144,8 @@ export type Action =
   | { type: 'kernel.restarted' }
   /** The comm closed (kernel side closed it, or the kernel went away). */
   | { type: 'comm.closed' }
+  /** The websocket or the kernel process changed state. */
+  | { type: 'link'; link: LinkState }
   /**
    * The panel re-attached to a comm the kernel had opened before this page loaded (page
    * reload): no hello will come on it, but the connection is live.
@@ -163,6 +172,8 @@ export function initialState(): State {
     maxRuns: DEFAULT_MAX_RUNS,
     connection: {
       connected: false,
+      link: 'ok',
+      commClosed: false,
       kernel: null,
       kernelProtocol: null,
       protocolMismatch: null,
@@ -335,6 +346,7 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
         connection: {
           ...state.connection,
           connected: true,
+          commClosed: false,
           kernel: msg.kernel,
           kernelProtocol: msg.version,
           protocolMismatch: null
@@ -444,12 +456,16 @@ export function reduce(state: State, action: Action): State {
           }));
         }
       }
-      return { ...next, connection: { ...next.connection, connected: false } };
+      return { ...next, connection: { ...next.connection, connected: false, commClosed: true } };
     }
     case 'comm.reattached':
       return state.connection.connected
         ? state
-        : { ...state, connection: { ...state.connection, connected: true } };
+        : { ...state, connection: { ...state.connection, connected: true, commClosed: false } };
+    case 'link':
+      return action.link === state.connection.link
+        ? state
+        : { ...state, connection: { ...state.connection, link: action.link } };
     case 'cancel.requested':
       return withRun(state, action.run, run => ({
         ...run,
@@ -498,6 +514,27 @@ export function reduce(state: State, action: Action): State {
       return capRuns({ ...state, maxRuns });
     }
   }
+}
+
+/** One word for the connection as the panel shows it (`data-link`), and the sentence for it. */
+export function linkSummary(c: ConnectionState): { state: string; text: string } {
+  switch (c.link) {
+    case 'dead':
+      return { state: 'dead', text: 'kernel dead: restart it to continue' };
+    case 'restarting':
+      return { state: 'restarting', text: 'kernel restarting…' };
+    case 'websocket-lost':
+      return { state: 'websocket-lost', text: 'connection to the kernel lost: reconnecting…' };
+    case 'ok':
+      break;
+  }
+  if (c.connected) {
+    return { state: 'connected', text: 'connected' };
+  }
+  if (c.commClosed) {
+    return { state: 'comm-closed', text: 'aigc_lab comm closed: import aigc_lab again to reconnect' };
+  }
+  return { state: 'waiting', text: 'waiting for aigc_lab' };
 }
 
 /** Reduce a sequence of actions (handy for tests and replays). */

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from aigc_lab.infer.kv_cache import reserved_cache
+from aigc_lab.models.compat import cache_kwargs, cache_of
 
 
 def decode_logits(model: Any, maker: Any, steps: int = 12, capacity: int | None = None,
@@ -16,7 +17,7 @@ def decode_logits(model: Any, maker: Any, steps: int = 12, capacity: int | None 
     ids = torch.arange(prompt).view(1, prompt) % model.config.vocab_size
     cache = reserved_cache(model, capacity or prompt + steps)
     with torch.inference_mode():
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache_kwargs(cache))
     step = maker(model, cache) if maker else None
     if maker:
         assert step is not None, f"{maker.__name__} refused the model"
@@ -27,6 +28,6 @@ def decode_logits(model: Any, maker: Any, steps: int = 12, capacity: int | None 
             out = step(tok)
         else:
             with torch.inference_mode():
-                out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+                out = model(input_ids=tok, use_cache=True, **cache_kwargs(cache_of(out)))
         got.append(out.logits[:, -1].clone())
     return torch.stack(got), cache

@@ -10,8 +10,9 @@ import pytest
 
 from aigc_lab import runs
 from aigc_lab.bus import EventBus
+from aigc_lab.errors import ProtocolError
 from aigc_lab.events import ModelInfo, RunEnd, RunMetrics, RunStart, Token, from_message
-from aigc_lab.jupyter.comm_bridge import CommBridge
+from aigc_lab.jupyter.comm_bridge import MAX_ID, CommBridge, _data_of
 
 MODEL = ModelInfo(name="m", params=1, dtype="float32", quant=None, device="cpu")
 
@@ -181,3 +182,125 @@ def test_a_cancel_request_also_makes_the_comm_live():
     finally:
         bridge.close()
     assert [m["type"] for m in sent] == ["ack", "run.start"]
+
+
+# -- pathological messages from the panel -------------------------------------------------------
+
+
+def nested(depth: int, kind: str = "list"):
+    """A value nested ``depth`` levels deep, built without recursion (as a JSON parser would hand it over)."""
+    value: object = "leaf"
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+DEEP_LIST, DEEP_DICT = nested(10_000), nested(10_000, "dict")
+HUGE = "x" * 10_000_000
+PATHOLOGICAL = {
+    "deep list id": {"v": 1, "type": "cancel", "run": "r", "id": DEEP_LIST},
+    "deep dict run": {"v": 1, "type": "cancel", "run": DEEP_DICT, "id": "1"},
+    "deep type": {"v": 1, "type": DEEP_LIST, "run": "r", "id": "1"},
+    "deep dict as type": {"v": 1, "type": DEEP_DICT, "run": None, "id": "1"},
+    "deep version": {"v": DEEP_DICT, "type": "history", "run": None, "id": "1"},
+    "deep top level": DEEP_LIST,
+    "huge type": {"v": 1, "type": HUGE, "run": "r", "id": "1"},
+    "huge run": {"v": 1, "type": "cancel", "run": HUGE, "id": "1"},
+    "huge id": {"v": 1, "type": "history", "run": None, "id": HUGE},
+    "huge string message": HUGE,
+    "nan version": {"v": float("nan"), "type": "cancel", "run": "r", "id": "1"},
+    "inf version": {"v": float("inf"), "type": "cancel", "run": "r", "id": "1"},
+    "1e400 id": {"v": 1, "type": "cancel", "run": "r", "id": float("1e400")},
+    "huge int version": {"v": 10**5000, "type": "cancel", "run": "r", "id": "1"},
+    "huge negative int version": {"v": -(10**5000), "type": "cancel", "run": "r", "id": "1"},
+    "huge int id": {"v": 1, "type": "cancel", "run": "r", "id": 10**5000},
+    "bool version": {"v": True, "type": "cancel", "run": "r", "id": "1"},
+    "int id": {"v": 1, "type": "cancel", "run": "r", "id": 7},
+    "list run": {"v": 1, "type": "cancel", "run": ["r"], "id": "1"},
+    "history with a run": {"v": 1, "type": "history", "run": "r", "id": "1"},
+    "missing id": {"v": 1, "type": "cancel", "run": "r"},
+    "missing run": {"v": 1, "type": "cancel", "id": "1"},
+    "missing type": {"v": 1, "run": "r", "id": "1"},
+    "empty object": {},
+    "none": None,
+    "number": 3.5,
+    "list": [{"v": 1, "type": "cancel", "run": "r", "id": "1"}],
+    "bytes": b"\x00\xff",
+    "non-string keys": {1: 2, None: 3},
+    "code": {"v": 1, "type": "exec", "run": None, "code": "raise SystemExit('executed')"},
+    "newer version": {"v": 2, "type": "cancel", "run": "r", "id": "1", "note": "x\ny" * 1000},
+}
+
+
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_pathological_messages_are_logged_in_one_short_line_and_ignored(wire, caplog, name):
+    _bus, bridge, sent = wire
+    flag = runs.register("live-p")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aigc_lab"):
+            assert bridge.handle_incoming(PATHOLOGICAL[name]) is None
+        records = [r for r in caplog.records if r.name == "aigc_lab"]
+        assert len(records) == 1, [r.getMessage()[:100] for r in records]
+        line = records[0].getMessage()
+        assert line.startswith("aigc_lab: ignored") and len(line) < 300 and "\n" not in line, line[:400]
+        assert records[0].exc_info is None and records[0].levelno == logging.WARNING
+        assert sent == [] and not flag.is_set()
+        # the bridge still answers what follows
+        cancel = bridge.handle_incoming({"v": 1, "type": "cancel", "run": "live-p", "id": "after"})
+        history = bridge.handle_incoming({"v": 1, "type": "history", "run": None, "id": "h-after"})
+    finally:
+        runs.unregister("live-p")
+    assert flag.is_set()
+    assert cancel == {"v": 1, "type": "ack", "run": "live-p", "id": "after", "ok": True, "error": None}
+    assert history == {"v": 1, "type": "ack", "run": None, "id": "h-after", "ok": True, "error": None}
+    assert sent[0] == cancel and history in sent
+
+
+@pytest.mark.parametrize("name", [n for n in PATHOLOGICAL if n not in ("huge run", "huge id")])  # valid protocol
+def test_from_message_rejects_each_with_a_short_protocol_error(name):
+    with pytest.raises(ProtocolError) as info:
+        from_message(PATHOLOGICAL[name])
+    assert 0 < len(str(info.value)) < 300
+
+
+def test_error_messages_describe_bad_values_briefly():
+    def error(msg):
+        with pytest.raises(ProtocolError) as info:
+            from_message(msg)
+        return str(info.value)
+
+    assert "'xxxx" in error(PATHOLOGICAL["huge type"]) and "10000000 characters" in error(PATHOLOGICAL["huge type"])
+    assert "an array of 1 item(s)" in error(PATHOLOGICAL["deep list id"])
+    assert "an integer of 16610 bits" in error(PATHOLOGICAL["huge int id"])
+    assert "inf" in error(PATHOLOGICAL["1e400 id"]) and "nan" in error(PATHOLOGICAL["nan version"])
+    assert "field 'id' has an invalid value 7" in error(PATHOLOGICAL["int id"])
+
+
+def test_ids_too_long_to_echo_are_ignored(wire, caplog):
+    _bus, bridge, sent = wire
+    with caplog.at_level(logging.WARNING, logger="aigc_lab"):
+        assert bridge.handle_incoming({"v": 1, "type": "cancel", "run": "r" * (MAX_ID + 1), "id": "1"}) is None
+        assert bridge.handle_incoming({"v": 1, "type": "history", "run": None, "id": "i" * (MAX_ID + 1)}) is None
+    assert sent == [] and caplog.text.count("longer than 256 characters") == 2
+    reply = bridge.handle_incoming({"v": 1, "type": "cancel", "run": "r" * MAX_ID, "id": "i" * MAX_ID})
+    assert reply is not None and reply["id"] == "i" * MAX_ID and reply["ok"] is False
+
+
+def test_an_unexpected_failure_while_handling_is_one_line_not_a_traceback(wire, caplog, monkeypatch):
+    _bus, bridge, _sent = wire
+
+    def broken(_run):
+        raise RuntimeError("boom\n" * 1000)
+
+    monkeypatch.setattr(runs, "cancel", broken)
+    with caplog.at_level(logging.WARNING, logger="aigc_lab"):
+        assert bridge.handle_incoming({"v": 1, "type": "cancel", "run": "r", "id": "1"}) is None
+    (record,) = caplog.records
+    assert record.exc_info is None and record.getMessage() == (
+        "aigc_lab: ignored a message from the panel that could not be handled (RuntimeError)")
+
+
+def test_comm_messages_without_data_reach_the_bridge_as_none():
+    assert _data_of({"content": {"data": {"v": 1}}}) == {"v": 1}
+    assert _data_of({"content": {}}) is None and _data_of({}) is None and _data_of(None) is None
+    assert _data_of({"content": "not an object"}) is None

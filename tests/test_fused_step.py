@@ -17,6 +17,7 @@ import aigc_lab.infer.decode as decode_mod
 from aigc_lab.infer import cpu_gemv
 from aigc_lab.infer.fused_step import fused_decoder
 from aigc_lab.infer.kv_cache import reserved_cache
+from aigc_lab.models.compat import cache_kwargs
 from aigc_lab.models.quantize import quantize
 
 
@@ -137,7 +138,7 @@ def test_int8_product_equals_torch_dynamic_linear(kernel, per_channel):
 def _prefilled(model, capacity=8):
     cache = reserved_cache(model, capacity)
     with torch.inference_mode():
-        model(input_ids=torch.zeros(1, 2, dtype=torch.long), past_key_values=cache, use_cache=True)
+        model(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True, **cache_kwargs(cache))
     return cache
 
 

@@ -123,9 +123,16 @@ def test_keyboard_interrupt_ends_the_run_as_cancelled(gpt_tiny):
 
 
 def test_cancel_from_another_thread_in_calling_thread_mode(llama_tiny):
-    stream = al.generate(llama_tiny, "x", max_new_tokens=100_000)
-    threading.Timer(0.2, stream.cancel).start()
+    """Another thread cancels once tokens flow (not after a fixed delay: a busy CI machine may not have
+    produced one yet); the loop in the calling thread stops at the next token."""
+    bus = EventBus()
+    started = threading.Event()
+    bus.subscribe(lambda event: started.set() if isinstance(event, al.events.Token) else None)
+    stream = al.generate(llama_tiny, "x", max_new_tokens=100_000, event_bus=bus)
+    canceller = threading.Thread(target=lambda: started.wait(60) and stream.cancel())
+    canceller.start()
     stream.wait()
+    canceller.join()
     assert stream.status == "cancelled" and 0 < len(stream.tokens) < 100_000
 
 

@@ -125,3 +125,82 @@ def test_with_no_panel_a_long_training_cell_keeps_iopub_quiet():
     budget = 40 + 8 * seconds  # widget set-up, then at most ~2 bar refreshes of 2-3 messages per second
     assert len(msgs) <= budget, (f"{len(msgs)} IOPub messages in {seconds:.1f} s (budget {budget:.0f}): "
                                  f"{sorted({m['msg_type'] for m in msgs})}")
+
+
+def _control(kc, msg_type, content):
+    """Send a request on the control channel; return its reply (control is served mid-cell)."""
+    msg = kc.session.msg(msg_type, content)
+    kc.control_channel.send(msg)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        reply = kc.control_channel.get_msg(timeout=10)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply
+    raise TimeoutError(msg_type)
+
+
+def test_a_request_on_a_subshell_is_answered_while_a_cell_runs():
+    """Run All and long foreground cells: the panel's first request, sent on its own subshell, is
+    served while the main shell runs a cell, and the kernel streams live from then on. The cell
+    publishes tokens until the bridge is live (at most 15 s), then 20 more."""
+    km, kc = jupyter_client.manager.start_new_kernel(kernel_name="python3")
+    try:
+        msgs = _run(kc, "import aigc_lab\nhooks = []\n"
+                        "get_ipython().events.register('post_execute', lambda: hooks.append(1))")
+        comm_id = next(m["content"]["comm_id"] for m in msgs if m["msg_type"] == "comm_open")
+        info = _control(kc, "kernel_info_request", {})
+        assert "kernel subshells" in info["content"].get("supported_features", []), info["content"]
+        subshell = _control(kc, "create_subshell_request", {})["content"]["subshell_id"]
+        comms = _control(kc, "comm_info_request", {"target_name": "aigc_lab"})["content"]["comms"]
+        assert comm_id in comms  # the panel finds the comm mid-cell too (page reload)
+        cell = kc.execute(
+            "import time\n"
+            "from aigc_lab import bus, events\n"
+            "from aigc_lab.jupyter import comm_bridge\n"
+            "m = events.ModelInfo(name='fake', params=1, dtype='float32', quant=None, device='cpu')\n"
+            "bus.publish(events.RunStart(run='mid', kind='generate', model=m, config={}, t0=time.time()*1000))\n"
+            "i, t_end, extra = 0, time.time() + 15, None\n"
+            "while time.time() < t_end and (extra is None or extra > 0):\n"
+            "    bus.publish(events.Token(run='mid', i=i, id=i, text='x', ms=float(i)))\n"
+            "    i += 1\n"
+            "    extra = (20 if extra is None and comm_bridge._bridge.live else extra)\n"
+            "    extra = extra - 1 if extra is not None else None\n"
+            "    time.sleep(0.01)\n"
+            "bus.publish(events.RunEnd(run='mid', status='ok', metrics=events.RunMetrics(tokens=i)))\n"
+        )
+        request = kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {
+            "v": 1, "type": "history", "run": None, "id": "h-sub"}})
+        request["header"]["subshell_id"] = subshell
+        kc.shell_channel.send(request)
+        seen, ack_at, idle_at, live_at = [], None, None, None
+        deadline = time.time() + 60
+        while idle_at is None and time.time() < deadline:
+            try:
+                m = kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id:
+                data = m["content"]["data"]
+                seen.append(data)
+                if data["type"] == "ack" and data["id"] == "h-sub":
+                    ack_at = len(seen)
+                elif ack_at is not None and live_at is None and data["type"] == "tokens":
+                    live_at = len(seen)
+            elif (m["msg_type"] == "status" and m["parent_header"].get("msg_id") == cell
+                  and m["content"]["execution_state"] == "idle"):
+                idle_at = len(seen)
+        seen += [m["content"]["data"] for m in _drain(kc) if m["msg_type"] == "comm_msg"]
+        hooks = _run(kc, "print('HOOKS', len(hooks))")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert idle_at is not None, "the cell never ended"
+    assert ack_at is not None and ack_at <= idle_at, "the history request waited for the cell to end"
+    assert live_at is not None and live_at <= idle_at, "no live tokens while the cell ran"
+    items = sorted({it["i"] for d in seen if d["type"] == "tokens" and d["run"] == "mid" for it in d["items"]})
+    ends = [d for d in seen if d["type"] == "run.end" and d["run"] == "mid"]
+    assert ends and items == list(range(ends[0]["metrics"]["tokens"])), "replay + live stream lost tokens"
+    # post_execute ran after the two cells before this check, not around the panel's request too
+    # (on the subshell, a hook such as matplotlib's figure flush would act on the running cell)
+    out = "".join(m["content"].get("text", "") for m in hooks if m["msg_type"] == "stream")
+    assert "HOOKS 2" in out, out

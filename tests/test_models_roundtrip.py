@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import aigc_lab as al
+from aigc_lab.models.compat import cache_kwargs, cache_of
 from aigc_lab.models.starter import train_tokenizer
 
 CORPUS = ["Once upon a time a tiny model learned to stream tokens, one at a time.",
@@ -189,11 +190,11 @@ def test_lstm_follows_the_causal_contract(starters):
     ids = tok("The for statement is used to iterate", return_tensors="pt")["input_ids"]
     out = model(input_ids=ids, labels=ids)
     assert out.logits.shape == (1, ids.shape[1], len(tok)) and out.loss is not None and out.loss.requires_grad
-    h, c = out.past_key_values
+    h, c = cache_of(out)
     assert h.shape == c.shape == (model.config.num_hidden_layers, 1, model.config.hidden_size)
     # feeding the state back equals running the whole sequence at once
     first = model(input_ids=ids[:, :-1], use_cache=True)
-    step = model(input_ids=ids[:, -1:], past_key_values=first.past_key_values)
+    step = model(input_ids=ids[:, -1:], **cache_kwargs(cache_of(first)))
     torch.testing.assert_close(step.logits[:, -1], out.logits[:, -1])
     # engine greedy decoding equals transformers' generate
     ours = [i for i in _engine(handle, "The for statement")[1] if i is not None]

@@ -33,6 +33,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# The pictures the README shows: written here (ignored by git) unless AIGC_UI_SCREENSHOTS names
+# another folder (`make screenshots` points it at docs/ to refresh the committed ones).
+SCREENSHOTS = Path(os.environ.get("AIGC_UI_SCREENSHOTS") or ARTIFACTS / "screenshots")
 CHROMIUM = os.environ.get("AIGC_UI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -115,11 +118,12 @@ class LabServer:
             return f"(no server log: {exc})"
         return "\n".join(lines[-n:])
 
-    def write_notebook(self, name: str) -> str:
-        """Create an empty Python 3 notebook in the root dir; return its server path."""
+    def write_notebook(self, name: str, sources: list[str] | None = None) -> str:
+        """Create a Python 3 notebook in the root dir (one code cell per source; default one empty
+        cell); return its server path."""
         nb = {
             "cells": [{"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8],
-                       "metadata": {}, "outputs": [], "source": ""}],
+                       "metadata": {}, "outputs": [], "source": src} for src in (sources or [""])],
             "metadata": {
                 "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                                "name": "python3"},
@@ -228,16 +232,20 @@ _JS_INSTALL = """
 """
 
 _JS_OPEN = """
-async ({path, timeout}) => {
+async ({path, timeout, busy}) => {
   const app = window.jupyterapp;
   const w = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
   window.__aigc.nbs[path] = w;
   const t0 = Date.now();
   await w.context.ready;
   await w.sessionContext.ready;
-  // wait for a kernel connection that is connected and idle
+  // wait for a kernel connection that is connected and idle (or, with busy, just connected: a
+  // kernel running a cell answers shell requests only once the cell ends)
   for (;;) {
     const k = w.sessionContext.session && w.sessionContext.session.kernel;
+    if (k && k.connectionStatus === 'connected' && busy) {
+      return {id: w.id, kernelId: k.id};
+    }
     if (k && k.connectionStatus === 'connected' && k.status === 'idle') break;
     if (Date.now() - t0 > timeout) {
       throw new Error('kernel of ' + path + ' not idle after ' + timeout + ' ms (status ' +
@@ -276,6 +284,31 @@ async ({path, code, timeout}) => {
 """
 
 
+_JS_WATCH = """
+() => {
+  const log = window.__aigc.runLog = {};
+  const panel = document.querySelector('#aigc-lab-panel');
+  const scan = () => {
+    const t = Date.now();
+    for (const el of panel.querySelectorAll('.aigc-run[data-run-id]')) {
+      const e = {t, status: el.getAttribute('data-status'), t0: Number(el.getAttribute('data-t0') || 0),
+                 tokens: Number(el.getAttribute('data-token-count') || 0),
+                 steps: Number(el.getAttribute('data-step-count') || 0),
+                 last: Number(el.getAttribute('data-last-step') || 0)};
+      const l = log[el.getAttribute('data-run-id')] || (log[el.getAttribute('data-run-id')] = []);
+      const p = l[l.length - 1];
+      if (!p || p.status !== e.status || p.tokens !== e.tokens || p.steps !== e.steps) l.push(e);
+    }
+  };
+  if (window.__aigc.watcher) window.__aigc.watcher.disconnect();
+  window.__aigc.watcher = new MutationObserver(scan);
+  window.__aigc.watcher.observe(panel, {subtree: true, childList: true, attributes: true,
+    attributeFilter: ['data-run-id', 'data-status', 'data-token-count', 'data-step-count']});
+  scan();
+}
+"""
+
+
 @dataclass
 class ExecResult:
     stdout: str
@@ -306,12 +339,39 @@ class Lab:
     console: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     # -- notebooks and kernels ---------------------------------------------------------------
-    def open_notebook(self, name: str | None = None) -> Notebook:
+    def open_notebook(self, name: str | None = None, sources: list[str] | None = None) -> Notebook:
         name = name or f"nb-{uuid.uuid4().hex[:8]}.ipynb"
-        path = self.server.write_notebook(name)
+        path = self.server.write_notebook(name, sources)
         self.page.evaluate(_JS_INSTALL)
-        info = self.page.evaluate(_JS_OPEN, {"path": path, "timeout": KERNEL_TIMEOUT * 1000})
+        info = self.page.evaluate(_JS_OPEN, {"path": path, "timeout": KERNEL_TIMEOUT * 1000,
+                                             "busy": False})
         return Notebook(lab=self, path=path, widget_id=info["id"])
+
+    def reload(self) -> None:
+        """Reload the page (same server, same kernels) and wait until JupyterLab is back."""
+        self.page.goto(f"{self.server.url}lab?reset", wait_until="domcontentloaded",
+                       timeout=STEP_TIMEOUT * 1000)
+        self.page.wait_for_function("() => !!window.jupyterapp", timeout=STEP_TIMEOUT * 1000)
+        self.page.evaluate("async () => { await window.jupyterapp.restored; }")
+        self.page.evaluate(_JS_INSTALL)
+
+    def reopen(self, nb: Notebook, busy: bool = False) -> Notebook:
+        """Open ``nb`` again in this page (after a reload: same session, same kernel). With
+        ``busy``, do not wait for the kernel to be idle (it is running a cell)."""
+        info = self.page.evaluate(_JS_OPEN, {"path": nb.path, "timeout": STEP_TIMEOUT * 1000,
+                                             "busy": busy})
+        return Notebook(lab=self, path=nb.path, widget_id=info["id"])
+
+    # -- what the panel showed, and when ---------------------------------------------------------
+    def watch_runs(self) -> None:
+        """Start logging, in the page, every change of every run card's status / token count /
+        step count with ``Date.now()`` (the host clock, which the kernel's ``t0`` also uses)."""
+        self.page.evaluate(_JS_WATCH)
+
+    def run_log(self) -> dict[str, list[dict]]:
+        """Per run id: ``[{t, t0, status, tokens, steps, last}, ...]`` as logged since ``watch_runs``
+        (``t0``: the run's start as the kernel stamped it, 0 while unknown)."""
+        return self.page.evaluate("() => window.__aigc.runLog || {}")
 
     # -- the panel -----------------------------------------------------------------------------
     def panel(self):
@@ -380,6 +440,12 @@ class Lab:
             run_id,
         )
 
+    def next_frames(self, n: int = 2) -> None:
+        """Wait until the page has fonts loaded and has painted ``n`` more animation frames."""
+        self.page.evaluate(
+            """async (n) => { await document.fonts.ready;
+                 for (let k = 0; k < n; k++) await new Promise(r => requestAnimationFrame(r)); }""", n)
+
     def warnings(self, prefix: str = "") -> list[str]:
         return [text for kind, text in self.console if kind == "warning" and text.startswith(prefix)]
 
@@ -413,6 +479,42 @@ class Notebook:
             pytest.fail(f"kernel code failed in {self.path}:\n{code}\n--- error ---\n{res.error}\n"
                         f"--- stderr ---\n{res.stderr}")
         return res
+
+    def run_all(self) -> None:
+        """Run ▸ Run All Cells (JupyterLab's own command) on this notebook; returns at once."""
+        self.activate()
+        self.lab.page.evaluate(
+            """(p) => { const app = window.jupyterapp;
+                        window.__aigc.runAll = window.__aigc.runAll || {};
+                        window.__aigc.runAll[p] = app.commands.execute('notebook:run-all-cells'); }""",
+            self.path)
+
+    def wait_run_all(self, timeout: float) -> None:
+        """Wait until the Run All started by ``run_all`` has executed every cell."""
+        ok = self.lab.page.evaluate(
+            """async ([p, timeout]) => {
+                 let timer;
+                 const late = new Promise((_, rej) => { timer = setTimeout(
+                   () => rej(new Error('Run All not done after ' + timeout + ' ms')), timeout); });
+                 try { return await Promise.race([window.__aigc.runAll[p], late]); }
+                 finally { clearTimeout(timer); }
+               }""", [self.path, timeout * 1000])
+        assert ok is True, f"Run All of {self.path} reported {ok!r} (a cell failed?)"
+
+    def start(self, code: str) -> None:
+        """Send ``code`` to this notebook's kernel and return at once (``wait_started`` /
+        ``wait_done`` follow it)."""
+        self.lab.page.evaluate(
+            """([p, code]) => {
+                 const k = window.__aigc.nbs[p].sessionContext.session.kernel;
+                 const f = k.requestExecute({code, store_history: false});
+                 const r = window.__aigc.started = window.__aigc.started || {};
+                 r[p] = {done: false, error: null};
+                 f.onIOPub = (msg) => { if (msg.header.msg_type === 'error')
+                   r[p].error = msg.content.ename + ': ' + msg.content.evalue; };
+                 f.done.then(() => { r[p].done = true; }, (e) => { r[p].done = true;
+                   r[p].error = String(e); });
+               }""", [self.path, code])
 
     def wait_panel_follows(self, timeout: float = STEP_TIMEOUT) -> None:
         """Activate this notebook and wait until the panel follows its kernel."""

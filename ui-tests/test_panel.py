@@ -15,6 +15,7 @@ from aigc_ui_harness import (
     _JS_INSTALL,
     _JS_OPEN,
     ARTIFACTS,
+    SCREENSHOTS,
     STEP_TIMEOUT,
     BrowserStartError,
     Lab,
@@ -22,8 +23,8 @@ from aigc_ui_harness import (
     launch_browser,
 )
 
-DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "panel.png"
-DOCS_DARK_PNG = Path(__file__).resolve().parent.parent / "docs" / "panel-dark.png"
+PANEL_PNG = SCREENSHOTS / "panel.png"
+PANEL_DARK_PNG = SCREENSHOTS / "panel-dark.png"
 MALFORMED_PREFIX = "[aigc-lab] ignored malformed message"
 STARTER = "starter:gpt-tiny"
 MODEL_LOAD_TIMEOUT = 180.0
@@ -99,7 +100,7 @@ def select_runs(lab: Lab, runs: list[str]) -> None:
 
 def screenshot_panel(lab: Lab, path: Path) -> None:
     """The panel, cropped just below its last section."""
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     box = lab.panel().bounding_box()
     bottom = lab.page.evaluate(
         "() => Math.max(0, ...[...document.querySelectorAll('#aigc-lab-panel > *')]"
@@ -205,7 +206,6 @@ def test_2000_tokens_in_order(lab):
     print("\n" + json.dumps(report))
     (ARTIFACTS).mkdir(exist_ok=True)
     (ARTIFACTS / "e2e_2000_tokens.json").write_text(json.dumps(report) + "\n")
-    assert report["e2e_ms"] >= 0
     # Generous ceiling: a regression to per-token messages/renders would blow far past it.
     assert report["e2e_ms"] < 10_000, report
 
@@ -368,7 +368,7 @@ bus.publish(events.RunEnd(run={run!r}, status="ok"))
     row = lab.page.locator(f'#aigc-lab-panel tr.aigc-history-row[data-run-id="{run}"]')
     loss_text = row.locator("td.aigc-col-loss").inner_text()
     assert loss_text == "0.746 / 0.854", loss_text  # final train loss / final eval loss
-    # The README picture: generation overlay + loss curve, the int8 run's stream in front.
+    # The README picture (SCREENSHOTS): generation overlay + loss curve, the int8 run's stream in front.
     ticked = [r for r in lab.page.evaluate(
         "() => [...document.querySelectorAll('#aigc-lab-panel tr.aigc-history-row')]"
         ".filter(r => r.getAttribute('data-selected') === 'true').map(r => r.getAttribute('data-run-id'))")]
@@ -378,9 +378,9 @@ bus.publish(events.RunEnd(run={run!r}, status="ok"))
     gen_rows = lab.page.locator("#aigc-lab-panel tr.aigc-history-row", has_text="int8")
     if gen_rows.count():
         gen_rows.first.locator("td.aigc-col-model").click()
-    lab.page.wait_for_timeout(300)
-    screenshot_panel(lab, DOCS_PNG)
-    assert DOCS_PNG.stat().st_size < 150_000, DOCS_PNG.stat().st_size
+    lab.next_frames()
+    screenshot_panel(lab, PANEL_PNG)
+    assert PANEL_PNG.stat().st_size < 150_000, PANEL_PNG.stat().st_size
 
 
 def test_dark_theme(lab, starter):
@@ -399,9 +399,9 @@ def test_dark_theme(lab, starter):
                                ".backgroundColor")
         rgb = [int(v) for v in bg[bg.index("(") + 1:bg.index(")")].split(",")[:3]]
         assert sum(rgb) / 3 < 100, f"panel background {bg} is not dark"
-        lab.page.wait_for_timeout(300)
-        screenshot_panel(lab, DOCS_DARK_PNG)
-        assert DOCS_DARK_PNG.stat().st_size < 150_000, DOCS_DARK_PNG.stat().st_size
+        lab.next_frames()
+        screenshot_panel(lab, PANEL_DARK_PNG)
+        assert PANEL_DARK_PNG.stat().st_size < 150_000, PANEL_DARK_PNG.stat().st_size
     finally:
         lab.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
                           " {theme: 'JupyterLab Light'})")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aigc_ui_harness import STEP_TIMEOUT, Lab
+from aigc_ui_harness import SCREENSHOTS, STEP_TIMEOUT, Lab
 
-DOCS_STUDIO_PNG = Path(__file__).resolve().parent.parent / "docs" / "studio.png"
+STUDIO_PNG = SCREENSHOTS / "studio.png"
 _RUN_IN_CELL = """async (code) => {
   const nb = window.jupyterapp.shell.currentWidget;
   nb.content.activeCell.model.sharedModel.setSource(code);
@@ -39,9 +39,10 @@ def test_studio_renders_and_streams_in_a_notebook(lab: Lab):
     lab.page.wait_for_function(
         "() => document.querySelector('.jp-OutputArea-output .widget-tab').innerText.includes('tok/s')",
         timeout=STEP_TIMEOUT * 1000)
-    lab.page.wait_for_timeout(300)
-    tabs.screenshot(path=str(DOCS_STUDIO_PNG))
-    assert 2_000 < DOCS_STUDIO_PNG.stat().st_size < 200_000, DOCS_STUDIO_PNG.stat().st_size
+    lab.next_frames()
+    STUDIO_PNG.parent.mkdir(parents=True, exist_ok=True)
+    tabs.screenshot(path=str(STUDIO_PNG))
+    assert 2_000 < STUDIO_PNG.stat().st_size < 200_000, STUDIO_PNG.stat().st_size
 
 
 # -- a saved Studio output reopened without its widget model -------------------------------------

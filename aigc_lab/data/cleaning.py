@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .conversations import key, map_contents
 from .dataset import SOURCE, empty_rows
 
 if TYPE_CHECKING:
@@ -116,9 +117,10 @@ def _map_step(ds: Dataset, step: str, fn: Callable[[str], str], **detail: Any) -
     """Apply ``fn`` to every role column; count changed rows; drop rows left empty."""
     df = ds._df.copy()
     changed = np.zeros(len(df), dtype=bool)
+    chat = ds.kind == "chat"
     for col in dict.fromkeys(ds.roles.values()):
         before = df[col].tolist()
-        after = [fn(t) for t in before]
+        after = [map_contents(t, fn) for t in before] if chat else [fn(t) for t in before]
         changed |= np.fromiter((a != b for a, b in zip(after, before, strict=True)), bool, len(before))
         df[col] = pd.Series(after, index=df.index, dtype=object)
     empty = empty_rows(df, ds.roles).to_numpy()
@@ -177,7 +179,8 @@ def clean(ds: Dataset, *, normalize: bool = True, strip_html: bool = False, lowe
         ds = out
     if dedupe:
         cols = list(dict.fromkeys(ds.roles.values()))
-        dup = ds._df.duplicated(subset=cols, keep="first").to_numpy()
+        table = ds._df[cols].map(key) if ds.kind == "chat" else ds._df  # turn lists are not hashable
+        dup = table.duplicated(subset=cols, keep="first").to_numpy()
         ds = _filter_step(ds, "dedupe", dup, "duplicate")
     if near_dedupe:
         from .near_dup import near_duplicates

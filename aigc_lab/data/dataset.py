@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from ..bus import EventBus
     from .stats import TokenStats
 
-ROLE_ORDER: tuple[str, ...] = ("instruction", "input", "text", "target")
-"""Roles a column can play: ``text`` alone (causal LM), or ``input``/``target`` (+ optional ``instruction``)."""
+ROLE_ORDER: tuple[str, ...] = ("instruction", "input", "text", "target", "messages")
+"""Roles a column can play: ``text`` alone (causal LM), ``input``/``target`` (+ optional ``instruction``), or
+``messages`` alone (conversations: a list of ``{"role", "content"}`` turns per row, ``data/conversations.py``)."""
 
 AUGMENTED = "augmented"
 """Bool column: True for rows made by ``augment`` (exclude them from evaluation)."""
@@ -31,7 +32,13 @@ SOURCE = "source_row"
 
 
 def empty_rows(df: pd.DataFrame, roles: dict[str, str]) -> pd.Series:
-    """Rows with nothing to learn from: no text, no target, or neither instruction nor input."""
+    """Rows with nothing to learn from: no text, no target, or neither instruction nor input; for conversations,
+    a turn without text or no assistant turn."""
+    if "messages" in roles:
+        from .conversations import is_usable
+
+        return ~df[roles["messages"]].map(is_usable).astype(bool)
+
     def blank(role: str) -> pd.Series:
         if role not in roles:
             return pd.Series(True, index=df.index)
@@ -91,7 +98,9 @@ class Dataset:
 
     @property
     def kind(self) -> str:
-        """``"text"`` (one text per row) or ``"pairs"`` (input/target)."""
+        """``"text"`` (one text per row), ``"pairs"`` (input/target) or ``"chat"`` (conversations)."""
+        if "messages" in self._roles:
+            return "chat"
         return "text" if "text" in self._roles else "pairs"
 
     @property
@@ -126,14 +135,28 @@ class Dataset:
 
     def combined_text(self) -> pd.Series:
         """All role columns of a row joined with newlines: what length and symbol filters look at."""
+        if self.kind == "chat":
+            from .conversations import conversation_text
+
+            return self._df[self._roles["messages"]].map(conversation_text)
         cols = [self._df[c] for c in self._roles.values()]
         out = cols[0]
         for c in cols[1:]:
             out = out + "\n" + c
         return out
 
+    def conversations(self) -> list[list[dict[str, str]]]:
+        """Conversations as lists of ``{"role", "content"}`` turns (what ``apply_chat_template`` takes)."""
+        if self.kind != "chat":
+            raise DataError("this dataset holds no conversations; load a file with a 'messages' or 'conversations' "
+                            "column (or format='sharegpt' / 'alpaca')")
+        return [[dict(t) for t in conv] for conv in self._df[self._roles["messages"]]]
+
     def prompt_column(self) -> str:
         """The column a model is prompted with: instruction, else input, else text."""
+        if self.kind == "chat":
+            raise DataError("a conversation dataset has no prompt column: use .conversations(), or .prompts() for "
+                            "the conversations up to their last assistant turn")
         for role in ("instruction", "input", "text"):
             if role in self._roles:
                 return self._roles[role]
@@ -195,7 +218,8 @@ class Dataset:
     def prompts(self, n: int = 8, *, template: str | None = None, include_augmented: bool = False) -> list[str]:
         """The first ``n`` prompts (input, or text), original rows first, for generation or ``compare``.
 
-        ``template="instruction"`` returns the instruction-template prompt up to ``### Response:``.
+        ``template="instruction"`` returns the instruction-template prompt up to ``### Response:``. For
+        conversations: each conversation up to its last assistant turn (a list of turns, for ``al.chat``).
         """
         from .templates import prompts
 

@@ -1,12 +1,13 @@
 """``load``: read csv, tsv, json, jsonl, txt or parquet (or a DataFrame / list) into a ``Dataset``.
 
 Files are read whole and parsed here rather than by pandas' readers so that every problem can be
-reported with the file, the line (and column) and what to do about it. Loading never writes anything.
+reported with the file, the line (and column) and what to do about it. Their bytes come from
+``sources.py`` (decompressed, whatever the format) and text formats are decoded there too (byte-order
+marks, encodings), so every format reads compressed and UTF-16/32 files alike. Loading never writes anything.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import difflib
 import io
@@ -24,6 +25,7 @@ import pandas as pd
 from ..errors import DataError
 from ..runs import new_run_id
 from .dataset import AUGMENTED, ROLE_ORDER, SOURCE, Dataset, empty_rows
+from .sources import COMPRESSIONS, decode_text, read_source
 
 if TYPE_CHECKING:
     from ..bus import EventBus
@@ -32,14 +34,6 @@ FORMATS: dict[str, str] = {
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
     ".txt": "txt", ".text": "txt", ".md": "txt", ".parquet": "parquet", ".pq": "parquet",
 }
-_MAGIC: tuple[tuple[bytes, str, str], ...] = (
-    (b"PAR1", "a Parquet file", "pass format='parquet' (or give it a .parquet extension)"),
-    (b"PK\x03\x04", "a zip archive (or an Excel .xlsx workbook)", "unzip it, or save the sheet as CSV"),
-    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip)"),
-    (b"%PDF", "a PDF document", "extract its text first"),
-    (b"\x89PNG", "a PNG image", "give a text file"),
-    (b"SQLite format 3", "an SQLite database", "export the table as CSV or JSON Lines"),
-)
 _MAX_LISTED = 5
 
 
@@ -72,17 +66,25 @@ def load(source: str | os.PathLike[str] | pd.DataFrame | Sequence[str] | Sequenc
     per non-blank line) or ``"block"`` (examples separated by blank lines). Rows whose text is missing or
     blank are dropped and counted. ``skip_bad_rows=True`` skips unreadable rows, counts them in the
     report and warns (``BadRowsWarning``); otherwise the first one raises ``DataError`` naming the file
-    and the line.
+    and the line. Conversations (a ``messages`` or ``conversations`` column, or ``format="messages"`` /
+    ``"sharegpt"`` / ``"alpaca"``) load as a chat dataset: see ``aigc_lab.data.conversations``.
     """
     if txt_mode not in ("line", "block"):
         raise DataError(f"txt_mode must be 'line' or 'block', not {txt_mode!r}")
     fmt: str
+    compression: str | None = None
+    # -- conversations hook: format="messages" / "sharegpt" / "alpaca" name a layout, not a file format
+    from . import conversations
+
+    layout, format = conversations.split_format(format)
+    # --
     if isinstance(source, pd.DataFrame):
         name, fmt = "<DataFrame>", "dataframe"
         df, places, bad = source.copy(), [f"row {i!r}" for i in source.index], []
     elif isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
-        df, places, bad, fmt = _read_file(Path(source), name, format, txt_mode, text, skip_bad_rows, encoding)
+        df, places, bad, fmt, compression = _read_file(Path(source), name, format, txt_mode, text, skip_bad_rows,
+                                                       encoding)
     elif isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
         name, fmt = "<list>", "list"
         df, places, bad = _from_list(source, text)
@@ -90,6 +92,13 @@ def load(source: str | os.PathLike[str] | pd.DataFrame | Sequence[str] | Sequenc
         raise DataError(f"cannot load a {type(source).__name__}: give a file path, a pandas DataFrame, "
                         "a list of strings or a list of dicts")
 
+    # -- conversations hook: rows with a messages / conversations column (or a told layout) become conversations
+    if text is None and input is None and target is None and instruction is None:
+        layout = conversations.detect(df.columns, layout)
+    if layout is not None:
+        return conversations.load_conversations(df, places, bad, layout, name=name, fmt=fmt, skip=skip_bad_rows,
+                                                event_bus=event_bus)
+    # --
     roles = _pick_roles(list(df.columns), name, text=text, input=input, target=target, instruction=instruction)
     rows_read = len(df) + len(bad)
     df, places, more_bad = _role_values_to_text(df, places, roles, name, skip_bad_rows)
@@ -111,8 +120,9 @@ def load(source: str | os.PathLike[str] | pd.DataFrame | Sequence[str] | Sequenc
         warnings.warn(f"{name}: skipped {len(bad)} bad row(s): {shown}", BadRowsWarning, stacklevel=2)
     ds = Dataset(df, roles, run=new_run_id("data"), name=name, event_bus=event_bus)
     removed = {"bad_row": len(bad), "empty": n_empty}
-    ds._emit("load", rows_read, len(df), file=name, format=fmt, columns=[str(c) for c in df.columns],
-             roles=roles, skipped_bad_rows=len(bad), bad_rows=bad[:_MAX_LISTED], removed=removed)
+    ds._emit("load", rows_read, len(df), file=name, format=fmt, compression=compression,
+             columns=[str(c) for c in df.columns], roles=roles, skipped_bad_rows=len(bad),
+             bad_rows=bad[:_MAX_LISTED], removed=removed)
     return ds
 
 
@@ -135,7 +145,8 @@ def _from_list(items: Sequence[Any], text: str | None) -> tuple[pd.DataFrame, li
 
 
 def _read_file(path: Path, name: str, format: str | None, txt_mode: str, text_col: str | None,
-               skip: bool, encoding: str) -> tuple[pd.DataFrame, list[str], list[str], str]:
+               skip: bool, encoding: str) -> tuple[pd.DataFrame, list[str], list[str], str, str | None]:
+    """Rows of one file, where each came from, its bad rows, its format and its compression (or None)."""
     if not path.exists():
         here = path.parent if str(path.parent) else Path(".")
         near = difflib.get_close_matches(path.name, [p.name for p in here.iterdir()], n=3) if here.is_dir() else []
@@ -143,71 +154,41 @@ def _read_file(path: Path, name: str, format: str | None, txt_mode: str, text_co
         raise DataError(f"{name}: no such file (looked in {here.resolve()}).{hint}")
     if path.is_dir():
         raise DataError(f"{name} is a folder, not a file: give the path of one data file inside it")
-    fmt = (format or FORMATS.get(path.suffix.lower(), "")).lower()
+    src = read_source(path, name)
+    where = src.where
+    suffixes = [Path(n).suffix.lower() for n in src.names]
+    fmt = (format or next((FORMATS[x] for x in suffixes if x in FORMATS), "")).lower()
     if fmt not in set(FORMATS.values()):
         known = ", ".join(sorted(FORMATS))
-        what = f"format={format!r}" if format else f"the extension {path.suffix!r}" if path.suffix else "no extension"
-        raise DataError(f"{name}: {what} is not a format aigc-lab reads ({known}); "
-                        "pass format='csv' (or tsv, json, jsonl, txt, parquet)")
-    raw = path.read_bytes()
+        suffix = next((x for x in suffixes if x), "")
+        inside = f" (inside the {src.compression} file)" if src.compression else ""
+        what = (f"format={format!r}" if format else f"the extension {suffix!r}{inside}" if suffix
+                else f"no extension{inside}")
+        raise DataError(f"{where}: {what} is not a format aigc-lab reads ({known}; compressed: "
+                        f"{', '.join(sorted(COMPRESSIONS))}); pass format='csv' (or tsv, json, jsonl, txt, parquet)")
+    raw = src.data
     if not raw.strip():
-        raise DataError(f"{name} is empty ({len(raw)} bytes): nothing to load; check that it was saved completely")
+        raise DataError(f"{where} is empty ({len(raw)} bytes): nothing to load; check that it was saved completely")
     if fmt == "parquet":
-        return (*_read_parquet(raw, name), "parquet")
-    _check_not_binary(raw, name, fmt)
-    content = _decode(raw, name, encoding)
+        return (*_read_parquet(raw, where), "parquet", src.compression)
+    content = decode_text(raw, where, encoding, fmt)
     if not content.strip():
-        raise DataError(f"{name} holds only whitespace: nothing to load")
+        raise DataError(f"{where} holds only whitespace: nothing to load")
     if fmt in ("csv", "tsv"):
-        rows = _parse_delimited(content, name, "," if fmt == "csv" else "\t", skip)
+        rows = _parse_delimited(content, where, "," if fmt == "csv" else "\t", skip)
     elif fmt == "json":
-        rows = _parse_json(content, name, skip)
+        rows = _parse_json(content, where, skip)
     elif fmt == "jsonl":
-        rows = _parse_jsonl(content, name, skip)
+        rows = _parse_jsonl(content, where, skip)
     else:
         rows = _parse_txt(content, txt_mode, text_col or "text")
     if not rows.records and not rows.bad:
         header = f" (it has a header: {', '.join(map(repr, rows.columns))})" if rows.columns else ""
-        raise DataError(f"{name} has no data rows{header}: nothing to load")
+        raise DataError(f"{where} has no data rows{header}: nothing to load")
     if not rows.records:
-        raise DataError(f"{name}: none of its {len(rows.bad)} rows could be read; the first problem: {rows.bad[0]}")
+        raise DataError(f"{where}: none of its {len(rows.bad)} rows could be read; the first problem: {rows.bad[0]}")
     df = pd.DataFrame.from_records(rows.records, columns=rows.columns)
-    return df, rows.places, rows.bad, fmt
-
-
-def _check_not_binary(raw: bytes, name: str, fmt: str) -> None:
-    for magic, what, todo in _MAGIC:
-        if raw.startswith(magic):
-            raise DataError(f"{name}, byte 0: this is {what}, not {fmt} text; {todo}")
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{name}, byte 0: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); "
-                        "pass encoding='utf-16' or re-save it as UTF-8")
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
-        col = nul - (raw.rfind(b"\n", 0, nul) + 1) + 1
-        raise DataError(f"{name}, line {line}, byte {col} (offset {nul}): a NUL byte, so this is a binary file, "
-                        f"not {fmt} text; give a text file (or pass the right format=, e.g. format='parquet')")
-
-
-def _decode(raw: bytes, name: str, encoding: str) -> str:
-    try:
-        enc = codecs.lookup(encoding).name
-    except LookupError:
-        raise DataError(f"{name}: unknown encoding {encoding!r}; use e.g. 'utf-8', 'latin-1' or 'cp1252'") from None
-    if enc in ("utf-8", "utf-8-sig"):
-        enc = "utf-8-sig"  # accepts a BOM and strips it
-    try:
-        content = raw.decode(enc)
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        bad = raw[e.start:e.end]
-        hint = ("pass encoding='latin-1' (or 'cp1252' for Windows files)" if enc.startswith("utf")
-                else "pass the encoding the file was saved in (e.g. encoding='utf-8')")
-        raise DataError(f"{name}, line {line}, byte {col} (offset {e.start}): the bytes {bad!r} are not valid "
-                        f"{encoding}; the file was saved in another encoding: {hint}, or re-save it as UTF-8") from None
-    return content.replace("\r\n", "\n").replace("\r", "\n")
+    return df, rows.places, rows.bad, fmt, src.compression
 
 
 def _read_parquet(raw: bytes, name: str) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -465,7 +446,7 @@ def _pick_roles(columns: list[Any], name: str, *, text: str | None, input: str |
         raise DataError("pairs need input= (the column with the prompt) as well as target=")
     roles = {"text": text, "input": input, "target": target, "instruction": instruction}
     for role in ROLE_ORDER:
-        col = roles[role]
+        col = roles.get(role)
         if col is not None and col not in cols:
             near = difflib.get_close_matches(col, cols, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""

@@ -4,6 +4,8 @@
   (``python_docs_dataset()`` gives it as a ``Dataset``; ``load(python_docs())`` does the same).
 - ``dates(n, seed)``: a generated seq2seq task, dates in many surface forms -> ``YYYY-MM-DD``, whose
   exact-match accuracy (``date_accuracy``) measures a model without any judgement.
+- ``catalogue_chats(n, seed)``: conversations asking about a made-up shop catalogue (``catalogue``), each
+  answered with an exact value, for chat fine-tuning (``chat_accuracy``).
 """
 
 from __future__ import annotations
@@ -118,3 +120,69 @@ def date_accuracy(predictions: Sequence[str], targets: Sequence[str]) -> float:
         raise DataError("no targets: accuracy of nothing is undefined")
     hits = sum(str(p).strip() == str(t).strip() for p, t in zip(predictions, targets, strict=True))
     return hits / len(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# A made-up catalogue, asked about in conversations
+
+_NAMES = ("Zorb", "Quill", "Brisk", "Tarn", "Mello", "Vexa", "Pim", "Orla", "Dune", "Kite", "Nox", "Fable",
+          "Glim", "Hush", "Juno", "Lark")
+_THINGS = ("lamp", "kettle", "chair", "clock", "mug", "radio", "fan", "desk")
+_COLOURS = ("red", "blue", "green", "black", "white", "yellow", "grey", "orange")
+_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "colour": ("What colour is the {item}?", "Which colour does the {item} come in?", "Tell me the colour of the {item}."),
+    "price": ("How much is the {item}?", "What does the {item} cost?", "What is the price of the {item}?"),
+    "stock": ("How many {item}s are in stock?", "How many {item}s do you have?", "What is the stock of the {item}?"),
+}
+CATALOGUE_SYSTEM = "You answer questions about the Acme catalogue with the exact value only."
+
+
+def catalogue(n: int = 12, seed: int = 0) -> pd.DataFrame:
+    """A made-up shop catalogue: ``item`` (unique name), ``colour``, ``price`` (``$N``) and ``stock`` (a number)."""
+    import pandas as pd
+
+    if not 1 <= n <= len(_NAMES):
+        raise DataError(f"n must be between 1 and {len(_NAMES)}, not {n}")
+    rng = random.Random(seed)
+    names = rng.sample(_NAMES, n)
+    rows = [{"item": f"{name} {rng.choice(_THINGS)}", "colour": rng.choice(_COLOURS),
+             "price": f"${rng.randint(5, 99)}", "stock": str(rng.randint(0, 40))} for name in names]
+    return pd.DataFrame(rows)
+
+
+def catalogue_sheet(items: int = 12, seed: int = 0) -> list[str]:
+    """The facts of ``catalogue(items, seed)`` as plain text: sentences and a FAQ (``Q: ... A: ...``), what a base
+    model can be pre-trained on before it learns, from ``catalogue_chats``, to answer in a chat (no chat markers)."""
+    out = []
+    for row in catalogue(items, seed).to_dict("records"):
+        item = row["item"]
+        out += [f"The {item} is {row['colour']}.", f"The {item} costs {row['price']}.",
+                f"There are {row['stock']} {item}s in stock."]
+        out += [f"Q: {q.format(item=item)} A: {row[field]}" for field, qs in _QUESTIONS.items() for q in qs]
+    return out
+
+
+def catalogue_chats(n: int = 400, seed: int = 0, *, items: int = 12, max_questions: int = 2) -> list[dict]:
+    """Conversations about ``catalogue(items, seed)``: a system turn, then 1..``max_questions`` questions, each
+    answered with the exact value (``blue``, ``$12``, ``7``), as OpenAI-style ``{"messages": [...]}`` rows that
+    ``al.data.load`` reads as they are. Answers are exact, so ``chat_accuracy`` needs no judgement.
+    """
+    if n < 0 or max_questions < 1:
+        raise DataError("n must be >= 0 and max_questions >= 1")
+    table = catalogue(items, seed).to_dict("records")
+    rng = random.Random(f"chats/{seed}")
+    rows = []
+    for _ in range(n):
+        turns = [{"role": "system", "content": CATALOGUE_SYSTEM}]
+        for _ in range(rng.randint(1, max_questions)):
+            row, field = rng.choice(table), rng.choice(tuple(_QUESTIONS))
+            turns.append({"role": "user", "content": rng.choice(_QUESTIONS[field]).format(item=row["item"])})
+            turns.append({"role": "assistant", "content": row[field]})
+        rows.append({"messages": turns})
+    return rows
+
+
+def chat_accuracy(replies: Sequence[str], conversations: Sequence[Sequence[dict]]) -> float:
+    """Exact match (whitespace ignored) of ``replies`` against each conversation's last assistant turn."""
+    targets = [[t for t in c if t["role"] == "assistant"][-1]["content"] for c in conversations]
+    return date_accuracy(replies, targets)

@@ -121,6 +121,8 @@ def token_stats(ds: Dataset, tokenizer: Any, max_length: int = 512, *, template:
         fields = {"text": [t if isinstance(t, str) else t[0] for t in texts]}
     elif "text" in roles:
         fields = {"text": df[roles["text"]].tolist()}
+    elif ds.kind == "chat":  # the turns' text, without template markers (those depend on the model)
+        fields = {"conversation": ds.combined_text().tolist()}
     else:
         fields = {"input": df[ds.prompt_column()].tolist(), "target": df[roles["target"]].tolist()}
     lengths = {name: np.asarray(count_tokens(tokenizer, t), dtype=np.int64) for name, t in fields.items()}

@@ -44,6 +44,9 @@ def render(ds: Dataset, kind: str = "plain", *, instruction: str | None = None,
     """
     if kind not in KINDS:
         raise DataError(f"unknown template {kind!r}; choose one of {', '.join(KINDS)}")
+    if ds.kind == "chat":
+        raise DataError("conversations are rendered by a chat template (al.data.chat_templates.render with the "
+                        "model's tokenizer); al.finetune takes the conversation dataset as it is")
     roles, df = ds.roles, ds._df
     if kind == "plain":
         if "text" in roles:
@@ -75,6 +78,9 @@ def prompts(ds: Dataset, n: int = 8, *, template: str | None = None, include_aug
     if include_augmented:
         order += list(df.index[df[AUGMENTED]])
     rows = df.loc[order[:n]]
+    if ds.kind == "chat":  # each conversation up to (without) its last assistant turn: what al.chat continues
+        convs = [list(c) for c in rows[ds.roles["messages"]]]
+        return [c[:max(i for i, t in enumerate(c) if t["role"] == "assistant")] for c in convs]
     if template is None:
         return rows[ds.prompt_column()].tolist()
     if template != "instruction":

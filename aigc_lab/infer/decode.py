@@ -17,6 +17,7 @@ from .detok import IncrementalDetokenizer
 from .fused_step import fused_decoder
 from .kv_cache import reserved_cache
 from .lean_step import lean_decoder
+from .params import stop_ids
 from .sampling import pick
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
     of ``handle.model`` when given (its kernel twin)."""
     import torch
 
+    from ..models.compat import cache_kwargs, cache_of
+
     p = streams[0].params
     model, tok = (handle.model if model is None else model), handle.tokenizer
     n = len(streams)
@@ -92,6 +95,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
         budget = token_budget(model, ids.shape[1], p.max_new_tokens, seq2seq)
         eos = tok.eos_token_id
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos or 0)
+        stops = stop_ids(handle, p)  # every end id (generation_config's list too) and the chat end-of-turn
         gens = [torch.Generator(device="cpu").manual_seed(p.seed) if p.seed is not None else None for _ in streams]
         if seq2seq:
             history: list[list[int]] = [[] for _ in streams]
@@ -114,7 +118,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
 
             def step(inp: Any, past: Any) -> Any:
                 return run_model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=inp,
-                                 past_key_values=past, use_cache=True)
+                                 use_cache=True, **cache_kwargs(past))
 
             out = step(start, None)
         else:
@@ -125,7 +129,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             # room for the whole run, up to RESERVE_MAX new positions (beyond, the cache doubles as it fills)
             cache = reserved_cache(model, ids.shape[1] + min(budget, RESERVE_MAX))
             if cache is not None:
-                extra["past_key_values"] = cache
+                extra.update(cache_kwargs(cache))
             # prefill: only the last position's logits are needed
             out = run_model(input_ids=ids, use_cache=True, **extra)
 
@@ -139,11 +143,11 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
                 if lean is not None:
                     return lean(inp)
                 if mask is None:
-                    return run_model(input_ids=inp, past_key_values=past, use_cache=True)
+                    return run_model(input_ids=inp, use_cache=True, **cache_kwargs(past))
                 mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
                 pos = pos[:, -1:] + 1
-                return run_model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=past,
-                                 use_cache=True)
+                return run_model(input_ids=inp, attention_mask=mask, position_ids=pos, use_cache=True,
+                                 **cache_kwargs(past))
 
         for i in range(budget):
             for b, s in enumerate(streams):
@@ -169,13 +173,13 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
                     window = tails[b] + piece
                     hit = any(x in window for x in p.stop)
                     tails[b] = window[-keep:] if keep else ""
-                if (nid == eos and not p.ignore_eos) or hit:
+                if nid in stops or hit:
                     active[b] = False
                     s._finish("ok", detoks[b].flush(), t0)
             yield None
             if not any(active) or i + 1 == budget:
                 break
-            out = step(torch.tensor(next_ids, device=device).view(n, 1), out.past_key_values)
+            out = step(torch.tensor(next_ids, device=device).view(n, 1), cache_of(out))
         for b, s in enumerate(streams):
             if active[b]:
                 active[b] = False

@@ -178,7 +178,8 @@ class TokenStream:
 
     # -- producer side (called by the decode loop) ----------------------------------------
     def _start(self, t0: float) -> None:
-        config = {"prompt": self.prompt, **asdict(self.params), "stop": list(self.params.stop)}
+        config = {"prompt": self.prompt, **asdict(self.params), "stop": list(self.params.stop),
+                  "stop_token_ids": list(self.params.stop_token_ids)}
         self._bus.publish(RunStart(run=self.run, kind="generate", model=self.handle.info(), config=config,
                                    t0=time.time() * 1000.0))
 
@@ -211,8 +212,10 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
 
     Returns a ``TokenStream``; for a list of prompts, a list of streams decoded together as one batch.
     Parameters: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
-    ``repetition_penalty``, ``stop`` (strings), ``seed``, ``ignore_eos``, ``cpu_kernel`` (single-prompt
-    fp32 or int8 CPU decoding on the engine's C++ kernel: None = when built, see ``al.infer.cpu_gemv``). With
+    ``repetition_penalty``, ``stop`` (strings), ``stop_token_ids`` (ids that end it besides the tokenizer's end
+    id and every id of the model's ``generation_config.eos_token_id``), ``seed``, ``ignore_eos``, ``cpu_kernel``
+    (single-prompt fp32 or int8 CPU decoding on the engine's C++ kernel: None = when built, see
+    ``al.infer.cpu_gemv``). With
     ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as
     you iterate (or on ``.text`` / ``.metrics`` / ``.wait()``).
     """
@@ -222,6 +225,9 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
         params["stop"] = (params["stop"],)
     elif "stop" in params:
         params["stop"] = tuple(params["stop"])
+    if "stop_token_ids" in params:
+        ids = params["stop_token_ids"]
+        params["stop_token_ids"] = (ids,) if isinstance(ids, int) else tuple(ids)
     try:
         gp = GenerationParams(**params)
     except TypeError as exc:

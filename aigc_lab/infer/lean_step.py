@@ -28,12 +28,13 @@ from .kv_cache import is_reserved
 
 
 class StepOutput:
-    """What the decode loop reads from a model output: the last position's logits and the cache."""
+    """What the decode loop reads from a model output: the last position's logits and the cache, under both
+    names transformers has used for it (``models.compat.CACHE`` picks the installed one)."""
 
-    __slots__ = ("logits", "past_key_values")
+    __slots__ = ("logits", "cache", "past_key_values")
 
-    def __init__(self, logits: Any, past_key_values: Any) -> None:
-        self.logits, self.past_key_values = logits, past_key_values
+    def __init__(self, logits: Any, cache: Any) -> None:
+        self.logits, self.cache, self.past_key_values = logits, cache, cache
 
 
 def plain_decode(model: Any, cache: Any) -> bool:
@@ -89,6 +90,9 @@ def _llama_decoder(model: Any, cache: Any) -> Any:
     window layers never get here: the reserved cache reserves full-attention layers only.)"""
     import torch
 
+    from ..models.compat import cache_kwargs
+
+    cache_kw = cache_kwargs(cache)
     inner = model.model
     embed, rotary, norm, head = inner.embed_tokens.forward, inner.rotary_emb, inner.norm.forward, model.lm_head.forward
     layers = [layer.forward for layer in inner.layers]
@@ -99,8 +103,8 @@ def _llama_decoder(model: Any, cache: Any) -> Any:
         pos = torch.tensor([[first.get_seq_length()]], device=x.device)
         rope = rotary(x, position_ids=pos)
         for layer in layers:  # one new query, no padding: SDPA needs no mask (the full forward passes None too)
-            x = layer(x, attention_mask=None, position_embeddings=rope, position_ids=pos, past_key_values=cache,
-                      use_cache=True)
+            x = layer(x, attention_mask=None, position_embeddings=rope, position_ids=pos, use_cache=True,
+                      **cache_kw)
         return StepOutput(head(norm(x)), cache)
 
     return _in_inference_mode(step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import GenerationConfigError
 
@@ -17,6 +18,7 @@ class GenerationParams:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()  # ids that end the run besides the end ids (al.chat: the end-of-turn token)
     seed: int | None = None
     ignore_eos: bool = False  # keep going past the end-of-text token (benchmarks, fixed-length outputs)
     # single-prompt fp32 or int8 CPU decoding on the OpenMP kernel (infer/cpu_gemv.py): None = when it is already
@@ -35,5 +37,23 @@ class GenerationParams:
             problems.append("top_p must be in (0, 1]")
         if self.repetition_penalty <= 0:
             problems.append("repetition_penalty must be > 0 (1 = off)")
+        if not all(isinstance(i, int) and i >= 0 for i in self.stop_token_ids):
+            problems.append("stop_token_ids must be non-negative token ids")
         if problems:
             raise GenerationConfigError("; ".join(problems))
+
+
+def stop_ids(handle: Any, params: GenerationParams) -> frozenset[int]:
+    """Ids that end a sequence: the tokenizer's end id, every id of the model's ``generation_config.eos_token_id``
+    (an int or a list: Llama-3 ends turns with ``<|eot_id|>``, Qwen with ``<|im_end|>``, where transformers'
+    ``generate`` stops) and ``params.stop_token_ids``; none with ``ignore_eos``."""
+    if params.ignore_eos:
+        return frozenset()
+    ids = set(params.stop_token_ids)
+    eos = handle.tokenizer.eos_token_id
+    if eos is not None:
+        ids.add(int(eos))
+    config = getattr(handle.model, "generation_config", None)
+    listed = getattr(config, "eos_token_id", None)
+    ids.update([listed] if isinstance(listed, int) else list(listed or ()))
+    return frozenset(int(i) for i in ids)

@@ -10,6 +10,10 @@ normally ``history``): with no frontend listening (nbval, ``jupyter execute``, a
 without the extension) nothing would read them, and a cell that publishes for minutes would fill
 the kernel's IOPub queue until ZMQ silently drops messages, the cell's final ``idle`` status
 included. Everything is still recorded, and the ``history`` request replays it.
+
+The panel sends its requests on a kernel subshell of its own (JEP 91), and the comm serves each one
+on the subshell it was addressed to (``_serve_where_addressed``), so the first request is answered
+while a cell runs on the main shell: Run All and long foreground cells stream live too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ log = logging.getLogger("aigc_lab")
 TARGET_NAME = "aigc_lab"
 
 Send = Callable[[Message], None]
+MAX_ID = 256
+"""Longest run or request id the bridge answers: real ids are short, and an ack echoes them back."""
+_LOG_LINE = 200  # characters of the reason in an "ignored" log line
+
+
+def _ignored(reason: str) -> None:
+    """Log, in one short line, that an inbound message was ignored and why."""
+    reason = " ".join(reason[:2 * _LOG_LINE].split())
+    if len(reason) > _LOG_LINE:
+        reason = reason[:_LOG_LINE - 3] + "..."
+    log.warning("aigc_lab: ignored %s", reason)
+
+
+def _data_of(comm_msg: Any) -> Any:
+    """The ``data`` of a comm message, or None when it has none (``handle_incoming`` then ignores it)."""
+    content = comm_msg.get("content") if isinstance(comm_msg, dict) else None
+    return content.get("data") if isinstance(content, dict) else None
 
 
 class CommBridge:
@@ -122,17 +143,32 @@ class CommBridge:
 
     # -- panel -> kernel -------------------------------------------------------------------
     def handle_incoming(self, data: Any) -> Message | None:
-        """Handle one message from the panel; return the reply sent (``ack``), or None if ignored."""
+        """Handle one message from the panel; return the reply sent (``ack``), or None if ignored.
+
+        This runs in the kernel's comm handler, so nothing may raise out of it: a malformed message
+        (wrong types, missing fields, deep nesting, huge strings or numbers, not an object at all) is
+        logged in one short line, without the payload or a traceback, and ignored; nothing in it runs.
+        """
+        try:
+            return self._handle_incoming(data)
+        except Exception as exc:  # noqa: BLE001 - the last guard of the comm handler; one line, no traceback
+            _ignored(f"a message from the panel that could not be handled ({type(exc).__name__})")
+            return None
+
+    def _handle_incoming(self, data: Any) -> Message | None:
         try:
             event = from_message(data)
         except ProtocolError as exc:
-            log.warning("aigc_lab: ignored malformed message from the panel (%s): %r", exc, data)
+            _ignored(f"a malformed message from the panel ({exc})")
+            return None
+        if isinstance(event, (Cancel, History)) and (len(event.id) > MAX_ID or len(event.run or "") > MAX_ID):
+            _ignored(f"a {event.type} request from the panel with an id longer than {MAX_ID} characters")
             return None
         if isinstance(event, History):
             return self._replay(event)
         self.live = True  # a cancel also says a panel is listening
         if not isinstance(event, Cancel):
-            log.warning("aigc_lab: ignored unexpected %s message from the panel", event.type)
+            _ignored(f"an unexpected {event.type} message from the panel")
             return None
         ok = runs.cancel(event.run)
         reply = to_message(Ack(run=event.run, id=event.id, ok=ok,
@@ -178,6 +214,23 @@ _bridge: CommBridge | None = None
 _comm: Any = None
 
 
+def _serve_where_addressed(panel_comm: Any, on_msg: Callable[[Any], None]) -> None:
+    """Serve the panel's requests on the subshell they were sent to, as plain protocol messages.
+
+    ipykernel 7 routes a frontend's ``comm_msg`` to the subshell under whose request the kernel last
+    published on that comm (``_reply_subshell_for``: so that a widget's reply reaches the cell
+    waiting for it). This comm publishes from cells on the main shell, so every panel request would
+    wait behind the running cell. The kernel never waits for a panel reply, so the subshell the
+    request names is the right one. And comm's ``handle_msg`` fires IPython's ``pre_execute`` /
+    ``post_execute`` hooks around the callback; a protocol request is not user code, and on a
+    subshell those hooks (matplotlib's inline backend closes open figures there) would act on the
+    cell running on the main thread. Kernels without these hooks are unaffected.
+    """
+    if hasattr(panel_comm, "_reply_subshell_for"):
+        panel_comm._reply_subshell_for = lambda _data, addressed: addressed
+    panel_comm.handle_msg = on_msg
+
+
 def connect() -> CommBridge:
     """Open the ``aigc_lab`` comm to the panel (idempotent) and start forwarding bus events."""
     global _bridge, _comm
@@ -187,7 +240,12 @@ def connect() -> CommBridge:
 
     _comm = comm_lib.create_comm(target_name=TARGET_NAME, data=to_message(hello()))
     bridge = CommBridge(lambda msg: _comm.send(data=msg), live=False)
-    _comm.on_msg(lambda msg: bridge.handle_incoming(msg["content"]["data"]))
+
+    def on_msg(msg: Any) -> None:
+        bridge.handle_incoming(_data_of(msg))
+
+    _comm.on_msg(on_msg)
+    _serve_where_addressed(_comm, on_msg)
     _comm.on_close(lambda _msg: bridge.close())
     _bridge = bridge
     return bridge

@@ -1,6 +1,6 @@
 """``%aigc`` / ``%%aigc``: the whole workflow from a notebook line.
 
-Subcommands: model, data, finetune, quantize, generate, compare, runs, stop. ``%aigc --help`` and
+Subcommands: model, data, finetune, quantize, generate, chat, compare, export, runs, stop. ``%aigc --help`` and
 ``%aigc <subcommand> --help`` print argparse help. ``{var}`` in a line or cell interpolates from the
 user namespace (IPython's own expansion). ``-o name`` stores a result in the namespace. A bad
 argument prints a short usage error (IPython ``UsageError``), never a traceback. The last model
@@ -85,11 +85,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("-o", "--out", help="store the TokenStream in this variable")
 
+    ch = sub.add_parser("chat", help="%%%%aigc chat: the cell is your message; streams the reply, keeps the history")
+    ch.add_argument("message", nargs="*", help="the message (line form)")
+    ch.add_argument("--model", help="variable holding a model handle (default: current model)")
+    ch.add_argument("--system", help="system message (starts a new conversation)")
+    ch.add_argument("--new", action="store_true", help="start a new conversation with this model")
+    ch.add_argument("--template", help="chat template for a model without one: chatml, llama-3, alpaca, plain")
+    ch.add_argument("-n", "--max-new-tokens", type=int, default=64)
+    ch.add_argument("-t", "--temperature", type=float, default=0.0)
+    ch.add_argument("--seed", type=int)
+    ch.add_argument("-o", "--out", help="store the Conversation in this variable")
+
     c = sub.add_parser("compare", help="same prompts through several models: speed and quality")
     c.add_argument("models", nargs="+", help="variables holding model handles")
     c.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
     c.add_argument("-n", "--max-new-tokens", type=int, default=32)
     c.add_argument("-o", "--out", help="store the comparison table in this variable")
+
+    e = sub.add_parser("export", help="write the current model for llama.cpp / Ollama (gguf), vLLM / TGI (hf) or "
+                       "as a LoRA adapter; prints the command that serves it")
+    e.add_argument("target", choices=["gguf", "hf", "adapter"])
+    e.add_argument("path", help="a .gguf file (gguf) or a folder (hf, adapter)")
+    e.add_argument("--model", help="variable holding a model handle or TrainRun (default: current model; "
+                   "adapter needs the LoRA TrainRun)")
+    e.add_argument("--quant", default="f16", help="gguf: f32, f16, bf16, q8_0, q4_0 (q4_k_m... with llama.cpp)")
+    e.add_argument("--dtype", help="hf: float32, float16, bfloat16 (default: the model's)")
+    e.add_argument("--system", help="gguf: the Ollama Modelfile's system prompt")
+    e.add_argument("--name", help="gguf: the Ollama model name (default: from the file name)")
+    e.add_argument("-o", "--out", help="store the ExportResult in this variable")
 
     r = sub.add_parser("runs", help="the runs recorded in this kernel")
     r.add_argument("-o", "--out", help="store the table in this variable")
@@ -104,6 +127,7 @@ class AigcMagics(Magics):
     """The ``%aigc`` line/cell magic."""
 
     current_model: Any = None
+    conversations: dict[int, Any] = {}  # id(model handle) -> its Conversation (%%aigc chat)
 
     @line_cell_magic
     def aigc(self, line: str, cell: str | None = None) -> Any:
@@ -118,8 +142,8 @@ class AigcMagics(Magics):
             return None
         if args.command is None:
             raise UsageError("%aigc: give a command; %aigc --help lists them")
-        if cell is not None and args.command != "generate":
-            raise UsageError("%%aigc (cell form) is for 'generate': the cell body is the prompt")
+        if cell is not None and args.command not in ("generate", "chat"):
+            raise UsageError("%%aigc (cell form) is for 'generate' and 'chat': the cell body is the prompt")
         try:
             return getattr(self, f"_do_{args.command}")(args, cell)
         except AigcLabError as exc:  # a user error: one line that says what to do
@@ -206,13 +230,46 @@ class AigcMagics(Magics):
         stream = al.generate(self._model(args.model), prompt, max_new_tokens=args.max_new_tokens,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                              stop=tuple(args.stop))
-        for token in stream:  # streams into the cell output as tokens come
+        self._print_stream(stream)  # streams into the cell output as tokens come
+        self._store(args.out, stream)
+        return None
+
+    def _do_chat(self, args: argparse.Namespace, cell: str | None) -> Any:
+        import aigc_lab as al
+
+        message = cell.strip("\n") if cell is not None else " ".join(args.message)
+        if not message.strip():
+            raise UsageError("%aigc chat: give a message (or use %%aigc chat with the message as the cell)")
+        handle = self._model(args.model)
+        conv = self.conversations.get(id(handle))
+        if conv is None or conv.model is not handle or args.new or args.system is not None:
+            conv = al.Conversation(handle, system=args.system, chat_template=args.template)
+            self.conversations[id(handle)] = conv
+        stream = conv.say(message, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+        self._store(args.out, conv)
+        self._print_stream(stream)
+        return None
+
+    def _print_stream(self, stream: Any) -> None:
+        """Print tokens as they come, then one line of metrics."""
+        for token in stream:
             print(token.text, end="", flush=True)
         m = stream.metrics
         ttft = f"{m.ttft_ms:.1f} ms" if m.ttft_ms is not None else "-"
         rate = f"{m.tok_s:.1f} tok/s" if m.tok_s is not None else "-"
         print(f"\n[{stream.status}: {m.tokens} tokens, TTFT {ttft}, {rate}]")
-        self._store(args.out, stream)
+
+    def _do_export(self, args: argparse.Namespace, _cell: str | None) -> Any:
+        import aigc_lab as al
+
+        options: dict[str, Any] = {}
+        if args.target == "gguf":
+            options = {"quant": args.quant, "system": args.system, "ollama_name": args.name}
+        elif args.target == "hf":
+            options = {"dtype": args.dtype}
+        result = al.export(self._model(args.model), args.target, args.path, **options)
+        self._store(args.out, result)
+        print(result)
         return None
 
     def _do_compare(self, args: argparse.Namespace, _cell: str | None) -> Any:

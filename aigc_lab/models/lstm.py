@@ -5,8 +5,9 @@
 ``al.models.load(folder)`` (or ``AutoModelForCausalLM.from_pretrained``) like any hub model.
 
 ``forward`` follows the causal-LM contract the decode engine and trainers use: ``input_ids`` in,
-``.logits`` out, the recurrent state ``(h, c)`` as ``.past_key_values`` (fed back to continue from the
-last token), and ``.loss`` when ``labels`` are given (next-token cross-entropy, ``-100`` ignored).
+``.logits`` out, the recurrent state ``(h, c)`` as the output's cache (``.cache``, or ``.past_key_values``
+before transformers 5.24: ``compat.CACHE``; fed back under either name to continue from the last token),
+and ``.loss`` when ``labels`` are given (next-token cross-entropy, ``-100`` ignored).
 The attention mask is accepted and ignored: an LSTM reads left to right, so use right padding.
 """
 
@@ -19,6 +20,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .compat import CACHE, cache_kwargs, cache_of
+
 MODEL_TYPE = "aigc-lstm"
 
 
@@ -26,7 +29,7 @@ class LSTMConfig(PretrainedConfig):
     """Sizes of the LSTM language model. The output layer is tied to the input embedding."""
 
     model_type = MODEL_TYPE
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = [CACHE]
 
     vocab_size: int = 8192
     hidden_size: int = 256
@@ -81,9 +84,9 @@ class LSTMForCausalLM(PreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                past_key_values: Any = None, use_cache: bool | None = True, labels: torch.Tensor | None = None,
-                **kwargs: Any) -> CausalLMOutputWithPast:
-        state = _as_state(past_key_values)
+                cache: Any = None, use_cache: bool | None = True, labels: torch.Tensor | None = None,
+                past_key_values: Any = None, **kwargs: Any) -> CausalLMOutputWithPast:
+        state = _as_state(cache if cache is not None else past_key_values)
         out, (h, c) = self.lstm(self.embed(input_ids), state)
         logits = self.lm_head(out)
         loss = None
@@ -91,25 +94,24 @@ class LSTMForCausalLM(PreTrainedModel, GenerationMixin):
             loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                                                labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits,
-                                      past_key_values=(h, c) if use_cache is not False else None)
+                                      **cache_kwargs((h, c) if use_cache is not False else None))
 
-    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, past_key_values: Any = None,
-                                      **kwargs: Any) -> dict[str, Any]:
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
         """For ``model.generate``: with a state, only the newest token is fed."""
-        state = _as_state(past_key_values)
+        state = _as_state(kwargs.get(CACHE))
         if state is not None:
             input_ids = input_ids[:, -1:]
-        return {"input_ids": input_ids, "past_key_values": state, "use_cache": True}
+        return {"input_ids": input_ids, "use_cache": True, **cache_kwargs(state)}
 
     def _update_model_kwargs_for_generation(self, outputs: Any, model_kwargs: dict[str, Any],
                                             is_encoder_decoder: bool = False, num_new_tokens: int = 1,
                                             **kwargs: Any) -> dict[str, Any]:
-        model_kwargs["past_key_values"] = outputs.past_key_values
+        model_kwargs[CACHE] = cache_of(outputs)
         return model_kwargs
 
 
 def _as_state(past: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(h, c)`` from what a caller passes as ``past_key_values`` (``None`` or an empty HF cache: start fresh)."""
+    """``(h, c)`` from what a caller passes as the cache (``None`` or an empty HF cache: start fresh)."""
     if isinstance(past, tuple | list) and len(past) == 2 and all(isinstance(t, torch.Tensor) for t in past):
         return past[0], past[1]
     return None

@@ -9,6 +9,8 @@ The tokenizer is a byte-level BPE trained with ``tokenizers`` on the given corpu
 bundled Python documentation text), wrapped as a ``PreTrainedTokenizerFast`` so it behaves like any
 hub tokenizer; the model is a ``transformers`` architecture sized by name, with seeded random weights.
 Both save and load back through ``save_pretrained`` / ``from_pretrained``, the same path as hub models.
+Decoder-only starters are chat models too: their tokenizer has ChatML's ``<|im_start|>`` / ``<|im_end|>`` as
+special tokens and ChatML as its ``chat_template``, and generation stops at ``<|im_end|>``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelLoadError, ModelNotFoundError
 
 EOS = "<|endoftext|>"
 PAD = "<pad>"
@@ -116,11 +118,17 @@ def starter_config(name: str, vocab_size: int | None = None, *, pad: int = 0, eo
                       bos_token_id=eos, eos_token_id=eos, pad_token_id=pad)
 
 
-def build_starter(name: str, corpus: Sequence[str] | None = None, *, seed: int = 0):  # -> ModelHandle
-    """Build the starter model ``name`` with a tokenizer trained on ``corpus`` (default: Python docs)."""
+def build_starter(name: str, corpus: Sequence[str] | None = None, *, seed: int = 0,
+                  **config_overrides: Any):  # -> ModelHandle
+    """Build the starter model ``name`` with a tokenizer trained on ``corpus`` (default: Python docs).
+
+    ``config_overrides`` sets fields of the architecture's config, e.g. ``n_layer=2, n_embd=64`` for a smaller GPT
+    (tutorials that must train in seconds); an unknown field raises ``ModelLoadError``.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from ..data.chat_templates import add_markers, stop_at_end_of_turn
     from ..data.samples import python_docs
     from .handle import ModelHandle
 
@@ -128,10 +136,19 @@ def build_starter(name: str, corpus: Sequence[str] | None = None, *, seed: int =
     texts = list(corpus) if corpus is not None else python_docs()
     seq2seq = arch == "t5"
     tokenizer = train_tokenizer(texts, _vocab_size_for(texts, STARTER_SIZES[size][3]), seq2seq=seq2seq)
+    if not seq2seq:  # a chat model offline: ChatML with real <|im_start|>/<|im_end|> tokens
+        add_markers(tokenizer, "chatml")
     config = starter_config(name, len(tokenizer), pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id)
+    unknown = sorted(k for k in config_overrides if not hasattr(config, k))
+    if unknown:
+        raise ModelLoadError(f"{name} has no config field(s) {', '.join(unknown)}: pass fields of "
+                             f"transformers' {type(config).__name__}")
+    config.update(dict(config_overrides))
     auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = auto.from_config(config)
+    if not seq2seq:
+        stop_at_end_of_turn(model, tokenizer)  # generation_config.eos_token_id: [<|endoftext|>, <|im_end|>]
     model.eval()
     return ModelHandle(model=model, tokenizer=tokenizer, name=name, kind=STARTER_KINDS[arch])

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import AigcLabError
 from .config import TrainConfigError
 
 IGNORE = -100
@@ -21,24 +22,35 @@ IGNORE = -100
 def as_examples(data: Any) -> tuple[list[str] | list[tuple[str, str]], Any]:
     """Normalise ``data`` to ``(train examples, validation examples or None)``.
 
-    Accepts a ``Splits`` (train/val), a ``Dataset`` (text -> strings, pairs -> (input, target)), a list
-    of strings, or a list of (input, target) pairs.
+    Accepts a ``Splits`` (train/val), a ``Dataset`` (text -> strings, pairs -> (input, target), chat ->
+    conversations), a list of strings, a list of (input, target) pairs, or a list of conversations (lists of
+    ``{"role", "content"}`` turns).
     """
     from ..data import Dataset, Splits
+    from .chat_data import is_conversations
 
     if isinstance(data, Splits):
         val = as_examples(data.val)[0] if len(data.val) else None
         return as_examples(data.train)[0], val
     if isinstance(data, Dataset):
+        if data.kind == "chat":
+            return data.conversations(), None
         kind = "plain" if data.kind == "text" else "seq2seq"
         return list(data.template(kind)), None
     if isinstance(data, (list, tuple)) and data:
         if all(isinstance(x, str) for x in data):
             return list(data), None
+        if is_conversations(data):
+            from ..data.conversations import normalize_turns
+
+            try:
+                return [normalize_turns(c) for c in data], None
+            except AigcLabError as exc:
+                raise TrainConfigError(f"a conversation in the list is malformed: {exc}") from None
         if all(isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(s, str) for s in x) for x in data):
             return [(a, b) for a, b in data], None
-    raise TrainConfigError("dataset must be a Dataset, Splits, a non-empty list of strings, or a list of "
-                           "(input, target) string pairs")
+    raise TrainConfigError("dataset must be a Dataset, Splits, a non-empty list of strings, a list of "
+                           "(input, target) string pairs, or a list of conversations")
 
 
 def is_pairs(examples: Sequence[Any]) -> bool:
@@ -64,15 +76,31 @@ def _eos(tok: Any) -> int:
     return int(eos if eos is not None else tok.pad_token_id or 0)
 
 
+def pad_id(tok: Any) -> int:
+    """The id rows are padded with: the pad token, else the end token."""
+    return int(tok.pad_token_id if tok.pad_token_id is not None else _eos(tok))
+
+
 def encode(examples: Sequence[Any], tokenizer: Any, kind: str, *, max_length: int, max_target_length: int,
-           packing: bool) -> Encoded:
+           packing: bool, chat_template: str | None = None, train_on: str = "assistant") -> Encoded:
     """Tokenize ``examples`` for a ``causal`` or ``seq2seq`` model.
 
     Causal texts are joined with the end token and cut into ``max_length`` blocks when ``packing``;
     causal pairs become ``input + "\\n" + target + eos`` with the prompt masked out of the loss.
     Seq2seq pairs keep input and target apart (texts train as a target with an empty input).
+    Conversations go through ``chat_template`` (``train/chat_data.py``), labelled per ``train_on``.
     """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos(tokenizer)
+    from .chat_data import encode_conversations, is_conversations
+
+    if is_conversations(examples):
+        if kind == "seq2seq":
+            raise TrainConfigError("conversations train a causal (decoder-only) model; this one is seq2seq")
+        if chat_template is None:
+            raise TrainConfigError("conversations need a chat template (the Jinja source from "
+                                   "al.data.chat_templates.resolve)")
+        return encode_conversations(examples, tokenizer, chat_template=chat_template, train_on=train_on,
+                                    max_length=max_length, packing=packing)
+    pad = pad_id(tokenizer)
     if kind == "seq2seq":
         pairs = list(examples) if is_pairs(examples) else [("", t) for t in examples]
         src = tokenizer([a for a, _ in pairs], truncation=True, max_length=max_length)["input_ids"]

@@ -12,6 +12,7 @@ from ..errors import AigcLabError
 METHODS = ("full", "lora", "distill")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
+TRAIN_ON = ("assistant", "all")
 
 
 class TrainConfigError(AigcLabError, ValueError):
@@ -43,7 +44,11 @@ class TrainConfig:
     eval_generate: int = 64  # examples scored by greedy exact match (pairs only; 0 = off)
     patience: int | None = None  # early stopping: evals without a better val_loss
     precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 elsewhere
-    packing: bool = True  # causal LMs: concatenate texts into max_length blocks
+    packing: bool = True  # causal LMs: concatenate texts into max_length blocks (conversations: whole ones per row)
+    # conversations: "assistant" puts loss on the replies and their end-of-turn tokens only, "all" on every token
+    train_on: str = "assistant"
+    # conversations: None = the tokenizer's own template; a name (chatml, llama-3, alpaca, plain) or Jinja source
+    chat_template: str | None = None
     # causal LMs (GPT-2, Llama, Mistral, Qwen, GPT-NeoX), one process, no autocast: output layer and loss fused
     # (train/fused_loss.py): the same loss to float rounding, less work and memory per step
     fused_loss: bool = True
@@ -84,6 +89,8 @@ class TrainConfig:
             problems.append(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.train_on not in TRAIN_ON:
+            problems.append(f"train_on must be one of {', '.join(TRAIN_ON)}, not {self.train_on!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.learning_rate <= 0:

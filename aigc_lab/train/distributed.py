@@ -256,7 +256,7 @@ def train_process(job: _Job, q: Any = None, cancel: Any = None,
                 from .lora import merge
 
                 model = merge(model)
-            model_path = ModelHandle(model=model, tokenizer=handle.tokenizer, name=handle.name,
+            model_path = ModelHandle(model=model, tokenizer=loop.tokenizer, name=handle.name,
                                      kind=handle.kind).save(loop.output_dir / FINAL)
         if rank == 0:
             p = loop.progress

@@ -77,3 +77,36 @@ def exact_match(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], *,
     eos = tokenizer.eos_token or ""
     hits = sum(p.strip() == t.replace(eos, "").strip() for p, (_, t) in zip(preds, pairs, strict=True))
     return hits / len(pairs)
+
+
+def chat_exact_match(model: Any, tokenizer: Any, convs: Sequence[Sequence[dict[str, str]]], *, chat_template: str,
+                     max_new_tokens: int = 32, batch_size: int = 32) -> float:
+    """Share of conversations whose last assistant reply the model reproduces exactly (whitespace ignored).
+
+    Each conversation is cut before its last assistant turn and answered greedily by the engine's own decode
+    loop (``al.chat``, batched), which stops on the template's end-of-turn token as in use; its events go to a
+    private bus, so evaluation adds no runs to the panel.
+    """
+    from ..bus import EventBus
+    from ..infer.chat import chat, reply
+    from ..models import ModelHandle
+
+    if not convs:
+        return 0.0
+    prompts, targets = [], []
+    for conv in convs:
+        last = max(i for i, t in enumerate(conv) if t["role"] == "assistant")
+        prompts.append(list(conv[:last]))
+        targets.append(conv[last]["content"].strip())
+    handle = ModelHandle(model=model, tokenizer=tokenizer, name="eval", kind="causal")
+    was_training = model.training
+    model.eval()
+    hits = 0
+    try:
+        for i in range(0, len(prompts), batch_size):
+            streams = chat(handle, prompts[i:i + batch_size], chat_template=chat_template, event_bus=EventBus(),
+                           max_new_tokens=max_new_tokens, cpu_kernel=False)
+            hits += sum(reply(s) == t for s, t in zip(streams, targets[i:i + batch_size], strict=True))
+    finally:
+        model.train(was_training)
+    return hits / len(convs)

@@ -19,23 +19,25 @@ from typing import Any
 
 import numpy as np
 
+from ..data.chat_templates import check_markers, name_of, resolve
 from ..events import Checkpoint, RunEnd, RunMetrics, RunStart, TrainEval, TrainStep
 from ..models.fused_ops import fuse_activations
 from ..models.handle import shared_copy
 from ..progress import progress_bar
 from . import checkpoint as ckpt
 from . import memory
-from .collate import Batches, as_examples, encode, is_pairs
+from .chat_data import is_conversations, loss_share
+from .collate import Batches, Encoded, as_examples, encode, is_pairs
 from .config import TrainConfig, TrainConfigError
 from .distill import check_teacher, distill_loss
-from .evaluate import eval_loss, exact_match, perplexity
+from .evaluate import chat_exact_match, eval_loss, exact_match, perplexity
 from .fused_loss import causal_lm_loss, fusable
 from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
 from .schedule import make_scheduler
 
 # hyper-parameters that fix the data order and model shape: a resumed run must keep them
 RESUME_FIXED = ("method", "batch_size", "grad_accum", "max_length", "max_target_length", "packing", "seed",
-                "lora_r", "lora_alpha", "lora_targets")
+                "lora_r", "lora_alpha", "lora_targets", "train_on", "chat_template")
 
 
 @dataclass
@@ -62,6 +64,13 @@ class Loop:
         self.kind = "seq2seq" if handle.kind == "seq2seq" else "causal"
         self.train_ex, found_val = as_examples(data)
         self.val_ex = as_examples(val)[0] if val is not None else found_val
+        self.tokenizer = handle.tokenizer  # conversations with a template given by name: a copy that carries it
+        self.chat_template: str | None = None
+        self.loss_share: float | None = None
+        self.train_enc: Encoded | None = None
+        self.chat = is_conversations(self.train_ex)
+        if self.chat:
+            self._use_chat_template()
         self.resume = ckpt.resolve(resume) if resume is not None else None
         self.progress = Progress()
         self.status = "pending"
@@ -75,6 +84,29 @@ class Loop:
         self.cancel_all = False  # world > 1: some process was asked to stop (seen by all after the same step)
 
     # -- set-up ----------------------------------------------------------------------------------
+
+    def _use_chat_template(self) -> None:
+        """Conversations: resolve the chat template (refused here, in the caller's thread, when there is none)
+        and check its markers; a template other than the tokenizer's own goes on a copy of the tokenizer, so
+        checkpoints and the trained model are saved with the template they were trained with."""
+        if self.kind == "seq2seq":
+            raise TrainConfigError("conversations train a causal (decoder-only) model; this one is seq2seq")
+        if self.val_ex and not is_conversations(self.val_ex):
+            raise TrainConfigError("the training data are conversations but the validation data are not; "
+                                   "give conversations for both")
+        tok = self.handle.tokenizer
+        jinja = resolve(tok, self.cfg.chat_template)
+        check_markers(tok, jinja)
+        if jinja != getattr(tok, "chat_template", None):
+            tok = copy.deepcopy(tok)
+            tok.chat_template = jinja
+        self.tokenizer, self.chat_template = tok, jinja
+
+    def _encode(self, examples: Any) -> Encoded:
+        cfg = self.cfg
+        return encode(examples, self.tokenizer, self.kind, max_length=cfg.max_length,
+                      max_target_length=cfg.max_target_length, packing=cfg.packing, chat_template=self.chat_template,
+                      train_on=cfg.train_on)
 
     def _device(self) -> Any:
         import torch
@@ -110,6 +142,15 @@ class Loop:
                                teacher=self.teacher, autocast=self.autocast is not None,
                                checkpointing=cfg.checkpointing and _can_checkpoint(src))
         memory.check(need, device=self.device, method=cfg.method, batch_size=cfg.batch_size, seq_len=cfg.max_length)
+        if self.chat:  # refuse a run where no token carries loss before any worker starts
+            self.train_enc = self._encode(self.train_ex)
+            self.loss_share = loss_share(self.train_enc)
+            if self.loss_share == 0:
+                raise TrainConfigError(
+                    f"no token carries loss: with train_on={cfg.train_on!r} no assistant reply was found in the "
+                    f"first max_length={cfg.max_length} tokens of any conversation (replies cut off, or a template "
+                    "whose markers the tokenizer does not have as tokens); raise max_length, pick another "
+                    "chat_template=, or train_on='all'")
         self.meta = ckpt.read_meta(self.resume) if self.resume else None
         if self.meta is not None:
             old = self.meta["config"]
@@ -151,16 +192,14 @@ class Loop:
                       and self.autocast is None and fusable(model))
         if self.teacher is not None:
             self.teacher.model.eval()
-        tok = self.handle.tokenizer
-        kw = dict(max_length=cfg.max_length, max_target_length=cfg.max_target_length, packing=cfg.packing)
-        self.train_enc = encode(self.train_ex, tok, self.kind, **kw)
+        if self.train_enc is None:
+            self.train_enc = self._encode(self.train_ex)
         if len(self.train_enc) == 0:
             raise TrainConfigError("no training examples left after tokenization")
         self.batches = Batches(self.train_enc, cfg.batch_size, cfg.seed, rank=self.rank, world=self.world)
         self.val_batches = None
         if self.val_ex:
-            self.val_batches = Batches(encode(self.val_ex, tok, self.kind, **kw), cfg.batch_size, cfg.seed,
-                                       shuffle=False)
+            self.val_batches = Batches(self._encode(self.val_ex), cfg.batch_size, cfg.seed, shuffle=False)
         self.total = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.batches.per_epoch / cfg.grad_accum))
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * self.total)
         decay, no_decay = [], []
@@ -197,9 +236,11 @@ class Loop:
 
     def start_event(self) -> None:
         info = self.handle.info()
+        chat = {"chat_template": self.chat_template, "chat_template_name": name_of(self.chat_template),
+                "loss_share": self.loss_share} if self.chat else {}
         self.publish(RunStart(run=self.run_id, kind="train", model=info,
                               config={**self.cfg.to_dict(), "resume": str(self.resume) if self.resume else None,
-                                      "train_examples": len(self.train_ex), "world": self.world},
+                                      "train_examples": len(self.train_ex), "world": self.world, **chat},
                               t0=time.time() * 1000))
 
     # -- the loop --------------------------------------------------------------------------------
@@ -289,6 +330,10 @@ class Loop:
             pairs = self.val_ex[:self.cfg.eval_generate]
             metrics["exact_match"] = exact_match(model, self.handle.tokenizer, pairs, kind=self.kind,
                                                  device=self.device, max_new_tokens=self.cfg.max_target_length)
+        elif self.cfg.eval_generate and self.chat:
+            metrics["exact_match"] = chat_exact_match(model, self.tokenizer, self.val_ex[:self.cfg.eval_generate],
+                                                      chat_template=self.chat_template,
+                                                      max_new_tokens=self.cfg.max_target_length)
         record = {"step": step, "val_loss": val, "ppl": perplexity(val), **metrics}
         self.progress.evals.append(record)
         self.publish(TrainEval(run=self.run_id, step=step, val_loss=val, ppl=record["ppl"], metrics=metrics))
@@ -309,7 +354,7 @@ class Loop:
             "model": self.handle.name, "kind": self.handle.kind}
         model = self._unwrapped()
         adapter = adapter_state(model) if self.cfg.method == "lora" else None
-        path = ckpt.save(self.output_dir, step, model=model, tokenizer=self.handle.tokenizer, adapter=adapter,
+        path = ckpt.save(self.output_dir, step, model=model, tokenizer=self.tokenizer, adapter=adapter,
                          optimizer=self.optimizer, scheduler=self.scheduler, meta=meta)
         p.checkpoints.append(str(path))
         if periodic:

@@ -132,20 +132,25 @@ class TrainRun:
                 model = merge(model)
             model.eval()
             h = loop.handle
-            self._merged = ModelHandle(model=model, tokenizer=h.tokenizer, name=f"{h.name}+{loop.cfg.method}",
+            if loop.chat:  # the trained model stops where its turn ends, like the template it learned
+                from ..data.chat_templates import stop_at_end_of_turn
+
+                stop_at_end_of_turn(model, loop.tokenizer)
+            self._merged = ModelHandle(model=model, tokenizer=loop.tokenizer, name=f"{h.name}+{loop.cfg.method}",
                                        kind=h.kind)
         return self._merged
 
     def save_adapter(self, path: Any) -> Path:
-        """LoRA only: save the adapters alone (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+        """LoRA only: save the adapters alone (``adapter_model.safetensors`` + ``adapter_config.json``).
+
+        Works before or after ``.model`` merged them: the weights saved are the copy taken when training ended.
+        """
         from .config import TrainConfigError
         from .lora import save_adapter
 
         loop = self._loop
         if loop.cfg.method != "lora" or loop.adapter is None:
             raise TrainConfigError("save_adapter needs a finished method='lora' run")
-        if self._merged is not None:
-            raise TrainConfigError("the adapters were merged into .model already; save them before reading .model")
         save_adapter(loop._unwrapped(), loop.adapter, path)
         return Path(path)
 

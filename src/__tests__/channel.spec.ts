@@ -1,8 +1,10 @@
+// @vitest-environment jsdom
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { Signal } from '@lumino/signaling';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
-import { KernelChannel, MessageSink, newRequestId } from '../channel';
+import { KernelChannel, MessageSink, REQUEST_TIMEOUT_MS, newRequestId } from '../channel';
+import { CONTROL_TIMEOUT_MS } from '../sideshell';
 import { Store } from '../store';
 import { fixture, loadFixtures } from './fixtures';
 
@@ -23,9 +25,26 @@ class FakeComm {
   }
 }
 
-/** Just enough of a KernelConnection for KernelChannel, mimicking services 7 on restart. */
+/** A request the panel sent: its payload and the subshell it was addressed to (null: main shell). */
+interface SentRequest {
+  data: unknown;
+  subshell: string | null;
+}
+
+function reply(content: unknown): { done: Promise<unknown>; dispose(): void } {
+  return { done: Promise.resolve({ content }), dispose: () => undefined };
+}
+
+/**
+ * Just enough of a KernelConnection for KernelChannel, mimicking services 7 on restart and
+ * ipykernel 7 on the control channel (kernel_info, comm_info, subshells).
+ */
 class FakeKernel {
   id = 'kernel-1';
+  clientId = 'client-1';
+  username = 'user';
+  status: Kernel.Status = 'idle';
+  connectionStatus: Kernel.ConnectionStatus = 'connected';
   isDisposed = false;
   targets = new Map<string, (comm: FakeComm, msg: KernelMessage.ICommOpenMsg) => void>();
   registerCalls = 0;
@@ -34,6 +53,19 @@ class FakeKernel {
   connectionStatusChanged = new Signal<this, Kernel.ConnectionStatus>(this);
   disposed = new Signal<this, void>(this);
   comms = new Map<string, FakeComm>();
+  /** JEP 91 subshells offered (false: an ipykernel 6-like kernel). */
+  subshells = true;
+  /** Whether the control channel answers at all. */
+  answersControl = true;
+  /** Control requests received, by type. */
+  control: string[] = [];
+  /** comm_msg sent with sendShellMessage (the panel's subshell path). */
+  shellSent: SentRequest[] = [];
+  shellCommInfoCalls = 0;
+  /** What list_subshell_request answers. */
+  liveSubshells: string[] = [];
+  interrupts = 0;
+  private _subshellCount = 0;
 
   registerCommTarget(name: string, cb: (comm: FakeComm, msg: KernelMessage.ICommOpenMsg) => void) {
     this.registerCalls++;
@@ -53,7 +85,36 @@ class FakeKernel {
     return comm;
   }
   async requestCommInfo(): Promise<unknown> {
+    this.shellCommInfoCalls++;
     return { content: { status: 'ok', comms: this.existingComms } };
+  }
+  sendControlMessage(msg: KernelMessage.IMessage): { done: Promise<unknown>; dispose(): void } {
+    const type = msg.header.msg_type;
+    this.control.push(type);
+    if (!this.answersControl) {
+      return { done: new Promise(() => undefined), dispose: () => undefined };
+    }
+    switch (type) {
+      case 'kernel_info_request':
+        return reply({ status: 'ok', supported_features: this.subshells ? ['kernel subshells'] : [] });
+      case 'create_subshell_request':
+        this._subshellCount++;
+        return reply({ status: 'ok', subshell_id: `sub-${this._subshellCount}` });
+      case 'comm_info_request':
+        return reply({ status: 'ok', comms: this.existingComms });
+      case 'list_subshell_request':
+        return reply({ status: 'ok', subshell_id: this.liveSubshells });
+      default:
+        return reply({ status: 'ok' });
+    }
+  }
+  sendShellMessage(msg: KernelMessage.IShellMessage): { done: Promise<void> } {
+    const content = msg.content as { comm_id: string; data: unknown };
+    this.shellSent.push({ data: content.data, subshell: msg.header.subshell_id ?? null });
+    return { done: Promise.resolve() };
+  }
+  async interrupt(): Promise<void> {
+    this.interrupts++;
   }
   /** The kernel opens the aigc_lab comm with `data` (normally the hello). */
   open(data: unknown, id = 'comm-1'): FakeComm {
@@ -82,6 +143,18 @@ class FakeKernel {
   }
 }
 
+/** Everything the panel sent to the kernel on `comm` (main shell) or on its subshell, in order of type. */
+function sent(fake: FakeKernel, comm: FakeComm): SentRequest[] {
+  return [...comm.sent.map(data => ({ data, subshell: null })), ...fake.shellSent];
+}
+
+/** Let pending promise callbacks and zero-delay timers run. */
+async function settle(): Promise<void> {
+  for (let k = 0; k < 5; k++) {
+    await new Promise(r => setTimeout(r, 0));
+  }
+}
+
 function makeChannel(fake = new FakeKernel()): { fake: FakeKernel; channel: KernelChannel } {
   const channel = new KernelChannel(fake as unknown as Kernel.IKernelConnection);
   return { fake, channel };
@@ -90,6 +163,7 @@ function makeChannel(fake = new FakeKernel()): { fake: FakeKernel; channel: Kern
 let warn: ReturnType<typeof vi.spyOn>;
 beforeEach(() => {
   warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+  window.sessionStorage.clear();
 });
 afterEach(() => {
   warn.mockRestore();
@@ -127,15 +201,17 @@ describe('MessageSink', () => {
 });
 
 describe('KernelChannel', () => {
-  it('registers the comm target and receives hello as comm-open data', () => {
+  it('registers the comm target and receives hello as comm-open data', async () => {
     const { fake, channel } = makeChannel();
     expect(fake.targets.has('aigc_lab')).toBe(true);
     const comm = fake.open(fixture('valid', 'hello.json'));
     expect(channel.store.state.connection.connected).toBe(true);
     // Opening makes a request at once: the kernel streams live only to a panel that has spoken.
-    expect(comm.sent).toHaveLength(1);
-    expect(comm.sent[0]).toMatchObject({ v: 1, type: 'history', run: null });
     expect(channel.store.state.connection.history?.state).toBe('pending');
+    await settle();
+    const requests = sent(fake, comm);
+    expect(requests).toHaveLength(1);
+    expect(requests[0].data).toMatchObject({ v: 1, type: 'history', run: null });
     comm.deliver(fixture('valid', 'run_start_generate.json'));
     comm.deliver(fixture('valid', 'tokens.json'));
     comm.deliver({ v: 1, type: 'tokens', run: 'gen-7f3a', items: [{ i: 3 }] });
@@ -144,14 +220,78 @@ describe('KernelChannel', () => {
     expect(String(warn.mock.calls[0][0])).toContain('ignored malformed message');
   });
 
+  it('sends its requests on a subshell of its own, created on the control channel', async () => {
+    const { fake } = makeChannel();
+    const comm = fake.open(fixture('valid', 'hello.json'));
+    await settle();
+    // Asked on control (served while a cell runs), never on the busy shell.
+    expect(fake.control).toEqual(['comm_info_request', 'kernel_info_request', 'create_subshell_request']);
+    expect(comm.sent).toEqual([]);
+    expect(fake.shellSent).toHaveLength(1);
+    expect(fake.shellSent[0]).toMatchObject({ subshell: 'sub-1', data: { type: 'history' } });
+  });
+
+  it('after a reload, reuses the subshell this tab made if the kernel still has it', async () => {
+    const first = makeChannel();
+    first.fake.open(fixture('valid', 'hello.json'));
+    await settle();
+    expect(first.fake.shellSent[0].subshell).toBe('sub-1');
+    // A reloaded page: a new connection to the same kernel, which still runs sub-1.
+    const fake = new FakeKernel();
+    fake.liveSubshells = ['sub-1'];
+    makeChannel(fake);
+    fake.open(fixture('valid', 'hello.json'));
+    await settle();
+    expect(fake.control).toContain('list_subshell_request');
+    expect(fake.control).not.toContain('create_subshell_request');
+    expect(fake.shellSent[0].subshell).toBe('sub-1');
+    // A restarted kernel no longer has it: a new one is made.
+    const fresh = new FakeKernel();
+    makeChannel(fresh);
+    fresh.open(fixture('valid', 'hello.json'));
+    await settle();
+    expect(fresh.control).toContain('create_subshell_request');
+  });
+
+  it('uses the main shell for kernels without subshells', async () => {
+    const fake = new FakeKernel();
+    fake.subshells = false;
+    makeChannel(fake);
+    const comm = fake.open(fixture('valid', 'hello.json'));
+    await settle();
+    expect(fake.control).not.toContain('create_subshell_request');
+    expect(fake.shellSent).toEqual([]);
+    expect(comm.sent).toMatchObject([{ type: 'history' }]);
+  });
+
+  it('falls back to the shell when the control channel does not answer', async () => {
+    vi.useFakeTimers();
+    try {
+      const fake = new FakeKernel();
+      fake.answersControl = false;
+      fake.existingComms = { 'old-comm': { target_name: 'aigc_lab' } };
+      const { channel } = makeChannel(fake);
+      await vi.advanceTimersByTimeAsync(CONTROL_TIMEOUT_MS + 1);
+      expect(fake.shellCommInfoCalls).toBe(1);
+      expect(channel.hasComm).toBe(true);
+      await vi.advanceTimersByTimeAsync(CONTROL_TIMEOUT_MS + 1);
+      expect(fake.comms.get('old-comm')?.sent).toMatchObject([{ type: 'history' }]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('cancel sends a request with a fresh id and resolves on the matching ack', async () => {
     const { fake, channel } = makeChannel();
     const comm = fake.open(fixture('valid', 'hello.json'));
     comm.deliver(fixture('valid', 'run_start_generate.json'));
     const done = channel.cancel('gen-7f3a');
-    expect(comm.sent).toHaveLength(2); // the history request made on open, then the cancel
-    const req = comm.sent[1] as { v: number; type: string; run: string; id: string };
+    await settle();
+    const requests = sent(fake, comm);
+    expect(requests).toHaveLength(2); // the history request made on open, then the cancel
+    const req = requests[1].data as { v: number; type: string; run: string; id: string };
     expect(req).toMatchObject({ v: 1, type: 'cancel', run: 'gen-7f3a' });
+    expect(requests[1].subshell).toBe('sub-1');
     expect(req.id).toMatch(/\S/);
     expect(channel.store.state.runs['gen-7f3a'].cancel?.state).toBe('pending');
     comm.deliver({ v: 1, type: 'ack', run: 'gen-7f3a', id: 'someone-else', ok: true, error: null });
@@ -159,6 +299,34 @@ describe('KernelChannel', () => {
     comm.deliver({ v: 1, type: 'ack', run: 'gen-7f3a', id: req.id, ok: true, error: null });
     await expect(done).resolves.toMatchObject({ id: req.id, ok: true });
     expect(channel.store.state.runs['gen-7f3a'].cancel?.state).toBe('acknowledged');
+  });
+
+  it('requests that get no answer time out with a message; a late ack still counts', async () => {
+    vi.useFakeTimers();
+    try {
+      const { fake, channel } = makeChannel();
+      const comm = fake.open(fixture('valid', 'hello.json'));
+      comm.deliver(fixture('valid', 'run_start_generate.json'));
+      const done = channel.cancel('gen-7f3a');
+      const failed = expect(done).rejects.toThrow(/no answer from the kernel within 10 s/);
+      await vi.advanceTimersByTimeAsync(REQUEST_TIMEOUT_MS + 1);
+      await failed;
+      const run = channel.store.state.runs['gen-7f3a'];
+      expect(run.cancel?.state).toBe('failed');
+      expect(channel.store.state.connection.history?.state).toBe('failed');
+      expect(channel.store.state.connection.history?.error).toMatch(/no answer/);
+      const history = fake.shellSent[0].data as { id: string };
+      comm.deliver({ v: 1, type: 'ack', run: null, id: history.id, ok: true, error: null });
+      expect(channel.store.state.connection.history?.state).toBe('acknowledged');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('interrupt interrupts the kernel', async () => {
+    const { fake, channel } = makeChannel();
+    await channel.interrupt();
+    expect(fake.interrupts).toBe(1);
   });
 
   it('cancel without an open comm fails at once', async () => {
@@ -172,6 +340,7 @@ describe('KernelChannel', () => {
     const comm = fake.open(fixture('valid', 'hello.json'));
     comm.deliver(fixture('valid', 'run_start_generate.json'));
     const pending = channel.cancel('gen-7f3a');
+    await settle();
     const before = fake.registerCalls;
     fake.restart();
     await expect(pending).rejects.toThrow(/restarted/);
@@ -186,15 +355,22 @@ describe('KernelChannel', () => {
     comm2.deliver(fixture('valid', 'run_start_train.json'));
     expect(channel.store.state.order).toEqual(['gen-7f3a', 'train-01']);
     void channel.cancel('train-01').catch(() => undefined);
-    expect((comm2.sent as { type: string }[]).map(m => m.type)).toEqual(['history', 'cancel']);
-    expect((comm.sent as { type: string }[]).map(m => m.type)).toEqual(['history', 'cancel']);
+    await settle();
+    // The old subshell died with the kernel: a new one carries the new comm's requests.
+    expect(fake.shellSent.map(r => [(r.data as { type: string }).type, r.subshell])).toEqual([
+      ['history', 'sub-1'],
+      ['cancel', 'sub-1'],
+      ['history', 'sub-2'],
+      ['cancel', 'sub-2']
+    ]);
   });
 
-  it('a newer protocol version shows a mismatch and is not rendered', () => {
+  it('a newer protocol version shows a mismatch and is not rendered', async () => {
     const { fake, channel } = makeChannel();
     const comm = fake.open({ v: 2, type: 'hello', run: null, version: 2, kernel: {} });
     expect(channel.store.state.connection.protocolMismatch).toMatch(/protocol v2.*update/);
-    expect(comm.sent).toHaveLength(0); // no request in a protocol we do not speak
+    await settle();
+    expect(sent(fake, comm)).toHaveLength(0); // no request in a protocol we do not speak
     expect(channel.store.state.connection.connected).toBe(false);
   });
 
@@ -202,12 +378,28 @@ describe('KernelChannel', () => {
     const fake = new FakeKernel();
     fake.existingComms = { 'old-comm': { target_name: 'aigc_lab' }, other: { target_name: 'x' } };
     const { channel } = makeChannel(fake);
-    await new Promise(r => setTimeout(r, 0));
+    await settle();
+    expect(fake.shellCommInfoCalls).toBe(0); // asked on control
     expect(channel.hasComm).toBe(true);
     expect(channel.store.state.connection.connected).toBe(true);
     expect(fake.comms.has('other')).toBe(false);
+    expect(fake.shellSent).toMatchObject([{ data: { type: 'history' }, subshell: 'sub-1' }]);
     fake.comms.get('old-comm')?.deliver(fixture('valid', 'tokens.json'));
     expect(channel.store.state.runs['gen-7f3a'].placeholder).toBe(true);
+  });
+
+  it('shows a lost websocket and a dead kernel', () => {
+    const { fake, channel } = makeChannel();
+    fake.open(fixture('valid', 'hello.json'));
+    fake.connectionStatus = 'connecting';
+    fake.connectionStatusChanged.emit('connecting');
+    expect(channel.store.state.connection.link).toBe('websocket-lost');
+    fake.connectionStatus = 'connected';
+    fake.connectionStatusChanged.emit('connected');
+    expect(channel.store.state.connection.link).toBe('ok');
+    fake.status = 'dead';
+    fake.statusChanged.emit('dead');
+    expect(channel.store.state.connection.link).toBe('dead');
   });
 
   it('a closed comm disconnects; a disposed kernel disposes the channel', () => {

@@ -5,7 +5,16 @@ import {
   TokenItem,
   TokensMessage
 } from '../protocol';
-import { Action, State, Store, initialState, reduce, reduceAll, runList } from '../store';
+import {
+  Action,
+  State,
+  Store,
+  initialState,
+  linkSummary,
+  reduce,
+  reduceAll,
+  runList
+} from '../store';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -425,5 +434,30 @@ describe('history replay, caps and clearing (issue 6)', () => {
     expect(c.order).toEqual(['b']);
     expect(Object.keys(c.runs)).toEqual(['b']);
     expect(reduce(c, { type: 'runs.cleared' })).toBe(c);
+  });
+});
+
+describe('connection state', () => {
+  it('says which of websocket lost, restarting, dead, comm closed, waiting or connected holds', () => {
+    const summary = (actions: Action[]) => linkSummary(reduceAll(initialState(), actions).connection);
+    expect(summary([]).state).toBe('waiting');
+    const hello = fixtureAction('hello.json');
+    expect(summary([hello]).state).toBe('connected');
+    expect(summary([hello, { type: 'comm.closed' }])).toMatchObject({
+      state: 'comm-closed',
+      text: expect.stringMatching(/import aigc_lab again/)
+    });
+    expect(summary([hello, { type: 'link', link: 'websocket-lost' }]).state).toBe('websocket-lost');
+    expect(summary([hello, { type: 'link', link: 'restarting' }, { type: 'kernel.restarted' }]).state).toBe(
+      'restarting'
+    );
+    expect(summary([hello, { type: 'link', link: 'dead' }]).text).toMatch(/dead/);
+    // Back: the websocket reconnected, the kernel restarted and said hello again.
+    expect(
+      summary([hello, { type: 'link', link: 'restarting' }, { type: 'kernel.restarted' }, { type: 'link', link: 'ok' }])
+        .state
+    ).toBe('waiting');
+    const s = reduce(initialState(), { type: 'link', link: 'ok' });
+    expect(s).toBe(reduce(s, { type: 'link', link: 'ok' }));
   });
 });

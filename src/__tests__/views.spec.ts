@@ -99,6 +99,35 @@ describe('RunView', () => {
     expect(view.node.querySelector('.aigc-cancel-state')?.textContent).toBe('cancel acknowledged');
   });
 
+  it('a refused or unanswered cancel re-enables Stop and offers to interrupt the kernel', () => {
+    const interrupts: string[] = [];
+    const view = new RunView('gen-7f3a', () => undefined, id => interrupts.push(id));
+    let s = reduce(initialState(), fx('run_start_generate.json'));
+    s = reduce(s, { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-1' });
+    view.update(s.runs['gen-7f3a']);
+    const cancel = view.node.querySelector('button.aigc-cancel') as HTMLButtonElement;
+    const interrupt = view.node.querySelector('button.aigc-interrupt') as HTMLButtonElement;
+    expect(cancel.disabled).toBe(true);
+    expect(interrupt.hidden).toBe(true);
+    s = reduce(s, {
+      type: 'message',
+      message: { v: 1, type: 'ack', run: 'gen-7f3a', id: 'req-1', ok: false, error: 'not running' }
+    });
+    view.update(s.runs['gen-7f3a']);
+    expect(cancel.disabled).toBe(false);
+    expect(interrupt.hidden).toBe(false);
+    interrupt.click();
+    expect(interrupts).toEqual(['gen-7f3a']);
+    s = reduce(s, { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-2' });
+    s = reduce(s, { type: 'cancel.failed', run: 'gen-7f3a', id: 'req-2', error: 'no answer' });
+    view.update(s.runs['gen-7f3a']);
+    expect(cancel.disabled).toBe(false);
+    expect(interrupt.hidden).toBe(false);
+    s = reduce(s, fx('run_end_cancelled.json'));
+    view.update(s.runs['gen-7f3a']);
+    expect(interrupt.hidden).toBe(true);
+  });
+
   it('renders 5000 tokens with tinting off as one text node per chunk', () => {
     const view = new RunView('r', () => undefined);
     view.tinting = false;

@@ -11,12 +11,16 @@
  *
  * DOM contract (used by the UI tests):
  *   .aigc-run[data-run-id][data-kind][data-status][data-token-count][data-dups][data-gaps]
+ *            [data-step-count][data-last-step]   training steps received, and the last one's number
+ *            [data-t0]          the run's start (ms since the epoch, kernel clock; '' until run.start)
  *     .aigc-run-header   kind, status, model, cancel button
  *     .aigc-metrics      .aigc-metric[data-metric=model|ttft|toks|p50|p95|tokens|status]
  *     .aigc-run-text     textContent == concatenation of every token piece received
  *       div.aigc-chunk   blocks of consecutive tokens (see `_chunkFor`)
  *         span.aigc-tok[data-i][title]   (tinted tokens)
- *     button.aigc-cancel shown while running only; label 'cancelling…' / 'cancel acknowledged' …
+ *     button.aigc-cancel shown while running only; label 'cancelling…' / 'cancel acknowledged' …;
+ *                        enabled again after a refused or failed cancel
+ *     button.aigc-interrupt  "Interrupt kernel", shown while running after a refused or failed cancel
  *     .aigc-cancel-state the cancel request's state, kept after the run ended
  */
 
@@ -95,7 +99,11 @@ const METRICS: [string, string][] = [
 ];
 
 export class RunView {
-  constructor(runId: string, onCancel: (runId: string) => void) {
+  constructor(
+    runId: string,
+    onCancel: (runId: string) => void,
+    onInterrupt: (runId: string) => void = () => undefined
+  ) {
     this.runId = runId;
     this.node = el('div', 'aigc-run');
     this.node.setAttribute('data-run-id', runId);
@@ -115,6 +123,13 @@ export class RunView {
         onCancel(this.runId);
       }
     });
+    // Offered when a cancel was refused or not answered: the run may be a cell that ignores it.
+    this._interrupt = el('button', 'aigc-interrupt jp-mod-styled', title);
+    this._interrupt.type = 'button';
+    this._interrupt.textContent = 'Interrupt kernel';
+    this._interrupt.title = 'The cancel request did not stop the run: interrupt the kernel';
+    this._interrupt.hidden = true;
+    this._interrupt.addEventListener('click', () => onInterrupt(this.runId));
     const strip = el('div', 'aigc-metrics', header);
     for (const [key, label] of METRICS) {
       const node = el('span', 'aigc-metric', strip);
@@ -182,6 +197,9 @@ export class RunView {
     setAttr(n, 'data-token-count', String(this._rendered));
     setAttr(n, 'data-dups', String(run.dups));
     setAttr(n, 'data-gaps', String(run.gaps));
+    setAttr(n, 'data-t0', run.t0 === null ? '' : String(run.t0));
+    setAttr(n, 'data-step-count', String(run.steps.length));
+    setAttr(n, 'data-last-step', String(run.steps.length > 0 ? run.steps[run.steps.length - 1].step : 0));
 
     setText(this._kind, run.kind);
     const m = run.model;
@@ -209,7 +227,11 @@ export class RunView {
     // .aigc-cancel-state after the run ended.
     this._cancel.hidden = run.status !== 'running';
     setText(this._cancel, run.cancel === null ? 'Stop' : cancelLabel(run));
-    this._cancel.disabled = run.cancel !== null && run.cancel.state !== 'failed';
+    // Disabled only while a cancel is on its way or accepted; refused or failed: try again.
+    const stuck =
+      run.cancel !== null && (run.cancel.state === 'refused' || run.cancel.state === 'failed');
+    this._cancel.disabled = run.cancel !== null && !stuck;
+    this._interrupt.hidden = !(stuck && run.status === 'running');
     setAttr(this._cancel, 'data-cancel-state', run.cancel?.state ?? '');
     setText(this._cancelState, run.cancel === null ? '' : cancelLabel(run));
     setAttr(this._cancelState, 'data-cancel-state', run.cancel?.state ?? '');
@@ -378,6 +400,7 @@ export class RunView {
   private _model: HTMLSpanElement;
   private _status: HTMLSpanElement;
   private _cancel: HTMLButtonElement;
+  private _interrupt: HTMLButtonElement;
   private _cancelState: HTMLSpanElement;
   private _extra: HTMLDivElement;
   private _error: HTMLDivElement;

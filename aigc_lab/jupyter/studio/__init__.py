@@ -1,4 +1,5 @@
-"""``Studio()``: the aigc-lab workflow as an ipywidgets app (Data | Model | Fine-tune | Optimise | Generate | Compare).
+"""``Studio()``: the aigc-lab workflow as an ipywidgets app (Data | Model | Fine-tune | Optimise | Generate |
+Compare | Export).
 
     studio = Studio(); studio                  # in a notebook cell
     studio.model_name = "starter:gpt-tiny"; studio.load_model(); studio.wait()

@@ -1,10 +1,11 @@
-"""``Studio()``: the whole workflow as one ipywidgets app (Data | Model | Fine-tune | Optimise | Generate | Compare).
+"""``Studio()``: the whole workflow as one ipywidgets app (Data | Model | Fine-tune | Optimise | Generate | Compare
+| Export).
 
 Every control is a trait of the ``Studio`` (a ``traitlets.HasTraits``) linked both ways to its widget, so
 ``studio.max_new_tokens = 32`` moves the widget, moving the widget changes the trait, and
 ``studio.observe(fn, "model")`` follows results as they arrive. Long actions run on background threads
 with a progress bar and status line (Stop where it can cancel); errors show inline in their tab.
-Results land in ``studio.dataset``, ``.splits``, ``.model``, ``.run``, ``.finetuned``, ``.quantized``,
+Results land in ``studio.dataset``, ``.splits``, ``.model``, ``.run``, ``.finetuned``, ``.quantized``, ``.exported``,
 ``.stream`` and ``.comparison``. ``studio.wait()`` blocks until every background action has ended.
 Displayed, the Studio also carries a static ``text/html`` / ``text/plain`` summary, so a notebook
 reopened without its kernel still shows what was done; the ``STUDIO_MIMETYPE`` marker lets the aigc-lab
@@ -21,9 +22,11 @@ import ipywidgets as w
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Enum, Float, HasTraits, Int, TraitError, Tuple, Unicode, validate
 
+from ...export.gguf import ALL_QUANTS
 from .common import MODEL_SLOTS, Panel, esc, frame_html
 from .compare_tab import CompareTab
 from .data_tab import DataTab
+from .export_tab import EXPORT_SOURCES, HF_DTYPES, TARGETS, ExportTab
 from .finetune_tab import METHODS, FinetuneTab
 from .generate_tab import GenerateTab, metrics_text
 from .model_tab import DTYPES, ModelTab
@@ -73,6 +76,12 @@ class Studio(HasTraits):
     compare_models = Tuple(help="slots to compare (model / finetuned / quantized); empty = all the Studio holds")
     compare_prompts = Unicode("", help="one prompt per line; empty = 4 prompts from the dataset")
     compare_max_new_tokens = Int(16)
+    # -- Export tab -------------------------------------------------------------------------------
+    export_source = Enum(EXPORT_SOURCES, default_value="finetuned")
+    export_target = Enum(TARGETS, default_value="gguf")
+    export_quant = Enum(ALL_QUANTS, default_value="q8_0")
+    export_dtype = Enum(HF_DTYPES, default_value="auto", help="hf: the folder's dtype ('auto' = the model's)")
+    export_path = Unicode("model.gguf", help="a .gguf file (gguf) or a folder (hf)")
     # -- results (set by the actions; observable) -----------------------------------------------------
     dataset = AnyTrait(None, allow_none=True, help="aigc_lab.data.Dataset")
     splits = AnyTrait(None, allow_none=True, help="aigc_lab.data.Splits (when val/test > 0)")
@@ -83,6 +92,7 @@ class Studio(HasTraits):
     stream = AnyTrait(None, allow_none=True, help="the last generation's TokenStream")
     generated_text = Unicode("", help="text of the last generation")
     comparison = AnyTrait(None, allow_none=True, help="DataFrame from the last Compare")
+    exported = AnyTrait(None, allow_none=True, help="ExportResult of the last Export")
     catalog = AnyTrait(None, allow_none=True, help="DataFrame from the Model tab's Catalog button")
     busy = Bool(False, help="some tab is running a background action")
 
@@ -98,11 +108,13 @@ class Studio(HasTraits):
         self.optimise_tab = OptimiseTab(self)
         self.generate_tab = GenerateTab(self)
         self.compare_tab = CompareTab(self)
+        self.export_tab = ExportTab(self)
         self.tabs: dict[str, Panel] = {p.title: p for p in (self.data_tab, self.model_tab, self.finetune_tab,
-                                                             self.optimise_tab, self.generate_tab, self.compare_tab)}
+                                                             self.optimise_tab, self.generate_tab, self.compare_tab,
+                                                             self.export_tab)}
         pages = [p.build() for p in self.tabs.values()]
         self.widget = w.Tab(children=pages, titles=tuple(self.tabs))
-        header = w.HTML("<b>aigc-lab Studio</b> · data → model → fine-tune → optimise → generate → compare")
+        header = w.HTML("<b>aigc-lab Studio</b> · data → model → fine-tune → optimise → generate → compare → export")
         self.view = w.VBox([header, self.widget])
 
     @validate("compare_models")
@@ -138,6 +150,10 @@ class Studio(HasTraits):
     def compare(self) -> bool:
         """Compare tab: ``al.compare`` over the chosen models."""
         return self.compare_tab.compare()
+
+    def export(self) -> bool:
+        """Export tab: write the ``export_source`` model as ``export_target`` at ``export_path``."""
+        return self.export_tab.export()
 
     def stop(self) -> None:
         """Stop whatever can be stopped (generation, fine-tuning)."""
@@ -208,6 +224,9 @@ class Studio(HasTraits):
         table = self.comparison
         if table is not None:
             out.append(("Compare", table.to_string(index=False, max_colwidth=40), frame_html(table)))
+        if self.exported is not None:
+            txt = str(self.exported)
+            out.append(("Export", txt, f"<pre style='white-space:pre-wrap;margin:0'>{esc(txt)}</pre>"))
         for title, msg in self.errors.items():
             out.append((f"{title} error", msg, f"<span style='color:#b00020'>{esc(msg)}</span>"))
         return out
