@@ -130,7 +130,8 @@ _NAMES = ("Zorb", "Quill", "Brisk", "Tarn", "Mello", "Vexa", "Pim", "Orla", "Dun
 _THINGS = ("lamp", "kettle", "chair", "clock", "mug", "radio", "fan", "desk")
 _COLOURS = ("red", "blue", "green", "black", "white", "yellow", "grey", "orange")
 _QUESTIONS: dict[str, tuple[str, ...]] = {
-    "colour": ("What colour is the {item}?", "Which colour does the {item} come in?", "Tell me the colour of the {item}."),
+    "colour": ("What colour is the {item}?", "Which colour does the {item} come in?",
+               "Tell me the colour of the {item}."),
     "price": ("How much is the {item}?", "What does the {item} cost?", "What is the price of the {item}?"),
     "stock": ("How many {item}s are in stock?", "How many {item}s do you have?", "What is the stock of the {item}?"),
 }
