@@ -254,8 +254,8 @@ def test_gpt2_stops_at_the_end_of_its_position_table_and_refuses_a_prompt_that_f
     prompt_tokens = len(tok("Once upon a time")["input_ids"])
     for kw in ({}, {"cpu_kernel": False}):
         stream = al.generate(handle, "Once upon a time", max_new_tokens=1000, ignore_eos=True, **kw).wait()
-        assert stream.status == "ok" and len(stream.tokens) == 40 - prompt_tokens
+        assert stream.status == "ok" and len(stream.ids) == 40 - prompt_tokens  # ids: not a held-back text tail
     rows = al.generate(handle, ["Once upon a time", "A"], max_new_tokens=1000, ignore_eos=True)
-    assert all(r.wait().status == "ok" and len(r.tokens) <= 40 - prompt_tokens for r in rows)
+    assert all(r.wait().status == "ok" and len(r.ids) <= 40 - prompt_tokens for r in rows)
     with pytest.raises(al.errors.GenerationConfigError, match="reads at most 40.*shorten the prompt"):
         al.generate(handle, "word " * 60, max_new_tokens=5).wait()
