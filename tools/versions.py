@@ -39,8 +39,12 @@ def read_lock(path: str | Path) -> dict[str, str]:
 
 
 def installed() -> dict[str, str]:
-    """``name -> version`` of every distribution this interpreter sees."""
-    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    """``name -> version`` of every distribution installed in this environment's site-packages (not the
+    copies other packages vendor and put on ``sys.path``, such as setuptools' ``_vendor``)."""
+    import site
+
+    paths = [*site.getsitepackages(), site.getusersitepackages()] if site.ENABLE_USER_SITE else site.getsitepackages()
+    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=paths) if d.metadata["Name"]}
 
 
 def moved(lock: dict[str, str], have: dict[str, str]) -> list[str]:
