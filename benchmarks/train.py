@@ -96,7 +96,7 @@ def window_tok_s(elapsed: list[float], tokens_per_step: int) -> float:
 
 @contextlib.contextmanager
 def _unfused():
-    """The engine without its fused ops (``--ablation``): the model's own loss and GELU, as before stop 11."""
+    """The engine without its fused ops (``--ablation``): the model's own loss and GELU instead."""
     from aigc_lab.train import loop
 
     keep = loop.fuse_activations
