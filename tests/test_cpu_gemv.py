@@ -42,6 +42,30 @@ def test_transposed_kernel_matches_torch_for_conv1d_layouts():
         gemv_t(torch.randn(4, 8).t(), torch.randn(8), None)
 
 
+
+@pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
+def test_int8_products_match_torchs_dynamic_int8_linear(scheme):
+    """The int8 product (VNNI, AVX2 or plain loop, whichever this CPU built) computes what torch's dynamic
+    int8 Linear does, for widths that leave every tail: under 32, between the vector blocks, long rows."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    torch.manual_seed(0)
+    for n_out, n_in in ((3, 5), (17, 31), (33, 64), (40, 100), (1536, 512), (64, 777), (512, 2048)):
+        linear = torch.nn.Linear(n_in, n_out)
+        if scheme == "per_tensor":
+            q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear}, torch.qint8)[0]
+        else:
+            q = DynamicInt8Linear(n_in, n_out, dtype=torch.qint8)
+            scales = linear.weight.detach().abs().amax(1) / 127
+            w = torch.quantize_per_channel(linear.weight.detach(), scales, torch.zeros(n_out, dtype=torch.long),
+                                           0, torch.qint8)
+            q.set_weight_bias(w, linear.bias.detach())
+        product = cpu_gemv.product_of(q, cpu_gemv.kernels())
+        assert product is not None
+        for _ in range(3):
+            x = torch.randn(n_in) * 3
+            torch.testing.assert_close(product(x), q(x.view(1, -1)).view(-1), rtol=1e-4, atol=1e-4)
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_fast_cpu_decodes_the_same_tokens_and_leaves_the_original_alone(arch, llama_tiny):
     tok = llama_tiny.tokenizer

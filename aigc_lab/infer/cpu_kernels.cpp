@@ -174,7 +174,7 @@ void gemv_t_core(const float* w, const float* xv, const float* bv, float* yv, in
 // Dynamic int8, as torch's quantized::linear_dynamic computes it on x86 (fbgemm, reduce_range): the input
 // row is quantized to uint8 in [0, 127] with a scale and zero point chosen from its min and max, multiplied
 // with the int8 weights (N, K) in int32, and scaled back: y = sx * sw[n] * (acc - zp * rowsum[n]) + b.
-// With AVX-512 VNNI one instruction does 64 of the byte products (a plain loop elsewhere).
+// With AVX-512 VNNI one instruction does 64 of the byte products; AVX2 does 32 in two; a plain loop elsewhere.
 struct QInput {
   float scale;
   int32_t zero_point;
@@ -223,6 +223,32 @@ void qgemv_core(const int8_t* w, const float* sw, const int32_t* rowsum, const f
         a1 = _mm512_dpbusd_epi32(a1, _mm512_maskz_loadu_epi8(tail, qx + full), _mm512_maskz_loadu_epi8(tail, r + full));
       }
       const int32_t acc = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+      const float v = static_cast<float>(acc - in.zero_point * rowsum[n]) * (in.scale * sw[n]);
+      yv[n] = bv ? v + bv[n] : v;
+    }
+#elif defined(__AVX2__)
+    // AVX2 (Zen 2/3, Haswell on): maddubs multiplies 32 uint8 x int8 pairs and adds neighbours into int16,
+    // which cannot saturate here (the input is in [0, 127]: 2 * 127 * 128 < 32767); madd with ones widens
+    // them to int32. Two accumulators per row, a plain loop for K's last K % 64.
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t pairs = K / 64 * 64;
+    for (int64_t n = n0; n < n1; n++) {
+      const int8_t* r = w + n * K;
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+      for (int64_t k = 0; k < pairs; k += 64) {
+        const __m256i p0 = _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + k)),
+                                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + k)));
+        const __m256i p1 = _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qx + k + 32)),
+                                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + k + 32)));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, ones));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p1, ones));
+      }
+      const __m256i s8 = _mm256_add_epi32(a0, a1);
+      __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+      s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+      int32_t acc = _mm_cvtsi128_si32(s4);
+      for (int64_t k = pairs; k < K; k++) acc += static_cast<int32_t>(qx[k]) * static_cast<int32_t>(r[k]);
       const float v = static_cast<float>(acc - in.zero_point * rowsum[n]) * (in.scale * sw[n]);
       yv[n] = bv ? v + bv[n] : v;
     }
