@@ -66,14 +66,26 @@ class RunStart:
 
 
 @dataclass(frozen=True, slots=True)
+class TopToken:
+    """One of the most likely tokens at a position (``generate(..., logprobs=k)``): id, piece, log-probability."""
+
+    id: int
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
-    """One generated token: index in the run, token id, decoded piece, ms since run start."""
+    """One generated token: index in the run, token id, decoded piece, ms since run start; with
+    ``logprobs`` on, its log-probability under the model and the ``top`` alternatives (most likely first)."""
 
     run: str
     i: int
     id: int | None
     text: str
     ms: float
+    logprob: float | None = None
+    top: tuple[TopToken, ...] = ()
     type: ClassVar[str] = "token"
 
 
@@ -174,7 +186,11 @@ Message = dict[str, Any]
 
 
 def _token_item(t: Token) -> Message:
-    return {"i": t.i, "id": t.id, "text": t.text, "ms": t.ms}
+    item: Message = {"i": t.i, "id": t.id, "text": t.text, "ms": t.ms}
+    if t.logprob is not None:  # optional fields (additive in v1): only runs with logprobs on carry them
+        item["logprob"] = t.logprob
+        item["top"] = [{"id": a.id, "text": a.text, "logprob": a.logprob} for a in t.top]
+    return item
 
 
 def to_message(event: Event) -> Message:
@@ -233,6 +249,7 @@ _METRIC_FIELDS: dict[str, Check] = {
     "itl_p50_ms": _opt(_is_num), "itl_p95_ms": _opt(_is_num), "peak_mem_mb": _opt(_is_num),
 }
 _ITEM_FIELDS: dict[str, Check] = {"i": _is_int, "id": _opt(_is_int), "text": _is_str, "ms": _is_num}
+_TOP_FIELDS: dict[str, Check] = {"id": _is_int, "text": _is_str, "logprob": _is_num}
 
 # type -> (run check, field checks)
 _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
@@ -282,6 +299,22 @@ def _check_fields(obj: dict[str, Any], spec: dict[str, Check], where: str) -> No
             raise ProtocolError(f"{where}: field {name!r} has an invalid value {_brief(obj[name])}")
 
 
+def _logprob_fields(item: dict[str, Any], n: int) -> dict[str, Any]:
+    """A token item's optional ``logprob`` and ``top`` (both or neither), validated."""
+    if "logprob" not in item and "top" not in item:
+        return {}
+    where = f"tokens.items[{n}]"
+    if not _is_num(item.get("logprob")) or not isinstance(item.get("top"), list):
+        raise ProtocolError(f"{where}: 'logprob' (a number) and 'top' (an array) come together")
+    top = []
+    for m, alt in enumerate(item["top"]):
+        if not isinstance(alt, dict):
+            raise ProtocolError(f"{where}.top[{m}] must be an object")
+        _check_fields(alt, _TOP_FIELDS, f"{where}.top[{m}]")
+        top.append(TopToken(id=alt["id"], text=alt["text"], logprob=alt["logprob"]))
+    return {"logprob": item["logprob"], "top": tuple(top)}
+
+
 def from_message(msg: Any) -> Event:
     """Decode and validate an incoming message; raise ``ProtocolError`` saying what is wrong."""
     if not isinstance(msg, dict):
@@ -318,7 +351,7 @@ def from_message(msg: Any) -> Event:
             if not isinstance(item, dict):
                 raise ProtocolError(f"tokens.items[{n}] must be an object")
             _check_fields(item, _ITEM_FIELDS, f"tokens.items[{n}]")
-            items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}))
+            items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}, **_logprob_fields(item, n)))
         return Tokens(run=run, items=tuple(items))
     if kind == "run.end":
         _check_fields(msg["metrics"], _METRIC_FIELDS, "run.end.metrics")

@@ -17,6 +17,8 @@ Ratios (goals from issue 4):
   fp32_share_of_matmul_floor_small      decode tok/s over the rate of the step's matrix-vector products
                                          alone, done by torch (what its BLAS allows; see matmul_floor_s)
   compiled_vs_eager_tiny                 the opt-in torch.compile path (compile cost reported as compile_s)
+  logprobs_vs_stream_{tiny,small}        generate(logprobs=5) vs off, both streaming through the comm sink
+                                         (the token inspector's cost when on; when off it is one test per token)
 "The engine" is ``al.generate`` as a user calls it. On the CPU its default decodes single prompts of fp32
 and dynamic-int8 models on the engine's C++ kernel once that is built, each GPT-2 / Llama-family token as
 one call (``make`` builds it; this script builds it first, reporting kernel_build_s, unless --no-kernel;
@@ -51,6 +53,7 @@ from aigc_lab.models import ModelHandle, train_tokenizer
 from aigc_lab.models.quantize import quantize
 
 PROMPT_TOKENS = 64
+LOGPROBS = 5
 
 
 def padded_tokenizer(vocab_size: int):
@@ -104,9 +107,9 @@ def hf_generate(handle: ModelHandle, prompt: str, n: int) -> dict:
 
 
 def engine(handle: ModelHandle, prompt: str, n: int, *, bus: EventBus, background: bool = False,
-           cpu_kernel: bool | None = None) -> dict:
+           cpu_kernel: bool | None = None, logprobs: int | None = None) -> dict:
     stream = al.generate(handle, prompt, max_new_tokens=n, ignore_eos=True, event_bus=bus, background=background,
-                         cpu_kernel=cpu_kernel)
+                         cpu_kernel=cpu_kernel, logprobs=logprobs)
     m = stream.wait().metrics
     assert m.tokens == n, m
     return {"tok_s": m.tok_s, "ttft_ms": m.ttft_ms}
@@ -180,6 +183,8 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
         compiled = al.infer.compile_model(handle)
         compile_s = compiled.compile_s
         variants["engine_compiled"] = lambda: engine(compiled, prompt, n, bus=plain_bus)
+    if shape in ("tiny", "small"):  # the token inspector's cost: 5 alternatives per token, streamed to the panel
+        variants["engine_logprobs"] = lambda: engine(handle, prompt, n, bus=comm_bus, logprobs=LOGPROBS)
     if shape == "small":
         variants["engine_background"] = lambda: engine(handle, prompt, n, bus=plain_bus, background=True)
     if shape in ("small", "llama"):
@@ -208,6 +213,8 @@ def run_shape(shape: str, rounds: int, n: int, compile_tiny: bool, kernel: bool)
         return statistics.median(x[key] / y[key] for x, y in zip(results[a], results[b], strict=True))
 
     ratios = {f"engine_vs_hf_generate_{shape}": paired("engine", "hf_generate")}
+    if "engine_logprobs" in results:
+        ratios[f"logprobs_vs_stream_{shape}"] = paired("engine_logprobs", "engine_stream")
     if "engine_int8" in results:
         ratios[f"int8_vs_fp32_decode_{shape}"] = paired("engine_int8", "engine")
     if compile_s is not None:

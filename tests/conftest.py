@@ -23,3 +23,13 @@ def gpt_tiny():
 def llama_tiny():
     """A Llama-style starter with a tokenizer trained on a small unicode-rich corpus."""
     return al.models.build_starter("starter:llama-tiny", SMALL_CORPUS)
+
+
+CHAT_CORPUS = ["hello world, how are you today?", "fine thanks, and you?", "the answer is four", "Be brief."] * 20
+
+
+@pytest.fixture(scope="session")
+def base_tok():
+    """A small byte-level BPE tokenizer with no chat markers and no chat template (chat tests add what they need,
+    on a copy)."""
+    return al.models.train_tokenizer(CHAT_CORPUS, 300)

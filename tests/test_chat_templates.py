@@ -6,22 +6,17 @@ import copy
 
 import pytest
 import torch
+from conftest import CHAT_CORPUS as CORPUS
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import aigc_lab as al
 from aigc_lab.data import chat_templates as ct
 from aigc_lab.errors import ChatTemplateError
-from aigc_lab.models import ModelHandle, train_tokenizer
+from aigc_lab.models import ModelHandle
 
-CORPUS = ["hello world, how are you today?", "fine thanks, and you?", "the answer is four"] * 20
 CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "world"}, {"role": "user", "content": "again"},
         {"role": "assistant", "content": "fine thanks"}]
-
-
-@pytest.fixture(scope="module")
-def base_tok():
-    return train_tokenizer(CORPUS, 300)
 
 
 def with_markers(tok, name):

@@ -6,29 +6,24 @@ import copy
 
 import pytest
 import torch
+from conftest import CHAT_CORPUS as CORPUS
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import aigc_lab as al
 from aigc_lab.bus import EventBus, Recorder
 from aigc_lab.data import chat_templates as ct
 from aigc_lab.errors import ChatTemplateError
-from aigc_lab.models import ModelHandle, train_tokenizer
+from aigc_lab.models import ModelHandle
 from aigc_lab.train import TrainConfigError, finetune
 from aigc_lab.train.chat_data import encode_conversations, labelled, loss_share
 from aigc_lab.train.collate import IGNORE
 from aigc_lab.train.evaluate import chat_exact_match
 
-CORPUS = ["hello world, how are you today?", "fine thanks, and you?", "the answer is four", "Be brief."] * 20
 CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"},
         {"role": "assistant", "content": "how are you today?"}, {"role": "user", "content": "fine thanks, and you?"},
         {"role": "assistant", "content": "the answer is four"}, {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "fine"}]
 FAST = dict(progress=False, batch_size=4, max_length=96, save_final=False, background=False)
-
-
-@pytest.fixture(scope="module")
-def base_tok():
-    return train_tokenizer(CORPUS, 300)
 
 
 def tok_for(base, name):
@@ -109,7 +104,8 @@ def test_a_run_reports_its_loss_share_and_template_and_saves_it(base_tok, tmp_pa
     cfg = rec[run.run].start.config
     assert cfg["chat_template"] == ct.TEMPLATES["plain"].jinja and cfg["chat_template_name"] == "plain"
     assert cfg["train_on"] == "assistant" and 0 < cfg["loss_share"] < 0.5
-    assert "exact_match" in run.evals[-1]
+    assert {"exact_match", "chrf", "bleu"} <= set(run.evals[-1])
+    assert set(rec[run.run].evals[-1].metrics) == {"exact_match", "chrf", "bleu"}  # streamed to the panel too
     assert tok.chat_template is None  # the caller's tokenizer is untouched
     saved = al.models.load(run.model.save(tmp_path / "m"))
     assert saved.tokenizer.chat_template == ct.TEMPLATES["plain"].jinja
@@ -137,6 +133,28 @@ def test_every_method_trains_on_conversations(base_tok, method, tmp_path):
     assert run.status == "ok" and len(losses) == 6 and losses[-1] < losses[0]
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert im_end in run.model.model.generation_config.eos_token_id
+
+
+def test_lora_on_conversations_trains_the_marker_embeddings_and_nothing_else_outside_the_adapters(base_tok):
+    tok = tok_for(base_tok, "chatml")
+    handle = tiny(tok)
+    original = {k: v.clone() for k, v in handle.model.state_dict().items()}
+    markers = ct.marker_ids(tok, ct.resolve(tok, "chatml"))
+    assert {tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")} <= set(markers)
+    bus, rec = recorded()
+    run = finetune(handle, [CONV] * 8, method="lora", max_steps=4, lr=5e-2, event_bus=bus, **FAST)
+    assert rec[run.run].start.config["lora_trainable_tokens"] == list(markers)
+    trainable = [n for n, p in run._loop.model.named_parameters() if p.requires_grad]
+    assert any("trainable_tokens" in n for n in trainable) and all("lora_" in n or "trainable_tokens" in n
+                                                                    for n in trainable), trainable
+    merged = run.model.model.transformer.wte.weight.detach()
+    before = original["transformer.wte.weight"]
+    changed = sorted(int(i) for i in (merged - before).abs().sum(1).nonzero())
+    assert changed == list(markers)  # the marker rows moved, every other row is the base model's
+    assert torch.equal(run.model.model.lm_head.weight, run.model.model.transformer.wte.weight)  # still tied
+    assert all(torch.equal(v, original[k]) for k, v in handle.model.state_dict().items())  # caller untouched
+    off = finetune(handle, [CONV] * 8, method="lora", lora_marker_tokens=False, max_steps=2, **FAST)
+    assert torch.equal(off.model.model.transformer.wte.weight, before)
 
 
 def test_exact_match_on_the_chat_task_before_and_after_sft():

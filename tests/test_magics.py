@@ -58,8 +58,10 @@ def test_the_loop_through_magics(shell, capsys, tmp_path):
     assert stream.prompt == "The interpreter" and len(stream.ids) == 6 and stream.text in out
     assert "TTFT" in out and "tok/s" in out
 
-    result, out = run(shell, "%%aigc generate -n 4 -o cell_stream\nOnce upon a time\n", capsys)
-    assert result.success and shell.user_ns["cell_stream"].prompt == "Once upon a time"
+    result, out = run(shell, "%%aigc generate -n 4 --logprobs 3 -o cell_stream\nOnce upon a time\n", capsys)
+    cell_stream = shell.user_ns["cell_stream"]
+    assert result.success and cell_stream.prompt == "Once upon a time"
+    assert all(t.logprob is not None and len(t.top) == 3 for t in cell_stream.tokens if t.id is not None)
 
     result, out = run(shell, "%aigc quantize int8 --model m -o q", capsys)
     assert result.success and shell.user_ns["q"].quant == "int8"

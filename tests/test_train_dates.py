@@ -23,14 +23,14 @@ def test_date_normalisation_exact_match_improves_after_a_short_finetune(tmp_path
                    feed_forward_proj="relu", pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                    decoder_start_token_id=tok.pad_token_id)
     h = ModelHandle(T5ForConditionalGeneration(cfg), tok, "t5-dates", "seq2seq")
-    before = exact_match(h.model, tok, val, kind="seq2seq", device="cpu", max_new_tokens=16)
+    before = exact_match(h.model, tok, val, kind="seq2seq", max_new_tokens=16)
     bus, rec = EventBus(), Recorder()
     bus.subscribe(rec)
     run = finetune(h, train, val=val, max_steps=350, batch_size=32, lr=3e-3, warmup_steps=20, max_length=48,
                    max_target_length=16, eval_generate=len(val), save_final=False, progress=False,
                    output_dir=tmp_path, event_bus=bus).wait()
     after = run.evals[-1]["exact_match"]
-    assert after == exact_match(run.model.model, tok, val, kind="seq2seq", device="cpu", max_new_tokens=16)
+    assert after == exact_match(run.model.model, tok, val, kind="seq2seq", max_new_tokens=16)
     assert rec[run.run].evals[-1].metrics["exact_match"] == after
     print(f"date task exact match: before {before:.2f}, after {after:.2f} ({run.step} steps)")
     assert before <= 0.02 and after >= 0.1 and after >= before + 0.08

@@ -146,7 +146,8 @@ def test_lora_and_full_on_seq2seq_with_exact_match(tmp_path):
         run = finetune(h, splits, method=method, max_steps=6, lr=3e-3, eval_every=3, event_bus=EventBus(),
                        output_dir=tmp_path / method, eval_generate=8, **FAST).wait()
         assert run.status == "ok" and len(run.evals) == 2
-        assert all(0.0 <= e["exact_match"] <= 1.0 for e in run.evals)
+        assert all(0.0 <= e["exact_match"] <= 1.0 and 0.0 <= e["chrf"] <= 100.0 and 0.0 <= e["bleu"] <= 100.0
+                   for e in run.evals)
         assert run.history.loss.iloc[-1] < run.history.loss.iloc[0]
     lora_names = [n for n, p in run._loop.model.named_parameters() if p.requires_grad]
     assert {n.split(".")[-4] for n in lora_names} >= {"q", "k", "v", "o"}

@@ -119,6 +119,16 @@ def end_of_turn(tokenizer: Any, chat_template: str | None = None) -> int:
     return int(tokenizer.eos_token_id)
 
 
+def marker_ids(tokenizer: Any, chat_template: str | None = None) -> tuple[int, ...]:
+    """The special tokens the template writes around turns (``<|im_start|>``, ``<|im_end|>``, ...), sorted: a
+    model that has never seen them needs their embeddings trained, which LoRA alone does not do."""
+    text = render(tokenizer, [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                              {"role": "assistant", "content": "a"}], chat_template=chat_template)
+    specials = set(tokenizer.all_special_ids) | {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
+    found = {t for t in tokenizer(text, add_special_tokens=False)["input_ids"] if t in specials}
+    return tuple(sorted(found | {end_of_turn(tokenizer, chat_template)}))
+
+
 def assistant_spans(tokenizer: Any, messages: Sequence[Mapping[str, str]], chat_template: str | None = None,
                     ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and, per assistant turn, the character span of its reply and end-of-turn token.

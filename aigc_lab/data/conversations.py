@@ -11,7 +11,6 @@ raises ``ConversationError`` naming the file, the row and what to change; ``skip
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ import pandas as pd
 
 from ..errors import ConversationError, DataError
 from ..runs import new_run_id
-from .dataset import AUGMENTED, SOURCE, Dataset
+from .dataset import MAX_LISTED, Dataset, with_provenance
 
 if TYPE_CHECKING:
     from ..bus import EventBus
@@ -41,7 +40,6 @@ ROLES: dict[str, str] = {
 """Role names seen in the wild (OpenAI, ShareGPT, LLaMA-Factory, Gemma) -> the four roles a template knows."""
 
 _COLUMN = {"messages": "messages", "sharegpt": "conversations"}
-_MAX_LISTED = 5
 
 
 def split_format(format: str | None) -> tuple[str | None, str | None]:
@@ -176,8 +174,6 @@ def to_conversation(record: Mapping[str, Any], layout: str) -> list[dict[str, st
 def load_conversations(df: pd.DataFrame, places: list[str], bad: list[str], layout: str, *, name: str, fmt: str,
                        skip: bool, event_bus: EventBus | None = None) -> Dataset:
     """Rows read by ``load`` as a conversation ``Dataset`` (role ``messages``); bad rows raise or are skipped."""
-    from .loading import BadRowsWarning
-
     convs: list[list[dict[str, str]]] = []
     keep: list[int] = []
     rows_read = len(df) + len(bad)
@@ -199,20 +195,12 @@ def load_conversations(df: pd.DataFrame, places: list[str], bad: list[str], layo
             if c in df.columns and (layout == "alpaca" or c == _COLUMN[layout])]
     out = df.iloc[keep].drop(columns=drop).reset_index(drop=True)
     out.insert(0, MESSAGES, pd.Series(convs, dtype=object))
-    if AUGMENTED not in out.columns:
-        out[AUGMENTED] = False
-    out[AUGMENTED] = out[AUGMENTED].fillna(False).astype(bool)
-    if SOURCE not in out.columns:
-        out[SOURCE] = range(len(out))
-    if bad:
-        more = f"; and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        warnings.warn(f"{name}: skipped {len(bad)} bad row(s): {'; '.join(bad[:_MAX_LISTED])}{more}",
-                      BadRowsWarning, stacklevel=3)
+    out = with_provenance(out, name, bad, stacklevel=3)
     ds = Dataset(out, {"messages": MESSAGES}, run=new_run_id("data"), name=name, event_bus=event_bus)
     turns = sum(len(c) for c in convs)
     ds._emit("load", rows_read, len(out), file=name, format=fmt, layout=layout,
              columns=[str(c) for c in out.columns], roles={"messages": MESSAGES}, turns=turns,
-             skipped_bad_rows=len(bad), bad_rows=bad[:_MAX_LISTED], removed={"bad_row": len(bad), "empty": 0})
+             skipped_bad_rows=len(bad), bad_rows=bad[:MAX_LISTED], removed={"bad_row": len(bad), "empty": 0})
     return ds
 
 

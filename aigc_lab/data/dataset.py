@@ -31,6 +31,34 @@ SOURCE = "source_row"
 """Int column: the loaded row a row comes from; augmented copies share their source's id (leakage-free splits)."""
 
 
+MAX_LISTED = 5
+"""How many bad rows (or archive members) a warning or an error names; the rest are counted."""
+
+
+def first_few(items: Sequence[str], sep: str = "; ") -> str:
+    """The first ``MAX_LISTED`` of ``items`` joined with ``sep``, and how many more there are."""
+    more = f"{sep.rstrip()} and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return sep.join(items[:MAX_LISTED]) + more
+
+
+def with_provenance(df: pd.DataFrame, name: str, bad: Sequence[str], stacklevel: int) -> pd.DataFrame:
+    """A loaded table's ``AUGMENTED`` (False) and ``SOURCE`` (row number) columns, filled where missing, and the
+    warning that names the bad rows a load skipped (``skip_bad_rows=True``)."""
+    from .loading import BadRowsWarning
+
+    if AUGMENTED not in df.columns:
+        df[AUGMENTED] = False
+    df[AUGMENTED] = df[AUGMENTED].fillna(False).astype(bool)
+    if SOURCE not in df.columns:
+        df[SOURCE] = range(len(df))
+    if bad:
+        import warnings
+
+        warnings.warn(f"{name}: skipped {len(bad)} bad row(s): {first_few(bad)}", BadRowsWarning,
+                      stacklevel=stacklevel + 1)
+    return df
+
+
 def empty_rows(df: pd.DataFrame, roles: dict[str, str]) -> pd.Series:
     """Rows with nothing to learn from: no text, no target, or neither instruction nor input; for conversations,
     a turn without text or no assistant turn."""

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..runs import new_run_id
-from .dataset import AUGMENTED, ROLE_ORDER, SOURCE, Dataset, empty_rows
+from .dataset import MAX_LISTED, ROLE_ORDER, Dataset, empty_rows, with_provenance
 from .sources import COMPRESSIONS, decode_text, read_source
 
 if TYPE_CHECKING:
@@ -34,7 +33,6 @@ FORMATS: dict[str, str] = {
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
     ".txt": "txt", ".text": "txt", ".md": "txt", ".parquet": "parquet", ".pq": "parquet",
 }
-_MAX_LISTED = 5
 
 
 class BadRowsWarning(UserWarning):
@@ -108,21 +106,12 @@ def load(source: str | os.PathLike[str] | pd.DataFrame | Sequence[str] | Sequenc
     df = df[~empty].reset_index(drop=True)
     for col in roles.values():
         df[col] = df[col].fillna("").astype(str)
-    if AUGMENTED not in df.columns:
-        df[AUGMENTED] = False
-    df[AUGMENTED] = df[AUGMENTED].fillna(False).astype(bool)
-    if SOURCE not in df.columns:
-        df[SOURCE] = range(len(df))
-
-    if bad:
-        more = f"; and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        shown = "; ".join(bad[:_MAX_LISTED]) + more
-        warnings.warn(f"{name}: skipped {len(bad)} bad row(s): {shown}", BadRowsWarning, stacklevel=2)
+    df = with_provenance(df, name, bad, stacklevel=2)
     ds = Dataset(df, roles, run=new_run_id("data"), name=name, event_bus=event_bus)
     removed = {"bad_row": len(bad), "empty": n_empty}
     ds._emit("load", rows_read, len(df), file=name, format=fmt, compression=compression,
              columns=[str(c) for c in df.columns], roles=roles, skipped_bad_rows=len(bad),
-             bad_rows=bad[:_MAX_LISTED], removed=removed)
+             bad_rows=bad[:MAX_LISTED], removed=removed)
     return ds
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
+from .dataset import first_few
 
 COMPRESSIONS: dict[str, str] = {
     ".gz": "gzip", ".gzip": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zip": "zip", ".zst": "zstd", ".zstd": "zstd",
@@ -44,7 +45,6 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 )
 _NL = b"\n"
 _WIDE = ("utf-16", "utf-32")  # encodings in which ASCII text has NUL bytes
-_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -156,9 +156,8 @@ def _unzip(raw: bytes, name: str) -> tuple[bytes, str]:
             raise DataError(f"{name}: the zip archive holds no files ({len(infos)} folder entries); "
                             "zip the data file itself, or load the uncompressed file")
         if len(files) > 1:
-            shown = ", ".join(map(repr, listed[:_MAX_LISTED]))
-            more = f" and {len(listed) - _MAX_LISTED} more" if len(listed) > _MAX_LISTED else ""
-            raise DataError(f"{name}: the zip archive holds {len(files)} files ({shown}{more}), and aigc-lab "
+            shown = first_few([repr(n) for n in listed], ", ")
+            raise DataError(f"{name}: the zip archive holds {len(files)} files ({shown}), and aigc-lab "
                             "reads a zip that holds exactly one data file; extract the one you want "
                             f"(unzip {name} {listed[0]!r}) and load that file, or zip it alone")
         info = files[0]

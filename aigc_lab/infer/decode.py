@@ -18,7 +18,7 @@ from .fused_step import fused_decoder
 from .kv_cache import reserved_cache
 from .lean_step import lean_decoder
 from .params import stop_ids
-from .sampling import pick
+from .sampling import logprobs_of, pick
 
 if TYPE_CHECKING:
     from .engine import TokenStream
@@ -97,6 +97,10 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
         pad = tok.pad_token_id if tok.pad_token_id is not None else (eos or 0)
         stops = stop_ids(handle, p)  # every end id (generation_config's list too) and the chat end-of-turn
         gens = [torch.Generator(device="cpu").manual_seed(p.seed) if p.seed is not None else None for _ in streams]
+
+        def one_piece(token_id: int) -> str:  # an alternative's text, for logprobs
+            return tok.decode([token_id], skip_special_tokens=False)
+
         if seq2seq:
             history: list[list[int]] = [[] for _ in streams]
             detoks = [IncrementalDetokenizer(tok) for _ in streams]
@@ -164,8 +168,13 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
                     continue
                 nid = pick(logits[b:b + 1], history[b], p, gens[b])
                 piece = detoks[b].push(nid)
-                s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
-                              ms=(time.perf_counter() - t0) * 1000.0))
+                if p.logprobs is None:
+                    s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
+                                  ms=(time.perf_counter() - t0) * 1000.0))
+                else:
+                    lp, top = logprobs_of(logits[b:b + 1], nid, p.logprobs, one_piece)
+                    s._emit(Token(run=s.run, i=len(s.tokens), id=nid, text=piece,
+                                  ms=(time.perf_counter() - t0) * 1000.0, logprob=lp, top=top))
                 history[b].append(nid)
                 next_ids.append(nid)
                 hit = False

@@ -213,7 +213,9 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     Returns a ``TokenStream``; for a list of prompts, a list of streams decoded together as one batch.
     Parameters: ``max_new_tokens``, ``temperature`` (0 = greedy), ``top_k``, ``top_p``,
     ``repetition_penalty``, ``stop`` (strings), ``stop_token_ids`` (ids that end it besides the tokenizer's end
-    id and every id of the model's ``generation_config.eos_token_id``), ``seed``, ``ignore_eos``, ``cpu_kernel``
+    id and every id of the model's ``generation_config.eos_token_id``), ``seed``, ``ignore_eos``, ``logprobs``
+    (k: each token's log-probability and its k most likely alternatives on ``Token.logprob`` / ``.top``, shown
+    by the panel's token inspector; None = off), ``cpu_kernel``
     (single-prompt fp32 or int8 CPU decoding on the engine's C++ kernel: None = when built, see
     ``al.infer.cpu_gemv``). With
     ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..errors import GenerationConfigError
 
+MAX_LOGPROBS = 20  # alternatives per token (vLLM's default cap): each is sent to the panel with the token
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -21,6 +23,8 @@ class GenerationParams:
     stop_token_ids: tuple[int, ...] = ()  # ids that end the run besides the end ids (al.chat: the end-of-turn token)
     seed: int | None = None
     ignore_eos: bool = False  # keep going past the end-of-text token (benchmarks, fixed-length outputs)
+    # record each token's log-probability and its k most likely alternatives (None = off; 0 = the token's own)
+    logprobs: int | None = None
     # single-prompt fp32 or int8 CPU decoding on the OpenMP kernel (infer/cpu_gemv.py): None = when it is already
     # built, True = build it if needed, False = torch's path. A run's config records what actually ran.
     cpu_kernel: bool | None = None
@@ -39,6 +43,8 @@ class GenerationParams:
             problems.append("repetition_penalty must be > 0 (1 = off)")
         if not all(isinstance(i, int) and i >= 0 for i in self.stop_token_ids):
             problems.append("stop_token_ids must be non-negative token ids")
+        if self.logprobs is not None and not (type(self.logprobs) is int and 0 <= self.logprobs <= MAX_LOGPROBS):
+            problems.append(f"logprobs must be None (off) or an integer from 0 to {MAX_LOGPROBS}")
         if problems:
             raise GenerationConfigError("; ".join(problems))
 

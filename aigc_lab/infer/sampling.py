@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..events import TopToken
 from .params import GenerationParams
 
 
@@ -30,3 +31,18 @@ def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probs = torch.softmax(logits, dim=-1).cpu()
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def logprobs_of(logits: Any, chosen: int, k: int, piece: Any) -> tuple[float, tuple[TopToken, ...]]:
+    """The chosen token's log-probability and the ``k`` most likely tokens, under the model's own distribution
+    (the raw logits, before penalty, temperature and top-k/p: what the model believes, as vLLM's default
+    ``raw_logprobs``). ``piece(id)`` decodes one id. Finite always (JSON has no -inf)."""
+    import torch
+
+    lp = torch.log_softmax(logits[0].float(), dim=-1).clamp_min(-1e30)
+    top: tuple[TopToken, ...] = ()
+    if k:
+        values, ids = torch.topk(lp, min(k, lp.numel()))
+        pairs = zip(values.tolist(), ids.tolist(), strict=True)
+        top = tuple(TopToken(id=i, text=piece(i), logprob=v) for v, i in pairs)
+    return float(lp[chosen]), top

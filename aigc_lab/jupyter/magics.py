@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--logprobs", type=int, metavar="K",
+                   help="record each token's probability and its K most likely alternatives (the panel's inspector)")
     g.add_argument("-o", "--out", help="store the TokenStream in this variable")
 
     ch = sub.add_parser("chat", help="%%%%aigc chat: the cell is your message; streams the reply, keeps the history")
@@ -229,7 +231,7 @@ class AigcMagics(Magics):
             raise UsageError("%aigc generate: give a prompt (or use %%aigc generate with the prompt as the cell)")
         stream = al.generate(self._model(args.model), prompt, max_new_tokens=args.max_new_tokens,
                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                             stop=tuple(args.stop))
+                             stop=tuple(args.stop), logprobs=args.logprobs)
         self._print_stream(stream)  # streams into the cell output as tokens come
         self._store(args.out, stream)
         return None

@@ -64,6 +64,9 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0  # peft's default; > 0 keeps a dropped copy of every adapted layer's input
     lora_targets: tuple[str, ...] | None = None  # None: chosen per architecture
+    # conversations: also train the embedding rows of the chat template's marker tokens (peft's trainable tokens),
+    # which a model that never saw them needs to open and close turns; every other row stays frozen
+    lora_marker_tokens: bool = True
     temperature: float = 2.0  # distillation
     alpha: float = 0.5  # distillation: weight of the KL term (1 - alpha on the task loss)
     progress: bool = True

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.chat_templates import check_markers, name_of, resolve
+from ..data.chat_templates import check_markers, marker_ids, name_of, resolve
 from ..events import Checkpoint, RunEnd, RunMetrics, RunStart, TrainEval, TrainStep
 from ..models.fused_ops import fuse_activations
 from ..models.handle import shared_copy
@@ -30,14 +30,14 @@ from .chat_data import is_conversations, loss_share
 from .collate import Batches, Encoded, as_examples, encode, is_pairs
 from .config import TrainConfig, TrainConfigError
 from .distill import check_teacher, distill_loss
-from .evaluate import chat_exact_match, eval_loss, exact_match, perplexity
+from .evaluate import chat_scores, eval_loss, pair_scores, perplexity
 from .fused_loss import causal_lm_loss, fusable
 from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
 from .schedule import make_scheduler
 
 # hyper-parameters that fix the data order and model shape: a resumed run must keep them
 RESUME_FIXED = ("method", "batch_size", "grad_accum", "max_length", "max_target_length", "packing", "seed",
-                "lora_r", "lora_alpha", "lora_targets", "train_on", "chat_template")
+                "lora_r", "lora_alpha", "lora_targets", "lora_marker_tokens", "train_on", "chat_template")
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Loop:
         self.val_ex = as_examples(val)[0] if val is not None else found_val
         self.tokenizer = handle.tokenizer  # conversations with a template given by name: a copy that carries it
         self.chat_template: str | None = None
+        self.lora_tokens: tuple[int, ...] = ()  # embedding rows LoRA trains too (the chat markers)
         self.loss_share: float | None = None
         self.train_enc: Encoded | None = None
         self.chat = is_conversations(self.train_ex)
@@ -101,6 +102,8 @@ class Loop:
             tok = copy.deepcopy(tok)
             tok.chat_template = jinja
         self.tokenizer, self.chat_template = tok, jinja
+        if self.cfg.method == "lora" and self.cfg.lora_marker_tokens:
+            self.lora_tokens = marker_ids(tok, jinja)
 
     def _encode(self, examples: Any) -> Encoded:
         cfg = self.cfg
@@ -179,7 +182,7 @@ class Loop:
                 raise TrainConfigError(f"{type(model).__name__} does not support gradient checkpointing; "
                                        "train with gradient_checkpointing=False")
         if cfg.method == "lora":
-            model = apply_lora(model, self.kind, cfg)
+            model = apply_lora(model, self.kind, cfg, self.lora_tokens)
         if self.resume is not None:
             if cfg.method == "lora":
                 load_adapter_into(model, self.resume / "adapter")
@@ -237,7 +240,7 @@ class Loop:
     def start_event(self) -> None:
         info = self.handle.info()
         chat = {"chat_template": self.chat_template, "chat_template_name": name_of(self.chat_template),
-                "loss_share": self.loss_share} if self.chat else {}
+                "loss_share": self.loss_share, "lora_trainable_tokens": list(self.lora_tokens)} if self.chat else {}
         self.publish(RunStart(run=self.run_id, kind="train", model=info,
                               config={**self.cfg.to_dict(), "resume": str(self.resume) if self.resume else None,
                                       "train_examples": len(self.train_ex), "world": self.world, **chat},
@@ -327,13 +330,11 @@ class Loop:
         val = eval_loss(model, self.val_batches, self.device, limit=self.cfg.eval_batches, autocast=self.autocast)
         metrics: dict[str, float] = {}
         if self.cfg.eval_generate and is_pairs(self.val_ex):
-            pairs = self.val_ex[:self.cfg.eval_generate]
-            metrics["exact_match"] = exact_match(model, self.handle.tokenizer, pairs, kind=self.kind,
-                                                 device=self.device, max_new_tokens=self.cfg.max_target_length)
+            metrics = pair_scores(model, self.handle.tokenizer, self.val_ex[:self.cfg.eval_generate], kind=self.kind,
+                                  max_new_tokens=self.cfg.max_target_length)
         elif self.cfg.eval_generate and self.chat:
-            metrics["exact_match"] = chat_exact_match(model, self.tokenizer, self.val_ex[:self.cfg.eval_generate],
-                                                      chat_template=self.chat_template,
-                                                      max_new_tokens=self.cfg.max_target_length)
+            metrics = chat_scores(model, self.tokenizer, self.val_ex[:self.cfg.eval_generate],
+                                  chat_template=self.chat_template, max_new_tokens=self.cfg.max_target_length)
         record = {"step": step, "val_loss": val, "ppl": perplexity(val), **metrics}
         self.progress.evals.append(record)
         self.publish(TrainEval(run=self.run_id, step=step, val_loss=val, ppl=record["ppl"], metrics=metrics))

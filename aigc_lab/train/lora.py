@@ -34,14 +34,16 @@ def lora_targets(model: Any, override: tuple[str, ...] | None = None) -> tuple[t
     return found, fan_in_fan_out
 
 
-def apply_lora(model: Any, kind: str, cfg: TrainConfig) -> Any:
-    """Wrap ``model`` in a ``PeftModel`` whose only trainable parameters are the adapters."""
+def apply_lora(model: Any, kind: str, cfg: TrainConfig, trainable_tokens: tuple[int, ...] = ()) -> Any:
+    """Wrap ``model`` in a ``PeftModel`` whose only trainable parameters are the adapters, and the embedding rows
+    of ``trainable_tokens`` (peft's trainable tokens; with tied embeddings the output rows follow)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets, fan_in_fan_out = lora_targets(model, cfg.lora_targets)
     task = TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM
     config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=list(targets), fan_in_fan_out=fan_in_fan_out, task_type=task, bias="none")
+                        target_modules=list(targets), fan_in_fan_out=fan_in_fan_out, task_type=task, bias="none",
+                        trainable_token_indices=list(trainable_tokens) or None)
     import warnings
 
     with warnings.catch_warnings():  # peft probes transformers' deprecated `is_gradient_checkpointing`

@@ -176,6 +176,9 @@ def finetune(model: Any, dataset: Any, method: str = "full", teacher: Any = None
     (``lr``, ``schedule``, ``epochs``/``max_steps``, ``batch_size``, ``grad_accum``, ``max_length``,
     ``weight_decay``, ``max_grad_norm``, ``seed``, ``eval_every``, ``patience``, ``precision``, ``packing``,
     ``save_every``, ``output_dir``, ``lora_r``, ``temperature``, ``alpha``, ``progress``...).
+    Conversations train on the assistant's tokens (``train_on``); with LoRA the chat template's marker tokens'
+    embedding rows train too (``lora_marker_tokens``). Generative evals (pairs, conversations; ``eval_generate``
+    examples every ``eval_every`` steps) report exact match, chrF and BLEU.
     """
     from ..models import ModelHandle, load
 
