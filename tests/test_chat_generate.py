@@ -112,6 +112,19 @@ def test_chat_applies_the_template_and_stops_at_the_end_of_turn(tok):
     assert a.wait().ids == theirs and b.prompt == ct.render(tok, messages[1:], add_generation_prompt=True)
 
 
+def test_a_chat_run_records_its_turns_for_the_panel(tok):
+    handle = tiny(tok)
+    bus, rec = EventBus(), Recorder()
+    bus.subscribe(rec)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "human", "content": "hello"}]
+    a, b = al.chat(handle, [messages, messages[1:]], max_new_tokens=3, event_bus=bus)
+    a.wait(), b.wait()
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]  # roles normalized
+    assert rec[a.run].start.config["chat"] == {"messages": turns, "template": "chatml"}
+    assert rec[b.run].start.config["chat"]["messages"] == turns[1:]
+    assert "chat" not in rec[al.generate(handle, "hi", max_new_tokens=2, event_bus=bus).wait().run].start.config
+
+
 def test_conversation_keeps_the_history(tok):
     handle = tiny(tok)
     conv = al.Conversation(handle, system="Be brief.", max_new_tokens=4, ignore_eos=True)

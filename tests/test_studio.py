@@ -41,8 +41,8 @@ def studio(handle):
 def test_exported_and_tabs():
     assert al.Studio is Studio
     s = Studio()
-    assert [s.widget.get_title(i) for i in range(6)] == ["Data", "Model", "Fine-tune", "Optimise", "Generate",
-                                                          "Compare"]
+    assert [s.widget.get_title(i) for i in range(8)] == ["Data", "Model", "Fine-tune", "Optimise", "Generate", "Chat",
+                                                          "Compare", "Export"]
 
 
 def test_traits_and_widgets_are_linked_both_ways():
@@ -315,3 +315,65 @@ def test_displayed_summary_is_refreshed_after_an_action():
     first, last = cap.outputs[0].data, cap.outputs[-1].data
     assert "application/vnd.jupyter.widget-view+json" in first and "nothing loaded" in first["text/plain"]
     assert f"{len(TEXTS)} rows" in last["text/plain"] and f"{len(TEXTS)} rows" in last["text/html"]
+
+
+def test_chat_tab_streams_replies_and_keeps_the_conversation(studio):
+    values = []
+    studio.chat_tab.transcript.observe(lambda change: values.append(change["new"]), "value")
+    studio.chat_system, studio.chat_max_new_tokens = "Be brief.", 12
+    studio.chat_message = "What is a list?"
+    studio.chat_tab.send_button.click()
+    idle(studio)
+    assert studio.errors == {} and studio.chat_message == ""  # sent: the box is cleared
+    first = studio.conversation
+    roles = [t["role"] for t in first.messages]
+    assert roles == ["system", "user", "assistant"], first.messages
+    reply = first.messages[-1]["content"]
+    shown = html.unescape(studio.chat_tab.transcript.value)
+    assert "What is a list?" in shown and reply in shown and "▍" not in shown
+    assert any("▍" in html.unescape(v) for v in values)  # the reply was shown while it streamed
+    assert "TTFT" in studio.chat_tab.metrics_w.value
+    studio.chat_message = "And a tuple?"
+    studio.chat()
+    idle(studio)
+    assert studio.conversation is first and len(first.messages) == 5  # the same conversation, one turn more
+    assert "And a tuple?" in studio.summary_text() and "Chat" in studio.summary_html()
+    studio.chat_system = "Answer in French."  # another system message: the next Send starts over
+    studio.chat_message = "Bonjour"
+    studio.chat()
+    idle(studio)
+    assert studio.conversation is not first and [t["role"] for t in studio.conversation.messages] == [
+        "system", "user", "assistant"]
+    studio.chat_tab.new_button.click()
+    assert studio.conversation is None and "no messages yet" in studio.chat_tab.transcript.value
+
+
+def test_chat_tab_errors_are_inline(studio):
+    studio.chat_message = ""
+    studio.chat()
+    assert "write a message first" in studio.chat_tab.error
+    s = Studio(chat_message="hi")
+    s.chat()
+    assert "no model yet" in s.chat_tab.error
+    gpt2 = al.models.ModelHandle(model=studio.model.model, tokenizer=__import__("copy").deepcopy(
+        studio.model.tokenizer), name="no-template", kind="causal")
+    gpt2.tokenizer.chat_template = None
+    s.model, s.chat_message = gpt2, "hi"
+    s.chat()
+    idle(s)
+    assert "chat template" in s.chat_tab.error  # refused with what to do, not a traceback
+    s.chat_template, s.chat_message = "plain", "hi"
+    s.chat()
+    idle(s)
+    assert s.chat_tab.error == "" and s.conversation.messages[-1]["role"] == "assistant"
+
+
+def test_chat_tab_stop_cancels_a_long_reply(studio):
+    studio.chat_max_new_tokens, studio.chat_message = 100_000, "Tell me everything."
+    studio.chat_tab.send_button.click()
+    deadline = time.monotonic() + 30
+    while "generating" not in studio.chat_tab.status and time.monotonic() < deadline:
+        time.sleep(0.02)
+    studio.chat_tab.stop_button.click()
+    idle(studio, 30)
+    assert "cancelled" in studio.chat_tab.status and studio.chat_tab.stop_button.disabled

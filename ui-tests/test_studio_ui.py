@@ -22,7 +22,7 @@ def test_studio_renders_and_streams_in_a_notebook(lab: Lab):
     tabs = lab.page.locator(".jp-OutputArea-output .widget-tab").first
     tabs.wait_for(state="visible", timeout=180_000)
     labels = lab.page.locator(".jp-OutputArea-output .widget-tab .lm-TabBar-tabLabel").all_inner_texts()
-    assert labels[:6] == ["Data", "Model", "Fine-tune", "Optimise", "Generate", "Compare"], labels
+    assert labels[:8] == ["Data", "Model", "Fine-tune", "Optimise", "Generate", "Chat", "Compare", "Export"], labels
 
     out = nb.execute(
         "studio.load_model(); studio.wait()\n"

@@ -11,7 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..data.chat_templates import end_of_turn, render, resolve
+from ..data.chat_templates import end_of_turn, name_of, render, resolve
 from ..data.conversations import normalize_turns
 from ..errors import ChatTemplateError, ConversationError
 
@@ -57,7 +57,7 @@ def chat(model: Any, messages: Messages | Sequence[Messages], *, chat_template: 
     gives the reply without end-of-turn markers.
     """
     from ..models import ModelHandle, load
-    from .engine import generate
+    from .engine import start_generation
 
     handle = model if isinstance(model, ModelHandle) else load(model)
     if handle.kind == "seq2seq":
@@ -68,11 +68,13 @@ def chat(model: Any, messages: Messages | Sequence[Messages], *, chat_template: 
     tok = handle.tokenizer
     jinja = resolve(tok, chat_template)
     prompts = [chat_prompt(tok, c, jinja) for c in convs]
+    template = name_of(jinja)
+    chats = [{"messages": _prompt_turns(c), "template": template} for c in convs]
     extra = params.pop("stop_token_ids", ())
     extra = (extra,) if isinstance(extra, int) else tuple(extra)
     stops = (*extra, end_of_turn(tok, jinja))
-    return generate(handle, prompts if batch else prompts[0], background=background, event_bus=event_bus,
-                    stop_token_ids=stops, **params)
+    return start_generation(handle, prompts if batch else prompts[0], background=background, event_bus=event_bus,
+                            chats=chats, stop_token_ids=stops, **params)
 
 
 def reply(stream: Any) -> str:

@@ -85,10 +85,12 @@ class _Driver:
 class TokenStream:
     """Tokens of one generation as they are produced. Iterate it, or read ``.text`` / ``.metrics``."""
 
-    def __init__(self, handle: Any, prompt: str, params: GenerationParams, *, event_bus: EventBus) -> None:
+    def __init__(self, handle: Any, prompt: str, params: GenerationParams, *, event_bus: EventBus,
+                 chat: dict[str, Any] | None = None) -> None:
         self.handle = handle
         self.prompt = prompt
         self.params = params
+        self.chat = chat  # al.chat: the conversation's turns and template, recorded in run.start for the panel
         self.run = runs.new_run_id("generate")
         self.tokens: list[Token] = []
         self.status = "running"
@@ -180,6 +182,8 @@ class TokenStream:
     def _start(self, t0: float) -> None:
         config = {"prompt": self.prompt, **asdict(self.params), "stop": list(self.params.stop),
                   "stop_token_ids": list(self.params.stop_token_ids)}
+        if self.chat is not None:
+            config["chat"] = self.chat
         self._bus.publish(RunStart(run=self.run, kind="generate", model=self.handle.info(), config=config,
                                    t0=time.time() * 1000.0))
 
@@ -221,6 +225,13 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as
     you iterate (or on ``.text`` / ``.metrics`` / ``.wait()``).
     """
+    return start_generation(model, prompt, background=background, event_bus=event_bus, **params)
+
+
+def start_generation(model: Any, prompt: str | Sequence[str], *, background: bool = False,
+                     event_bus: EventBus | None = None, chats: Sequence[dict[str, Any]] | None = None,
+                     **params: Any) -> Any:
+    """``generate``, plus what ``al.chat`` records of each prompt's conversation (``chats``, one per prompt)."""
     from ..models import ModelHandle, load
 
     if isinstance(params.get("stop"), str):
@@ -242,7 +253,10 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     runner = cpu_gemv.runner(handle, gp.cpu_kernel, len(prompts))
     gp = replace(gp, cpu_kernel=runner is not handle.model)
     bus = event_bus or default_bus
-    streams = [TokenStream(handle, x, gp, event_bus=bus) for x in prompts]
+    if chats is not None and len(chats) != len(prompts):
+        raise GenerationConfigError("one chat record per prompt")
+    streams = [TokenStream(handle, x, gp, event_bus=bus, chat=None if chats is None else chats[i])
+               for i, x in enumerate(prompts)]
     driver = _Driver(decode(streams, handle, runner), background, [s.run for s in streams])
     for s in streams:
         s._driver = driver

@@ -1,12 +1,12 @@
-"""``Studio()``: the whole workflow as one ipywidgets app (Data | Model | Fine-tune | Optimise | Generate | Compare
-| Export).
+"""``Studio()``: the whole workflow as one ipywidgets app (Data | Model | Fine-tune | Optimise | Generate | Chat
+| Compare | Export).
 
 Every control is a trait of the ``Studio`` (a ``traitlets.HasTraits``) linked both ways to its widget, so
 ``studio.max_new_tokens = 32`` moves the widget, moving the widget changes the trait, and
 ``studio.observe(fn, "model")`` follows results as they arrive. Long actions run on background threads
 with a progress bar and status line (Stop where it can cancel); errors show inline in their tab.
 Results land in ``studio.dataset``, ``.splits``, ``.model``, ``.run``, ``.finetuned``, ``.quantized``, ``.exported``,
-``.stream`` and ``.comparison``. ``studio.wait()`` blocks until every background action has ended.
+``.stream``, ``.conversation`` and ``.comparison``. ``studio.wait()`` blocks until every background action has ended.
 Displayed, the Studio also carries a static ``text/html`` / ``text/plain`` summary, so a notebook
 reopened without its kernel still shows what was done; the ``STUDIO_MIMETYPE`` marker lets the aigc-lab
 JupyterLab extension show that summary where the widget's model is gone.
@@ -23,6 +23,8 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Enum, Float, HasTraits, Int, TraitError, Tuple, Unicode, validate
 
 from ...export.gguf import ALL_QUANTS
+from .chat_tab import TEMPLATES as CHAT_TEMPLATES
+from .chat_tab import ChatTab
 from .common import MODEL_SLOTS, Panel, esc, frame_html
 from .compare_tab import CompareTab
 from .data_tab import DataTab
@@ -33,6 +35,7 @@ from .model_tab import DTYPES, ModelTab
 from .optimise_tab import SCHEMES, SOURCES, OptimiseTab
 
 _SUMMARY_TEXT_CHARS = 2000
+_SUMMARY_TURNS = 6  # the Chat tab's last turns in the static summary
 # Marker of a Studio output. The aigc-lab JupyterLab extension renders it (src/staticfallback.ts): the live
 # widget while the widget manager has its model, else the text/html summary instead of "model not found".
 # Front ends without the extension ignore it (classic Notebook, nbconvert: the widget view or text/html).
@@ -72,6 +75,13 @@ class Studio(HasTraits):
     top_k = Int(50, help="0 = off")
     seed = Int(0)
     ignore_eos = Bool(False)
+    # -- Chat tab ---------------------------------------------------------------------------------
+    chat_model = Enum(MODEL_SLOTS, default_value="model", help="which of the Studio's models answers")
+    chat_template = Enum(CHAT_TEMPLATES, default_value="auto", help="auto = the model's own chat template")
+    chat_system = Unicode("", help="system message ('' = none); changing it starts a new conversation")
+    chat_message = Unicode("", help="the next user message (cleared when sent)")
+    chat_max_new_tokens = Int(64)
+    chat_temperature = Float(0.0, help="0 = greedy")
     # -- Compare tab ------------------------------------------------------------------------------
     compare_models = Tuple(help="slots to compare (model / finetuned / quantized); empty = all the Studio holds")
     compare_prompts = Unicode("", help="one prompt per line; empty = 4 prompts from the dataset")
@@ -90,6 +100,7 @@ class Studio(HasTraits):
     finetuned = AnyTrait(None, allow_none=True, help="ModelHandle of the last fine-tuning run that ended ok")
     quantized = AnyTrait(None, allow_none=True, help="the last quantized ModelHandle")
     stream = AnyTrait(None, allow_none=True, help="the last generation's TokenStream")
+    conversation = AnyTrait(None, allow_none=True, help="the Chat tab's al.Conversation")
     generated_text = Unicode("", help="text of the last generation")
     comparison = AnyTrait(None, allow_none=True, help="DataFrame from the last Compare")
     exported = AnyTrait(None, allow_none=True, help="ExportResult of the last Export")
@@ -107,11 +118,12 @@ class Studio(HasTraits):
         self.finetune_tab = FinetuneTab(self)
         self.optimise_tab = OptimiseTab(self)
         self.generate_tab = GenerateTab(self)
+        self.chat_tab = ChatTab(self)
         self.compare_tab = CompareTab(self)
         self.export_tab = ExportTab(self)
         self.tabs: dict[str, Panel] = {p.title: p for p in (self.data_tab, self.model_tab, self.finetune_tab,
-                                                             self.optimise_tab, self.generate_tab, self.compare_tab,
-                                                             self.export_tab)}
+                                                             self.optimise_tab, self.generate_tab, self.chat_tab,
+                                                             self.compare_tab, self.export_tab)}
         pages = [p.build() for p in self.tabs.values()]
         self.widget = w.Tab(children=pages, titles=tuple(self.tabs))
         header = w.HTML("<b>aigc-lab Studio</b> · data → model → fine-tune → optimise → generate → compare → export")
@@ -146,6 +158,10 @@ class Studio(HasTraits):
     def generate(self) -> bool:
         """Generate tab: stream a continuation of ``prompt``."""
         return self.generate_tab.generate()
+
+    def chat(self) -> bool:
+        """Chat tab: send ``chat_message`` to ``conversation`` and stream the reply."""
+        return self.chat_tab.send()
 
     def compare(self) -> bool:
         """Compare tab: ``al.compare`` over the chosen models."""
@@ -221,6 +237,13 @@ class Studio(HasTraits):
             html_ = (f"{esc(stream.handle.name)}: {esc(line)}<pre style='white-space:pre-wrap;margin:2px 0'>"
                      f"<span style='opacity:0.55'>{esc(stream.prompt)}</span>{esc(short)}</pre>")
             out.append(("Generate", txt, html_))
+        conversation = self.conversation
+        if conversation is not None and conversation.messages:
+            turns = conversation.messages[-_SUMMARY_TURNS:]
+            txt = "\n".join(f"{t['role']}: {t['content']}" for t in turns)
+            name = conversation.model.name
+            out.append(("Chat", f"{name}\n{txt}",
+                        f"{esc(name)}<pre style='white-space:pre-wrap;margin:2px 0'>{esc(txt)}</pre>"))
         table = self.comparison
         if table is not None:
             out.append(("Compare", table.to_string(index=False, max_colwidth=40), frame_html(table)))

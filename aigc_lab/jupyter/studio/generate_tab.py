@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -24,6 +25,29 @@ def metrics_text(stream: Any) -> str:
         return f"{stream.status}"
     return (f"{stream.status} · {m.tokens} tokens · TTFT {fmt(m.ttft_ms, ' ms')} · {fmt(m.tok_s, ' tok/s')} · "
             f"ITL p50 {fmt(m.itl_p50_ms, ' ms')} / p95 {fmt(m.itl_p95_ms, ' ms')}")
+
+
+def follow(panel: Panel, stream: Any, render: Callable[[str], None]) -> str:
+    """Iterate ``stream`` (re-raising its error), rendering the text so far about once a frame and once at the end,
+    with the panel's progress bar and status; the panel's Stop cancels it. Returns the whole text."""
+    if panel._cancel.is_set():
+        stream.cancel()
+    parts: list[str] = []
+    last = 0.0
+    try:
+        for token in stream:
+            parts.append(token.text)
+            if panel._cancel.is_set():
+                stream.cancel()
+            now = time.perf_counter()
+            if now - last >= FRAME_S:
+                last = now
+                render("".join(parts))
+                panel.progress.value = min(token.i + 1, panel.progress.max)
+                panel.status = f"generating… {len(parts)} tokens"
+    finally:
+        render("".join(parts))
+    return "".join(parts)
 
 
 class GenerateTab(Panel):
@@ -89,24 +113,10 @@ class GenerateTab(Panel):
             self.progress.max, self.progress.value = params["max_new_tokens"], 0
             stream = generate(handle, prompt, background=True, **params)
             s.stream = stream
-            if self._cancel.is_set():
-                stream.cancel()
-            parts: list[str] = []
-            last = 0.0
             try:
-                for token in stream:  # re-raises the engine's error at the end
-                    parts.append(token.text)
-                    if self._cancel.is_set():
-                        stream.cancel()
-                    now = time.perf_counter()
-                    if now - last >= FRAME_S:
-                        last = now
-                        self._render(prompt, "".join(parts))
-                        self.progress.value = min(token.i + 1, self.progress.max)
-                        self.status = f"generating… {len(parts)} tokens"
+                follow(self, stream, lambda so_far: self._render(prompt, so_far))
             finally:
-                self._render(prompt, "".join(parts))
-                s.generated_text = "".join(parts)
+                s.generated_text = "".join(t.text for t in stream.tokens)
             self.progress.value = self.progress.max if stream.status == "ok" else self.progress.value
             self.metrics_w.value = f"<b>{esc(metrics_text(stream))}</b>"
             # The metrics line above is the result; the status line only says how it ended (not the same line twice).
