@@ -83,7 +83,7 @@ lint: setup
 	$(VENV)/bin/ruff check aigc_lab tests ui-tests benchmarks tools
 
 test-py: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=20
 
 test-nb: setup
 	@for nb in notebooks/*.ipynb; do start=$$(date +%s); \
@@ -99,7 +99,7 @@ test-ui: setup $(CHROMIUM)
 # refresh the committed screenshots in docs/ (the UI tests write theirs to the ignored ui-tests/artifacts/)
 screenshots: setup $(CHROMIUM)
 	AIGC_UI_SCREENSHOTS=docs $(PY) -m pytest ui-tests/test_panel.py ui-tests/test_studio_ui.py \
-	  -k "overlay or loss_curve or dark_theme or studio" -q
+	  -k "overlay or loss_curve or dark_theme or studio or token_inspector" -q
 
 # The lower bounds pyproject.toml declares (for people who `pip install aigc-lab` into their own environment):
 # a second venv with transformers, tokenizers, safetensors, peft and accelerate AT those bounds (the rest from
