@@ -32,8 +32,11 @@ import {
 } from './series';
 import { RunState, State, linkSummary, runList } from './store';
 import { LiveChart } from './views/chart';
+import { downloadText } from './views/download';
 import { HistoryTable } from './views/history';
 import { RunView } from './views/runview';
+
+export { downloadText };
 
 export const PANEL_ID = 'aigc-lab-panel';
 
@@ -63,20 +66,6 @@ function button(className: string, label: string, title: string): HTMLButtonElem
   b.textContent = label;
   b.title = title;
   return b;
-}
-
-/** Offer `text` as a file download (a Blob behind a temporary link). */
-export function downloadText(filename: string, text: string, mime = 'text/csv'): void {
-  const blob = new Blob([text], { type: `${mime};charset=utf-8` });
-  const url = URL.createObjectURL(blob);
-  const a = document.createElement('a');
-  a.href = url;
-  a.download = filename;
-  a.style.display = 'none';
-  document.body.appendChild(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 export class AigcLabPanel extends Widget {

@@ -53,6 +53,20 @@ export interface TokenItem {
   text: string;
   /** Milliseconds since run start. */
   ms: number;
+  /**
+   * With `generate(..., logprobs=k)`: the token's log-probability under the model (optional,
+   * added within v1; comes together with `top`; absent on the held-back tail item).
+   */
+  logprob?: number;
+  /** The k most likely tokens at this position, most likely first (empty for k = 0). */
+  top?: TopToken[];
+}
+
+/** One of the most likely tokens at a position (`top` of a token item). */
+export interface TopToken {
+  id: number;
+  text: string;
+  logprob: number;
 }
 
 interface Envelope<T extends string, R extends string | null> {
@@ -204,6 +218,7 @@ const METRIC_FIELDS: Spec = {
 };
 
 const ITEM_FIELDS: Spec = { i: isInt, id: opt(isInt), text: isStr, ms: isNum };
+const TOP_FIELDS: Spec = { id: isInt, text: isStr, logprob: isNum };
 
 /** type -> [check of `run`, field checks] */
 const SPECS: { [type in MessageType]: [Check, Spec] } = {
@@ -260,6 +275,26 @@ function checkFields(obj: { [key: string]: unknown }, spec: Spec, where: string)
   }
 }
 
+/**
+ * A token item's optional `logprob` and `top`: both or neither (as `_logprob_fields` in
+ * events.py), and every `top` entry a full `{id, text, logprob}`.
+ */
+function checkLogprobFields(item: { [key: string]: unknown }, where: string): void {
+  if (!('logprob' in item) && !('top' in item)) {
+    return;
+  }
+  const top = item['top'];
+  if (!isNum(item['logprob']) || !Array.isArray(top)) {
+    throw new ProtocolError(`${where}: 'logprob' (a number) and 'top' (an array) come together`);
+  }
+  top.forEach((alt: unknown, m: number) => {
+    if (!isObject(alt)) {
+      throw new ProtocolError(`${where}.top[${m}] must be an object`);
+    }
+    checkFields(alt, TOP_FIELDS, `${where}.top[${m}]`);
+  });
+}
+
 function isKnownType(x: unknown): x is MessageType {
   return typeof x === 'string' && Object.prototype.hasOwnProperty.call(SPECS, x);
 }
@@ -309,6 +344,7 @@ function validate(x: unknown): Message {
           throw new ProtocolError(`tokens.items[${n}] must be an object`);
         }
         checkFields(item, ITEM_FIELDS, `tokens.items[${n}]`);
+        checkLogprobFields(item, `tokens.items[${n}]`);
       }
       break;
     }

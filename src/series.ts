@@ -6,8 +6,10 @@
  * - `lossSeries`: train loss and eval loss per step, one pair of series per training run.
  * - `historyRows` / `historyCsv`: the run history table and its CSV export.
  * - `tintLevel`, `percentile`: the token stream's latency tint and the live p50/p95.
+ * - `probLevel`, `tokensCsv`: the token inspector's probability colours and a run's tokens CSV.
  */
 
+import { TokenItem } from './protocol';
 import { RunState, State, runList } from './store';
 import { modelLabel, timeToFirstToken, tokensPerSecond } from './views/format';
 
@@ -263,6 +265,30 @@ export function tintLevel(ms: number, reference: number | null): number {
   return 4;
 }
 
+/**
+ * Lower bounds of the probability levels 0..3 (p = exp(logprob)); level 4 is below the last.
+ * Level 0 is a token the model was sure of, 4 one it found unlikely (sampling chose it anyway).
+ */
+export const PROB_BOUNDS: readonly number[] = [0.9, 0.5, 0.2, 0.05];
+
+/** Probability level 0 (p >= 90 %) .. 4 (p < 5 %) of a token's log-probability. */
+export function probLevel(logprob: number): number {
+  const p = Math.exp(logprob);
+  const level = PROB_BOUNDS.findIndex(bound => p >= bound);
+  return level < 0 ? PROB_BOUNDS.length : level;
+}
+
+/** The legend's label of each probability level, from level 0: '≥ 90%', '50–90%', …, '< 5%'. */
+export function probLegend(): string[] {
+  const pct = (p: number) => `${Math.round(p * 100)}%`;
+  const labels = [`≥ ${pct(PROB_BOUNDS[0])}`];
+  for (let k = 1; k < PROB_BOUNDS.length; k++) {
+    labels.push(`${pct(PROB_BOUNDS[k]).slice(0, -1)}–${pct(PROB_BOUNDS[k - 1])}`);
+  }
+  labels.push(`< ${pct(PROB_BOUNDS[PROB_BOUNDS.length - 1])}`);
+  return labels;
+}
+
 /** One row of the run history table (and of the CSV export). */
 export interface HistoryRow {
   run: string;
@@ -341,6 +367,37 @@ export function historyCsv(rows: readonly HistoryRow[]): string {
         return csvCell(v);
       }).join(',')
     );
+  }
+  return lines.join('\r\n') + '\r\n';
+}
+
+/** Columns of a run's tokens CSV (`tokensCsv`). */
+export const TOKEN_CSV_COLUMNS: readonly string[] = [
+  'i',
+  'id',
+  'text',
+  'ms',
+  'logprob',
+  'prob',
+  'top'
+];
+
+/** The CSV cells of one token: the logprob columns empty when the run had logprobs off. */
+function tokenCells(t: TokenItem): (string | number | null)[] {
+  if (t.logprob === undefined || t.top === undefined) {
+    return [t.i, t.id, t.text, t.ms, null, null, null];
+  }
+  // `top` as a JSON array of {id, text, logprob} (unambiguous whatever the pieces hold; `[]` for
+  // logprobs=0, which an empty cell, "off", would not tell apart).
+  const top = JSON.stringify(t.top.map(a => ({ id: a.id, text: a.text, logprob: a.logprob })));
+  return [t.i, t.id, t.text, t.ms, t.logprob, Math.exp(t.logprob), top];
+}
+
+/** RFC 4180 CSV of a run's tokens (columns `TOKEN_CSV_COLUMNS`), CRLF line ends. */
+export function tokensCsv(tokens: readonly TokenItem[]): string {
+  const lines = [TOKEN_CSV_COLUMNS.join(',')];
+  for (const t of tokens) {
+    lines.push(tokenCells(t).map(csvCell).join(','));
   }
   return lines.join('\r\n') + '\r\n';
 }

@@ -136,7 +136,8 @@ export function widgetModelId(data: IRenderMime.IMimeModel['data']): string | nu
 /**
  * Renders a Studio output: the live widget when the widget manager has its model, else the
  * sanitized `text/html` summary (or `text/plain`). Exposes `data-aigc-studio-view` = `live` |
- * `summary` | `pending` for tests.
+ * `summary` | `pending`, and `data-aigc-studio-settled` = `true` once the widget manager (if any)
+ * has answered for this output, `false` while it may still change the view (tests wait on it).
  */
 export class StudioRenderer extends Panel implements IRenderMime.IRenderer {
   constructor(options: IRenderMime.IRendererOptions, host: IWidgetHost | null) {
@@ -168,6 +169,7 @@ export class StudioRenderer extends Panel implements IRenderMime.IRenderer {
     if (id === null || this._host === null) {
       this._dropInner();
       this._set('summary');
+      this._settled(true);
       return;
     }
     if (this._inner !== null && this._innerId === id) {
@@ -176,6 +178,7 @@ export class StudioRenderer extends Panel implements IRenderMime.IRenderer {
     }
     this._dropInner();
     this._innerId = id;
+    this._settled(false);
     if (!this._host.isReady()) {
       this._set('summary'); // no widget manager (yet): the summary now, the widget if one comes
       const ready = await this._host.whenReady();
@@ -202,6 +205,7 @@ export class StudioRenderer extends Panel implements IRenderMime.IRenderer {
     }
     if (this._inner === inner) {
       this._decide();
+      this._settled(true);
     }
   }
 
@@ -230,6 +234,10 @@ export class StudioRenderer extends Panel implements IRenderMime.IRenderer {
     if (this._inner !== null) {
       this._inner.setHidden(view !== 'live');
     }
+  }
+
+  private _settled(settled: boolean): void {
+    this.node.dataset.aigcStudioSettled = settled ? 'true' : 'false';
   }
 
   private _dropInner(): void {

@@ -67,6 +67,8 @@ export interface RunState {
   tokens: readonly TokenItem[];
   /** Concatenation of `tokens[*].text`. */
   text: string;
+  /** True once a token carrying `logprob` / `top` arrived (`generate(..., logprobs=k)`). */
+  logprobs: boolean;
   /** The index the next token should carry (last appended i + 1). */
   nextIndex: number;
   /** Items whose i was below the expected index: ignored. */
@@ -195,6 +197,7 @@ export function newRun(id: string): RunState {
     placeholder: true,
     tokens: [],
     text: '',
+    logprobs: false,
     nextIndex: 0,
     dups: 0,
     gaps: 0,
@@ -253,6 +256,19 @@ function capRuns(state: State): State {
   return { ...state, runs, order };
 }
 
+/**
+ * The store's copy of a token item: the known fields only (extra fields of later v1 additions are
+ * not kept), `logprob` and `top` only when present, so a run without logprobs stays as small.
+ */
+function tokenOf(item: TokenItem): TokenItem {
+  const token: TokenItem = { i: item.i, id: item.id, text: item.text, ms: item.ms };
+  if (item.logprob !== undefined && item.top !== undefined) {
+    token.logprob = item.logprob;
+    token.top = item.top;
+  }
+  return token;
+}
+
 function appendTokens(run: RunState, msg: TokensMessage): RunState {
   if (msg.items.length === 0) {
     return run;
@@ -262,6 +278,7 @@ function appendTokens(run: RunState, msg: TokensMessage): RunState {
   let gaps = run.gaps;
   const added: TokenItem[] = [];
   let text = '';
+  let logprobs = run.logprobs;
   for (const item of msg.items) {
     if (item.i < next) {
       dups++;
@@ -270,7 +287,9 @@ function appendTokens(run: RunState, msg: TokensMessage): RunState {
     if (item.i > next) {
       gaps++;
     }
-    added.push({ i: item.i, id: item.id, text: item.text, ms: item.ms });
+    const token = tokenOf(item);
+    added.push(token);
+    logprobs = logprobs || token.logprob !== undefined;
     text += item.text;
     next = item.i + 1;
   }
@@ -281,6 +300,7 @@ function appendTokens(run: RunState, msg: TokensMessage): RunState {
     ...run,
     tokens: run.tokens.concat(added),
     text: run.text + text,
+    logprobs,
     nextIndex: next,
     dups,
     gaps

@@ -450,6 +450,21 @@ class Lab:
         return [text for kind, text in self.console if kind == "warning" and text.startswith(prefix)]
 
 
+def open_lab(page: Any, server: LabServer) -> Lab:
+    """Load JupyterLab in ``page`` (console messages and page errors recorded); fail with the reason."""
+    console: list[tuple[str, str]] = []
+    page.on("console", lambda m: console.append((m.type, m.text)))
+    page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+    page.goto(f"{server.url}lab?reset", wait_until="domcontentloaded", timeout=STEP_TIMEOUT * 1000)
+    try:
+        page.wait_for_function("() => !!window.jupyterapp", timeout=STEP_TIMEOUT * 1000)
+        page.evaluate("async () => { await window.jupyterapp.restored; }")
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"JupyterLab did not load in the browser: {exc}\n{server.log_tail()}")
+    page.evaluate(_JS_INSTALL)
+    return Lab(page=page, server=server, console=console)
+
+
 @dataclass
 class Notebook:
     lab: Lab = field(repr=False)

@@ -14,13 +14,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under --import-mode=importlib
 from aigc_ui_harness import (
-    _JS_INSTALL,
     ARTIFACTS,
-    STEP_TIMEOUT,
     BrowserStartError,
     Lab,
     ServerStartError,
     launch_browser,
+    open_lab,
     start_server,
     stop_server,
 )  # noqa: E402
@@ -40,7 +39,8 @@ def pw():
 @pytest.fixture(scope="session")
 def lab_server():
     try:
-        server = start_server()
+        # a kernel that dies stays dead (test_connection shows that state); none of the tests wants a silent revival
+        server = start_server(["--KernelRestarter.restart_limit=0"])
     except ServerStartError as exc:
         pytest.fail(str(exc))
     yield server
@@ -62,18 +62,7 @@ def browser_context(pw):
 @pytest.fixture(scope="session")
 def lab(lab_server, browser_context) -> Lab:
     page = browser_context.pages[0] if browser_context.pages else browser_context.new_page()
-    console: list[tuple[str, str]] = []
-    page.on("console", lambda m: console.append((m.type, m.text)))
-    page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
-    page.goto(f"{lab_server.url}lab?reset", wait_until="domcontentloaded",
-              timeout=STEP_TIMEOUT * 1000)
-    try:
-        page.wait_for_function("() => !!window.jupyterapp", timeout=STEP_TIMEOUT * 1000)
-        page.evaluate("async () => { await window.jupyterapp.restored; }")
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"JupyterLab did not load in the browser: {exc}\n{lab_server.log_tail()}")
-    page.evaluate(_JS_INSTALL)
-    return Lab(page=page, server=lab_server, console=console)
+    return open_lab(page, lab_server)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -5,7 +5,9 @@ Run: ``cd /work/main && .venv/bin/python -m pytest ui-tests -v -s``
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +27,7 @@ from aigc_ui_harness import (
 
 PANEL_PNG = SCREENSHOTS / "panel.png"
 PANEL_DARK_PNG = SCREENSHOTS / "panel-dark.png"
+INSPECTOR_PNG = SCREENSHOTS / "token-inspector.png"
 MALFORMED_PREFIX = "[aigc-lab] ignored malformed message"
 STARTER = "starter:gpt-tiny"
 MODEL_LOAD_TIMEOUT = 180.0
@@ -406,6 +409,126 @@ def test_dark_theme(lab, starter):
         lab.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
                           " {theme: 'JupyterLab Light'})")
         lab.wait_attr("body", "data-jp-theme-light", "true")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14, point 5: the token inspector (generate(..., logprobs=k)).
+
+_JS_TOKEN_BGS = """(sel) => [...document.querySelectorAll(sel + ' .aigc-run-text span.aigc-tok')]
+    .map(s => getComputedStyle(s).backgroundColor)"""
+
+
+def screenshot_inspector(lab: Lab, run: str, path: Path) -> None:
+    """The run's card and the open token popover (it floats over the page, outside the card)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    box = lab.page.evaluate(
+        """(id) => {
+             const rects = [document.querySelector(`#aigc-lab-panel .aigc-run[data-run-id="${id}"]`),
+                            document.querySelector('.aigc-tokpop')].map(e => e.getBoundingClientRect());
+             const x = Math.min(...rects.map(r => r.left)), y = Math.min(...rects.map(r => r.top));
+             return {x, y, width: Math.max(...rects.map(r => r.right)) - x,
+                     height: Math.max(...rects.map(r => r.bottom)) - y};
+           }""", run)
+    pad = 6
+    lab.page.screenshot(path=str(path), clip={"x": max(0, box["x"] - pad), "y": max(0, box["y"] - pad),
+                                              "width": box["width"] + 2 * pad,
+                                              "height": box["height"] + 2 * pad})
+    assert path.stat().st_size > 1000
+
+
+def test_token_inspector(lab, starter):
+    starter.wait_panel_follows()
+    res = starter.execute(
+        "import json\n"
+        "s = al.generate(m, 'Once upon a time', max_new_tokens=24, logprobs=5)\n"
+        "_text = s.text\n"
+        "print(json.dumps({'run': s.run, 'text': _text, 'tokens': [{'i': t.i, 'id': t.id,"
+        " 'top': [a.id for a in t.top]} for t in s.tokens if t.logprob is not None]}))",
+        timeout=120,
+    )
+    out = res.json_lines()[-1]
+    run, kernel_tokens = out["run"], out["tokens"]
+    assert len(kernel_tokens) == 24 and all(len(t["top"]) == 5 for t in kernel_tokens), kernel_tokens
+    attrs = lab.wait_run(run, "ok")
+    assert attrs["data-logprobs"] == "true" and attrs["text"] == out["text"], attrs
+    card = lab.run_el(run)
+    sel = f'#aigc-lab-panel .aigc-run[data-run-id="{run}"]'
+    assert card.locator(".aigc-run-text span.aigc-tok-lp").count() == 24
+
+    # Colour by probability on demand (a real click), and back to the latency tint.
+    toggle = card.locator("button.aigc-prob-toggle")
+    assert toggle.is_visible() and toggle.get_attribute("aria-pressed") == "false"
+    latency_bgs = lab.page.evaluate(_JS_TOKEN_BGS, sel)
+    toggle.click()
+    lab.wait_attr(sel, "data-color", "probability")
+    assert toggle.get_attribute("aria-pressed") == "true"
+    assert card.locator(".aigc-prob-legend .aigc-prob-key").filter(visible=True).count() == 5
+    lab.next_frames()
+    levels = lab.page.evaluate(
+        "(sel) => [...document.querySelectorAll(sel + ' .aigc-run-text span.aigc-tok-lp')]"
+        ".map(s => Number(/aigc-prob-(\\d)/.exec(s.className)[1]))", sel)
+    prob_bgs = lab.page.evaluate(_JS_TOKEN_BGS, sel)
+    clear = "rgba(0, 0, 0, 0)"
+    for level, bg in zip(levels, prob_bgs, strict=False):  # the held-back tail, if any, has no level
+        assert (bg == clear) == (level == 0), (levels, prob_bgs)
+    assert prob_bgs != latency_bgs, "switching to probability changed no token's colour"
+    toggle.click()
+    lab.wait_attr(sel, "data-color", "latency")
+    lab.next_frames()
+    assert lab.page.evaluate(_JS_TOKEN_BGS, sel) == latency_bgs, "switching back lost the latency tint"
+    toggle.click()
+    lab.wait_attr(sel, "data-color", "probability")
+
+    # Alternatives on focus: the first token is the stream's tab stop, arrow keys move along.
+    popover = lab.page.locator('.aigc-tokpop[role="tooltip"]')
+    card.locator(".aigc-run-text span.aigc-tok-lp").first.focus()
+    lab.page.keyboard.press("ArrowRight")
+    lab.page.keyboard.press("ArrowRight")
+    focused = card.locator(".aigc-run-text span.aigc-tok-lp").nth(2)
+    popover.wait_for(state="visible", timeout=STEP_TIMEOUT * 1000)
+    lab.page.wait_for_function(  # the popover describes the token that has the focus
+        "() => { const p = document.querySelector('.aigc-tokpop');"
+        " return !!p && p.getAttribute('data-i') === document.activeElement.getAttribute('data-i'); }",
+        timeout=STEP_TIMEOUT * 1000)
+    i = int(focused.get_attribute("data-i"))
+    assert focused.get_attribute("tabindex") == "0", "roving tabindex: the focused token is the tab stop"
+    assert focused.get_attribute("aria-describedby") == popover.get_attribute("id")
+    alts = popover.locator("tr.aigc-tokpop-alt")
+    assert alts.count() == 5, popover.inner_text()
+    expected = next(t for t in kernel_tokens if t["i"] == i)
+    assert [int(alts.nth(k).get_attribute("data-id")) for k in range(5)] == expected["top"]
+    chosen = popover.locator('tr.aigc-tokpop-alt[data-chosen="true"]')
+    assert chosen.count() == (1 if expected["id"] in expected["top"] else 0), popover.inner_text()
+    assert popover.locator(".aigc-tokpop-chosen").inner_text().startswith("chosen ")
+    lab.next_frames()
+    screenshot_inspector(lab, run, INSPECTOR_PNG)
+    assert INSPECTOR_PNG.stat().st_size < 150_000, INSPECTOR_PNG.stat().st_size
+    lab.page.keyboard.press("Escape")
+    popover.wait_for(state="detached", timeout=STEP_TIMEOUT * 1000)
+    assert focused.get_attribute("aria-describedby") is None
+
+    # ... and on hover (nothing focused), closed when the pointer leaves.
+    lab.page.evaluate("() => document.activeElement.blur()")
+    hovered = card.locator(".aigc-run-text span.aigc-tok-lp").nth(5)
+    hovered.hover()
+    popover.wait_for(state="visible", timeout=STEP_TIMEOUT * 1000)
+    assert popover.get_attribute("data-i") == hovered.get_attribute("data-i")
+    card.locator(".aigc-run-header").hover()
+    popover.wait_for(state="detached", timeout=STEP_TIMEOUT * 1000)
+
+    # The run's tokens as CSV (a real download), logprob columns filled.
+    with lab.page.expect_download(timeout=STEP_TIMEOUT * 1000) as dl:
+        card.locator("button.aigc-tokens-csv").click()
+    ARTIFACTS.mkdir(exist_ok=True)
+    csv_path = ARTIFACTS / "tokens.csv"
+    dl.value.save_as(str(csv_path))
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    generated = [r for r in rows if r["id"] != ""]
+    assert len(generated) == 24 and "".join(r["text"] for r in rows) == out["text"], rows[:3]
+    first = generated[0]
+    assert float(first["logprob"]) <= 0 and abs(math.exp(float(first["logprob"])) - float(first["prob"])) < 1e-9
+    assert [a["id"] for a in json.loads(first["top"])] == kernel_tokens[0]["top"], first
 
 
 # ---------------------------------------------------------------------------------------------

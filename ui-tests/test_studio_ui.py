@@ -105,6 +105,12 @@ def _wait_view(lab: Lab, widget_id: str, view: str, timeout: float = STEP_TIMEOU
     return lab.page.evaluate(_OUTPUT_STATE, widget_id)
 
 
+def _wait_settled(lab: Lab, widget_id: str, timeout: float = STEP_TIMEOUT) -> None:
+    lab.page.wait_for_function(
+        "(id) => document.getElementById(id)?.querySelector('.aigc-studio-output')"
+        "?.getAttribute('data-aigc-studio-settled') === 'true'", arg=widget_id, timeout=timeout * 1000)
+
+
 def test_saved_studio_output_shows_its_summary_without_the_widget_model(lab: Lab):
     nb = lab.open_notebook("studio-saved.ipynb")
     nb.activate()
@@ -122,8 +128,8 @@ def test_saved_studio_output_shows_its_summary_without_the_widget_model(lab: Lab
     # Reopened with a fresh kernel (JupyterLab's default), where ipywidgets says "model not found".
     info = lab.page.evaluate(_REOPEN, {"path": nb.path, "kernel": True, "timeout": 60_000})
     assert info["kernel"] and info["trusted"], info  # a trusted output: the widget renderer would be chosen
-    state = _wait_view(lab, info["id"], "summary")
-    lab.page.wait_for_timeout(2_000)  # the widget manager has restored from the new kernel by now
+    # the widget manager of the new kernel has answered for this output (model not found): the view is final
+    _wait_settled(lab, info["id"])
     state = lab.page.evaluate(_OUTPUT_STATE, info["id"])
     assert state["view"] == "summary" and state["summaryVisible"], state
     assert "aigc-lab Studio" in state["summary"] and "starter:gpt-tiny" in state["summary"], state
@@ -135,7 +141,7 @@ def test_saved_studio_output_shows_its_summary_without_the_widget_model(lab: Lab
     info = lab.page.evaluate(_REOPEN, {"path": nb.path, "kernel": False, "timeout": 60_000})
     assert not info["kernel"] and info["trusted"], info
     _wait_view(lab, info["id"], "summary")
-    lab.page.wait_for_timeout(1_000)
+    # its session is ready with no kernel (asserted above), so no widget manager will come: the summary is final
     state = lab.page.evaluate(_OUTPUT_STATE, info["id"])
     assert state["view"] == "summary" and state["summaryVisible"] and "starter:gpt-tiny" in state["summary"], state
     assert "Loading widget" not in state["text"] and "model not found" not in state["text"], state

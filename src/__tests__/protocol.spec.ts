@@ -117,6 +117,46 @@ describe('parseMessage', () => {
     expect(parseMessage(msg)).toEqual({ ok: true, message: msg });
   });
 
+  it('checks the optional logprob and top of token items like events.py (both or neither)', () => {
+    const ok = fixture('valid', 'tokens_logprobs.json') as { items: object[] };
+    const parsed = parseMessage(ok);
+    expect(parsed.ok).toBe(true);
+    if (parsed.ok && parsed.message.type === 'tokens') {
+      const [first, , third, tail] = parsed.message.items;
+      expect(first.logprob).toBe(-0.105);
+      expect(first.top).toEqual([
+        { id: 464, text: 'Once', logprob: -0.105 },
+        { id: 40, text: 'I', logprob: -2.9 }
+      ]);
+      expect(third.top).toEqual([]); // logprobs=0
+      expect('logprob' in tail || 'top' in tail).toBe(false); // the held-back tail
+    }
+    const item = { i: 0, id: 7, text: 'a', ms: 1 };
+    const batch = (extra: object) => ({ v: 1, type: 'tokens', run: 'r', items: [{ ...item, ...extra }] });
+    const cases: Array<[object, RegExp]> = [
+      [{ top: [] }, /items\[0\]: 'logprob' \(a number\) and 'top' \(an array\) come together/],
+      [{ logprob: -1 }, /come together/],
+      [{ logprob: '-1', top: [] }, /come together/],
+      [{ logprob: null, top: [] }, /come together/],
+      [{ logprob: -1, top: {} }, /come together/],
+      [{ logprob: -1, top: [3] }, /items\[0\]\.top\[0\] must be an object/],
+      [{ logprob: -1, top: [{ id: 1, text: 'b' }] }, /items\[0\]\.top\[0\]: missing field 'logprob'/],
+      [
+        { logprob: -1, top: [{ id: 1, text: 'b', logprob: -1 }, { id: 1.5, text: 'c', logprob: -2 }] },
+        /items\[0\]\.top\[1\]: field 'id' has an invalid value 1\.5/
+      ],
+      [{ logprob: -1, top: [{ id: 1, text: 2, logprob: -1 }] }, /top\[0\]: field 'text'/]
+    ];
+    for (const [extra, reason] of cases) {
+      const result = parseMessage(batch(extra));
+      expect(result, JSON.stringify(extra)).toMatchObject({ ok: false, kind: 'invalid' });
+      if (!result.ok) {
+        expect(result.reason, JSON.stringify(extra)).toMatch(reason);
+      }
+    }
+    expect(parseMessage(batch({ logprob: 0, top: [] })).ok).toBe(true);
+  });
+
   it('never throws, even on hostile input', () => {
     const cyclic: { [k: string]: unknown } = { v: 1, type: 'checkpoint', run: 'r', step: 'x' };
     cyclic['path'] = cyclic;

@@ -7,11 +7,16 @@ import {
   historyRows,
   latencySeries,
   lossSeries,
+  PROB_BOUNDS,
+  TOKEN_CSV_COLUMNS,
   percentile,
   pickChartRuns,
   pointCount,
+  probLegend,
+  probLevel,
   recentLatencies,
-  tintLevel
+  tintLevel,
+  tokensCsv
 } from '../series';
 import { Action, State, initialState, reduceAll } from '../store';
 import { fixtureAction } from './fixtures';
@@ -194,6 +199,59 @@ describe('history rows and CSV', () => {
       }
     ]);
     expect(odd.split('\r\n')[1]).toBe('"a,""b""",generate,"x\ny",ok,,,,,0,,,');
+  });
+});
+
+describe('token probabilities and the tokens CSV', () => {
+  it('levels a token by p = exp(logprob): 0 from 90 %, 4 below 5 %', () => {
+    expect(PROB_BOUNDS).toEqual([0.9, 0.5, 0.2, 0.05]);
+    expect(probLevel(0)).toBe(0); // p = 1
+    expect(probLevel(Math.log(0.9))).toBe(0);
+    expect(probLevel(Math.log(0.89))).toBe(1);
+    expect(probLevel(Math.log(0.5))).toBe(1);
+    expect(probLevel(Math.log(0.3))).toBe(2);
+    expect(probLevel(Math.log(0.06))).toBe(3);
+    expect(probLevel(Math.log(0.049))).toBe(4);
+    expect(probLevel(-1e30)).toBe(4); // the kernel's floor for an impossible token
+    expect(probLegend()).toEqual(['≥ 90%', '50–90%', '20–50%', '5–20%', '< 5%']);
+  });
+
+  it('writes every token with its logprob, prob and top alternatives as JSON', () => {
+    const s = reduceAll(initialState(), [fx('tokens_logprobs.json')]);
+    const lines = tokensCsv(s.runs['gen-7f3a'].tokens).split('\r\n');
+    expect(lines[0]).toBe('i,id,text,ms,logprob,prob,top');
+    expect(TOKEN_CSV_COLUMNS.join(',')).toBe(lines[0]);
+    expect(lines[1]).toBe(
+      `0,464,Once,12.5,-0.105,${Math.exp(-0.105)},` +
+        '"[{""id"":464,""text"":""Once"",""logprob"":-0.105},{""id"":40,""text"":""I"",""logprob"":-2.9}]"'
+    );
+    expect(lines[3]).toBe(`2,257, a,21,-0.01,${Math.exp(-0.01)},[]`); // logprobs=0: no alternatives
+    expect(lines[4]).toBe('3,,✓,22,,,'); // the held-back tail has neither
+    expect(lines.length).toBe(6); // header, 4 tokens, '' after the final CRLF
+  });
+
+  it('leaves the logprob columns empty when logprobs were off, and quotes odd pieces', () => {
+    const odd: TokenItem[] = [
+      { i: 0, id: 5, text: 'a,"b"\n', ms: 1.5 },
+      {
+        i: 1,
+        id: 6,
+        text: ';|',
+        ms: 2,
+        logprob: -0.5,
+        top: [{ id: 6, text: 'x"|;\n', logprob: -0.5 }]
+      }
+    ];
+    const lines = tokensCsv(odd).split('\r\n');
+    expect(lines[1]).toBe('0,5,"a,""b""\n",1.5,,,');
+    expect(lines[2]).toBe(
+      `1,6,;|,2,-0.5,${Math.exp(-0.5)},"[{""id"":6,""text"":""x\\""|;\\n"",""logprob"":-0.5}]"`
+    );
+    expect(tokensCsv([])).toBe('i,id,text,ms,logprob,prob,top\r\n');
+    // A field a later v1 addition puts on an alternative is not written: the columns stay fixed.
+    const later = { id: 6, text: 'x', logprob: -0.5, rank: 1 };
+    const one = tokensCsv([{ i: 0, id: 6, text: 'x', ms: 1, logprob: -0.5, top: [later] }]);
+    expect(one.split('\r\n')[1]).toMatch(/,"\[\{""id"":6,""text"":""x"",""logprob"":-0\.5\}\]"$/);
   });
 });
 

@@ -136,10 +136,12 @@ describe('StudioRenderer', () => {
     const done = r.renderModel(mimeModel(true));
     await flush();
     expect(r.view).toBe('pending');
+    expect(r.node.getAttribute('data-aigc-studio-settled')).toBe('false');
     expect(summaryOf(r).classList.contains('lm-mod-hidden')).toBe(true);
     release();
     await done;
     expect(r.view).toBe('live');
+    expect(r.node.getAttribute('data-aigc-studio-settled')).toBe('true');
   });
 
   it('shows the summary until a widget manager appears, then the live widget', async () => {
@@ -148,10 +150,12 @@ describe('StudioRenderer', () => {
     const done = r.renderModel(mimeModel(true));
     await flush();
     expect(r.view).toBe('summary');
+    expect(r.node.getAttribute('data-aigc-studio-settled')).toBe('false'); // a manager may still come
     expect(host.created.length).toBe(0);
     host.becomeReady();
     await done;
     expect(r.view).toBe('live');
+    expect(r.node.getAttribute('data-aigc-studio-settled')).toBe('true');
   });
 
   it('goes back to the summary when the live view is disposed (kernel restart)', async () => {
@@ -169,6 +173,7 @@ describe('StudioRenderer', () => {
     const r = new StudioRenderer(options(), host);
     await r.renderModel(mimeModel(false));
     expect(r.view).toBe('summary');
+    expect(r.node.getAttribute('data-aigc-studio-settled')).toBe('true');
     expect(host.created.length).toBe(0);
   });
 

@@ -185,6 +185,32 @@ describe('token stream', () => {
     expect(filled.tokens.length).toBe(3);
   });
 
+  it('keeps each token\'s logprob and top alternatives, and marks the run as having logprobs', () => {
+    let s = reduce(initialState(), fx('tokens.json'));
+    expect(s.runs['gen-7f3a'].logprobs).toBe(false);
+    expect(Object.keys(s.runs['gen-7f3a'].tokens[0]).sort()).toEqual(['i', 'id', 'ms', 'text']);
+    s = reduce(initialState(), fx('tokens_logprobs.json'));
+    const run = s.runs['gen-7f3a'];
+    expect(run.logprobs).toBe(true);
+    expect(run.text).toBe('Once upon a✓');
+    expect(run.tokens[1]).toEqual({
+      i: 1,
+      id: 2402,
+      text: ' upon',
+      ms: 17.25,
+      logprob: -3.5,
+      top: [
+        { id: 257, text: ' a', logprob: -0.2 },
+        { id: 2402, text: ' upon', logprob: -3.5 }
+      ]
+    });
+    expect(run.tokens[2]).toMatchObject({ logprob: -0.01, top: [] });
+    expect(Object.keys(run.tokens[3]).sort()).toEqual(['i', 'id', 'ms', 'text']); // the tail
+    // A later batch without logprobs (the tail alone) does not unset the flag.
+    const later = reduce(s, tokens('gen-7f3a', 4, 1));
+    expect(later.runs['gen-7f3a'].logprobs).toBe(true);
+  });
+
   it('an empty batch changes nothing', () => {
     const s = reduce(initialState(), fx('run_start_generate.json'));
     expect(reduce(s, msg({ v: 1, type: 'tokens', run: 'gen-7f3a', items: [] }))).toBe(s);

@@ -1,13 +1,20 @@
 // @vitest-environment jsdom
 import { Kernel } from '@jupyterlab/services';
 import { Signal } from '@lumino/signaling';
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { KernelChannel } from '../channel';
 import { AigcLabPanel } from '../panel';
 import { TokenItem } from '../protocol';
-import { Action, initialState, reduce, reduceAll, runList } from '../store';
-import { cancelLabel, formatMs, formatParams, formatRate } from '../views/format';
+import { Action, RunState, initialState, reduce, reduceAll, runList } from '../store';
+import {
+  cancelLabel,
+  formatMs,
+  formatParams,
+  formatProb,
+  formatRate,
+  visiblePiece
+} from '../views/format';
 import { HistoryTable } from '../views/history';
 import {
   CHUNK_MAX_TOKENS,
@@ -15,7 +22,9 @@ import {
   RunView,
   SPANS_PER_FRAME,
   TINT_MAX_TOKENS,
-  tokenTitle
+  findToken,
+  tokenTitle,
+  tokensCsvName
 } from '../views/runview';
 import { fixtureAction } from './fixtures';
 
@@ -226,6 +235,220 @@ describe('RunView', () => {
   });
 });
 
+/** Tokens generated with logprobs=k: token k's logprob is log(probs[k]), top = its alternatives. */
+function lpTokens(run: string, from: number, probs: number[]): Action {
+  const items: TokenItem[] = probs.map((p, k) => ({
+    i: from + k,
+    id: 100 + from + k,
+    text: `w${from + k} `,
+    ms: 10 + from + k,
+    logprob: Math.log(p),
+    top: [
+      { id: 100 + from + k, text: `w${from + k} `, logprob: Math.log(p) },
+      { id: 1, text: '\n', logprob: Math.log((1 - p) / 2) }
+    ]
+  }));
+  return { type: 'message', message: { v: 1, type: 'tokens', run, items } };
+}
+
+describe('token inspector', () => {
+  const views: RunView[] = [];
+  afterEach(() => {
+    for (const v of views.splice(0)) {
+      v.popover.hide();
+      v.node.remove();
+    }
+  });
+
+  /** A RunView in the document (so its spans can take focus), brought up to date with `actions`. */
+  function shown(
+    actions: Action[],
+    download?: (name: string, text: string) => void
+  ): [RunView, RunState] {
+    const run = reduceAll(initialState(), actions).runs['gen-7f3a'];
+    const view = new RunView('gen-7f3a', () => undefined, () => undefined, download);
+    views.push(view);
+    document.body.appendChild(view.node);
+    view.update(run);
+    return [view, run];
+  }
+
+  const spans = (v: RunView) =>
+    Array.from(v.node.querySelectorAll<HTMLElement>('.aigc-run-text span.aigc-tok'));
+  const toggle = (v: RunView) => v.node.querySelector('button.aigc-prob-toggle') as HTMLButtonElement;
+  const popover = () => document.querySelector<HTMLElement>('.aigc-tokpop[role="tooltip"]');
+
+  it('offers the Probability toggle only for runs with logprobs, Tokens CSV for every generate run', () => {
+    const [plain] = shown([fx('run_start_generate.json'), fx('tokens.json')]);
+    expect(plain.node.getAttribute('data-logprobs')).toBe('false');
+    expect((plain.node.querySelector('.aigc-tok-tools') as HTMLElement).hidden).toBe(false);
+    expect(toggle(plain).hidden).toBe(true);
+    expect((plain.node.querySelector('button.aigc-tokens-csv') as HTMLElement).hidden).toBe(false);
+    expect(plain.node.querySelectorAll('[tabindex]').length).toBe(0); // nothing to inspect
+
+    const [lp] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')]);
+    expect(lp.node.getAttribute('data-logprobs')).toBe('true');
+    expect(toggle(lp).hidden).toBe(false);
+    expect(toggle(lp).textContent).toBe('Probability');
+    expect(toggle(lp).getAttribute('aria-pressed')).toBe('false');
+
+    const train = new RunView('train-01', () => undefined);
+    train.update(reduce(initialState(), fx('run_start_train.json')).runs['train-01']);
+    expect((train.node.querySelector('.aigc-tok-tools') as HTMLElement).hidden).toBe(true);
+  });
+
+  it('classes tokens by probability and switches the colouring without rebuilding a node', () => {
+    const [view] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')]);
+    const before = spans(view);
+    // logprobs -0.105 (p 0.90), -3.5 (p 0.03), -0.01 (p 0.99); the tail has none.
+    expect(before.map(s => (s.className.match(/aigc-prob-\d/) ?? ['-'])[0])).toEqual([
+      'aigc-prob-0',
+      'aigc-prob-4',
+      'aigc-prob-0',
+      '-'
+    ]);
+    expect(before[1].className).toMatch(/aigc-tint-\d/); // the latency tint is kept for switching back
+    expect(before[3].title).toMatch(/^#3 · id – /); // the tail keeps its plain tooltip
+    expect(before[0].title).toBe(''); // tokens with logprobs have the popover instead
+    const legend = view.node.querySelector('.aigc-prob-legend') as HTMLElement;
+    expect(view.node.getAttribute('data-color')).toBe('latency');
+    expect(legend.hidden).toBe(true);
+
+    toggle(view).click();
+    expect(view.probability).toBe(true);
+    expect(view.node.getAttribute('data-color')).toBe('probability');
+    expect(toggle(view).getAttribute('aria-pressed')).toBe('true');
+    expect(legend.hidden).toBe(false);
+    expect(Array.from(legend.querySelectorAll('.aigc-prob-key')).map(k => k.className)).toEqual(
+      [0, 1, 2, 3, 4].map(n => `aigc-prob-key aigc-prob-${n}`)
+    );
+    const after = spans(view);
+    expect(after.length).toBe(before.length);
+    after.forEach((s, k) => expect(s).toBe(before[k])); // the same nodes, not re-rendered
+    toggle(view).click();
+    expect(view.node.getAttribute('data-color')).toBe('latency');
+    expect(toggle(view).getAttribute('aria-pressed')).toBe('false');
+    expect(legend.hidden).toBe(true);
+  });
+
+  it('makes spans for logprob tokens even with tinting off, within the per-frame budget', () => {
+    const view = new RunView('r', () => undefined);
+    view.tinting = false;
+    const n = SPANS_PER_FRAME + 20;
+    const probs = Array.from({ length: n }, () => 0.6);
+    const run = reduce(initialState(), lpTokens('r', 0, probs)).runs['r'];
+    view.update(run);
+    expect(spans(view).length).toBe(SPANS_PER_FRAME);
+    expect(view.pending).toBe(true);
+    view.update(run);
+    expect(spans(view).length).toBe(n);
+    const classes = spans(view).map(s => s.className);
+    expect(classes.every(c => /aigc-prob-1/.test(c) && !/aigc-tint/.test(c))).toBe(true);
+    expect(view.node.querySelector('.aigc-run-text')?.textContent).toBe(run.text);
+  });
+
+  it('opens a tooltip popover with the alternatives on focus, and Escape closes it', () => {
+    const [view] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')]);
+    const upon = spans(view)[1];
+    expect(popover()).toBeNull();
+    upon.focus();
+    const pop = popover() as HTMLElement;
+    expect(pop).not.toBeNull();
+    expect(upon.getAttribute('aria-describedby')).toBe(pop.id);
+    expect(pop.getAttribute('data-i')).toBe('1');
+    const head = pop.querySelector('.aigc-tokpop-head')?.textContent;
+    expect(head).toMatch(/^#1 · id 2402 · " upon" · 4\.\d ms$/);
+    expect(pop.querySelector('.aigc-tokpop-chosen')?.textContent).toBe('chosen ·upon id 2402 · p 3.02%');
+    const rows = Array.from(pop.querySelectorAll('tr.aigc-tokpop-alt')).map(r =>
+      Array.from(r.querySelectorAll('td')).map(c => c.textContent)
+    );
+    expect(rows).toEqual([
+      ['·a', '257', '81.9%', ''],
+      ['·upon', '2402', '3.02%', '✓']
+    ]);
+    const marked = Array.from(pop.querySelectorAll('tr[data-chosen="true"]'));
+    expect(marked.map(r => r.getAttribute('data-id'))).toEqual(['2402']);
+
+    upon.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape', bubbles: true }));
+    expect(popover()).toBeNull();
+    expect(upon.hasAttribute('aria-describedby')).toBe(false);
+    expect(document.activeElement).toBe(upon); // Escape closes the popover, focus stays
+  });
+
+  it('is one tab stop; arrow keys, Home and End move between tokens; blur closes', () => {
+    const [view] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')]);
+    const [once, upon, a, tail] = spans(view);
+    expect([once, upon, a].map(s => s.tabIndex)).toEqual([0, -1, -1]);
+    expect(tail.hasAttribute('tabindex')).toBe(false);
+    once.focus();
+    const key = (k: string) =>
+      (document.activeElement as HTMLElement).dispatchEvent(
+        new KeyboardEvent('keydown', { key: k, bubbles: true, cancelable: true })
+      );
+    key('ArrowRight');
+    expect(document.activeElement).toBe(upon);
+    expect([once, upon, a].map(s => s.tabIndex)).toEqual([-1, 0, -1]);
+    expect(popover()?.getAttribute('data-i')).toBe('1');
+    key('End');
+    expect(document.activeElement).toBe(a); // the tail, without logprobs, is skipped
+    expect(popover()?.querySelector('.aigc-tokpop-none')?.textContent).toBe(
+      'no alternatives recorded (logprobs=0)'
+    );
+    key('ArrowRight');
+    expect(document.activeElement).toBe(a); // nothing after the last one
+    key('Home');
+    expect(document.activeElement).toBe(once);
+    key('ArrowLeft');
+    expect(document.activeElement).toBe(once);
+    once.blur();
+    expect(popover()).toBeNull();
+  });
+
+  it('follows the pointer: opens on hover, stays while over the popover, closes on leaving', () => {
+    const [view] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')]);
+    const [once, upon] = spans(view);
+    const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
+    upon.dispatchEvent(new MouseEvent('mouseover', { bubbles: true }));
+    const pop = popover() as HTMLElement;
+    expect(pop.getAttribute('data-i')).toBe('1');
+    upon.dispatchEvent(new MouseEvent('mouseout', { bubbles: true, relatedTarget: pop }));
+    expect(popover()).toBe(pop); // moving onto the popover keeps it
+    pop.dispatchEvent(new MouseEvent('mouseleave', { relatedTarget: text }));
+    expect(popover()).toBeNull();
+    once.dispatchEvent(new MouseEvent('mouseover', { bubbles: true }));
+    expect(popover()?.getAttribute('data-i')).toBe('0');
+    document.dispatchEvent(new KeyboardEvent('keydown', { key: 'Escape' })); // hover only: Escape anywhere
+    expect(popover()).toBeNull();
+    expect(once.hasAttribute('aria-describedby')).toBe(false);
+  });
+
+  it('downloads the run\'s tokens as CSV, with empty logprob columns when they were off', () => {
+    const files: [string, string][] = [];
+    const save = (name: string, text: string) => files.push([name, text]);
+    const [lp, run] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')], save);
+    (lp.node.querySelector('button.aigc-tokens-csv') as HTMLButtonElement).click();
+    expect(files[0][0]).toBe('aigc-lab-tokens-gen-7f3a.csv');
+    const lines = files[0][1].split('\r\n');
+    expect(lines[0]).toBe('i,id,text,ms,logprob,prob,top');
+    expect(lines.length).toBe(run.tokens.length + 2);
+    expect(lines[2]).toMatch(
+      /^1,2402, upon,17\.25,-3\.5,0\.030\d*,"\[\{""id"":257,""text"":"" a"",""logprob"":-0\.2\},/
+    );
+    const [plain] = shown([fx('run_start_generate.json'), fx('tokens.json')], save);
+    (plain.node.querySelector('button.aigc-tokens-csv') as HTMLButtonElement).click();
+    expect(files[1][1].split('\r\n')[1]).toBe('0,464,Once,12.5,,,');
+    expect(tokensCsvName('a/b c')).toBe('aigc-lab-tokens-a_b_c.csv');
+  });
+
+  it('finds a token by index, also across a gap', () => {
+    const t = [0, 1, 2, 5, 6].map(i => ({ i, id: i, text: 'x', ms: i }));
+    expect(findToken(t, 5)).toBe(3);
+    expect(findToken(t, 0)).toBe(0);
+    expect(findToken(t, 3)).toBe(-1);
+    expect(findToken([], 0)).toBe(-1);
+  });
+});
+
 describe('HistoryTable', () => {
   it('lists runs newest first and reports selection toggles and focus', () => {
     const toggles: [string, boolean][] = [];
@@ -347,6 +570,16 @@ describe('format', () => {
     expect(formatMs(null)).toBe('–');
     expect(formatRate(180.2)).toBe('180 tok/s');
     expect(formatRate(42.25)).toBe('42.3 tok/s');
+  });
+
+  it('makes whitespace in pieces visible and formats probabilities', () => {
+    expect(visiblePiece(' a\tb\n')).toBe('·a⇥b↵');
+    expect(visiblePiece('\r\n')).toBe('␍↵');
+    expect(visiblePiece('')).toBe('∅');
+    expect(visiblePiece('é')).toBe('é');
+    expect(formatProb(0)).toBe('100.0%');
+    expect(formatProb(Math.log(0.0302))).toBe('3.02%');
+    expect(formatProb(-20)).toBe('< 0.01%');
   });
 
   it('labels every cancel state', () => {

@@ -90,3 +90,37 @@ export function cancelLabel(run: RunState): string {
       return `cancel failed${c.error ? `: ${c.error}` : ''}`;
   }
 }
+
+/** Whitespace that would be invisible in a token piece, and the sign shown for it. */
+const VISIBLE_WHITESPACE: { [ch: string]: string } = {
+  ' ': '·',
+  '\n': '↵',
+  '\r': '␍',
+  '\t': '⇥'
+};
+
+/**
+ * A token piece with its whitespace made visible (`·` space, `↵` newline, `⇥` tab, `␍` CR),
+ * so ' a' and 'a', or '\n' and '', can be told apart in the inspector; '∅' for an empty piece.
+ */
+export function visiblePiece(text: string): string {
+  if (text === '') {
+    return '∅';
+  }
+  return text.replace(/[ \n\r\t]/g, ch => VISIBLE_WHITESPACE[ch]);
+}
+
+/** A log-probability as a percentage: '90.5%', '3.02%', '< 0.01%'. */
+export function formatProb(logprob: number): string {
+  const pct = Math.exp(logprob) * 100;
+  if (!Number.isFinite(pct)) {
+    return '–';
+  }
+  if (pct >= 10) {
+    return `${pct.toFixed(1)}%`;
+  }
+  if (pct >= 0.01) {
+    return `${pct.toFixed(2)}%`;
+  }
+  return '< 0.01%';
+}

@@ -9,6 +9,17 @@
  * tooltip gives index, token id, piece and ms; later tokens (or all, with tinting off) are
  * appended to one Text node. A blinking caret (CSS) follows the text while the run runs.
  *
+ * Token inspector (runs generated with `logprobs=k`): their tokens are spans even with tinting off
+ * (up to the same `TINT_MAX_TOKENS`), each also classed by probability (`aigc-prob-0..4`, see
+ * `probLevel`). The card's "Probability" toggle switches the colouring between latency and
+ * probability with one attribute (`data-color`) that the CSS keys on: both class sets are written
+ * when a span is created (within the `SPANS_PER_FRAME` budget), so a switch creates or re-classes
+ * no node at all, whatever the run's length; the browser restyles the spans in one pass (a
+ * background change, no layout). The spans form one tab stop (roving tabindex: Tab reaches the
+ * current token, arrow keys / Home / End move between tokens); hovering or focusing one opens the
+ * popover of `inspector.ts` with its alternatives. "Tokens CSV" downloads every token of a
+ * generate run (`tokensCsv`).
+ *
  * DOM contract (used by the UI tests):
  *   .aigc-run[data-run-id][data-kind][data-status][data-token-count][data-dups][data-gaps]
  *            [data-step-count][data-last-step]   training steps received, and the last one's number
@@ -22,11 +33,25 @@
  *                        enabled again after a refused or failed cancel
  *     button.aigc-interrupt  "Interrupt kernel", shown while running after a refused or failed cancel
  *     .aigc-cancel-state the cancel request's state, kept after the run ended
+ *   .aigc-run[data-logprobs=true|false][data-color=latency|probability]
+ *     .aigc-tok-tools    shown for generate runs
+ *       button.aigc-prob-toggle[aria-pressed]   only when the run has logprobs
+ *       .aigc-prob-legend  span.aigc-prob-key.aigc-prob-N per level, shown in probability mode
+ *       button.aigc-tokens-csv
+ *     span.aigc-tok.aigc-tok-lp.aigc-prob-N[tabindex]  tokens with logprobs (no title: popover)
  */
 
 import { TokenItem } from '../protocol';
-import { percentile, recentLatencies, tintLevel } from '../series';
+import {
+  percentile,
+  probLegend,
+  probLevel,
+  recentLatencies,
+  tintLevel,
+  tokensCsv
+} from '../series';
 import { RunState } from '../store';
+import { downloadText } from './download';
 import {
   cancelLabel,
   formatMs,
@@ -35,6 +60,7 @@ import {
   timeToFirstToken,
   tokensPerSecond
 } from './format';
+import { TokenPopover } from './inspector';
 
 /** Tokens beyond this many per run are appended as plain text (no span, no tint). */
 export const TINT_MAX_TOKENS = 5000;
@@ -83,6 +109,56 @@ export function tokenTitle(item: TokenItem, latency: number, first: boolean): st
   return `#${item.i} · id ${id} · ${JSON.stringify(item.text)} · ${first ? 'TTFT ' : ''}${latency.toFixed(1)} ms`;
 }
 
+/** The index in `tokens` (ascending by `i`, as the store keeps them) of token `i`, or -1. */
+export function findToken(tokens: readonly TokenItem[], i: number): number {
+  let lo = 0;
+  let hi = tokens.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const at = tokens[mid].i;
+    if (at === i) {
+      return mid;
+    }
+    if (at < i) {
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return -1;
+}
+
+/** The inspectable token span (one with logprobs) that `target` is, or null. */
+function inspectable(target: EventTarget | null): HTMLElement | null {
+  return target instanceof HTMLElement && target.classList.contains('aigc-tok-lp') ? target : null;
+}
+
+/** The next (`dir` 1) or previous (-1) inspectable token span after `span`, across chunks. */
+function neighbour(span: HTMLElement, dir: 1 | -1): HTMLElement | null {
+  let node: Element = span;
+  for (;;) {
+    let next = dir > 0 ? node.nextElementSibling : node.previousElementSibling;
+    if (next === null) {
+      const chunk = node.parentElement;
+      const other = dir > 0 ? chunk?.nextElementSibling : chunk?.previousElementSibling;
+      next = other ? (dir > 0 ? other.firstElementChild : other.lastElementChild) : null;
+      if (next === null) {
+        return null;
+      }
+    }
+    const found = inspectable(next);
+    if (found !== null) {
+      return found;
+    }
+    node = next;
+  }
+}
+
+/** A file name for a run's tokens CSV. */
+export function tokensCsvName(runId: string): string {
+  return `aigc-lab-tokens-${runId.replace(/[^\w.-]+/g, '_')}.csv`;
+}
+
 interface Metric {
   node: HTMLSpanElement;
   value: HTMLSpanElement;
@@ -102,7 +178,8 @@ export class RunView {
   constructor(
     runId: string,
     onCancel: (runId: string) => void,
-    onInterrupt: (runId: string) => void = () => undefined
+    onInterrupt: (runId: string) => void = () => undefined,
+    download: (filename: string, text: string) => void = downloadText
   ) {
     this.runId = runId;
     this.node = el('div', 'aigc-run');
@@ -149,8 +226,29 @@ export class RunView {
     this._train.hidden = true;
     this._trainText = el('div', 'aigc-train-summary', this._train);
 
+    this._tools = el('div', 'aigc-tok-tools', this.node);
+    this._tools.hidden = true;
+    this._probToggle = el('button', 'aigc-prob-toggle jp-mod-styled', this._tools);
+    this._probToggle.type = 'button';
+    this._probToggle.textContent = 'Probability';
+    this._probToggle.title =
+      'Colour the tokens by their probability under the model instead of their latency';
+    this._probToggle.addEventListener('click', () => {
+      this.probability = !this._probability;
+    });
+    this._legend = this._buildLegend();
+    const csv = el('button', 'aigc-tokens-csv jp-mod-styled', this._tools);
+    csv.type = 'button';
+    csv.textContent = 'Tokens CSV';
+    csv.title = "Download this run's tokens as CSV: i, id, text, ms, logprob, prob, top";
+    csv.addEventListener('click', () =>
+      download(tokensCsvName(this.runId), tokensCsv(this._last?.tokens ?? []))
+    );
+    this.probability = false;
+
     this._textBox = el('div', 'aigc-run-text', this.node);
     this._textNode = document.createTextNode('');
+    this._listenForInspection();
   }
 
   readonly runId: string;
@@ -159,6 +257,23 @@ export class RunView {
   /** Tint tokens by latency (setting `tinting`). Applies to tokens rendered from now on. */
   set tinting(on: boolean) {
     this._tinting = on;
+  }
+
+  /** Colour the tokens by probability (true) or by latency (false): the card's toggle. */
+  get probability(): boolean {
+    return this._probability;
+  }
+
+  set probability(on: boolean) {
+    this._probability = on;
+    setAttr(this.node, 'data-color', on ? 'probability' : 'latency');
+    setAttr(this._probToggle, 'aria-pressed', on ? 'true' : 'false');
+    this._legend.hidden = !on;
+  }
+
+  /** The token popover (open while a token span is hovered or focused). */
+  get popover(): TokenPopover {
+    return this._popover;
   }
 
   /** True while tokens of the last `update` are still waiting for a later frame. */
@@ -171,6 +286,9 @@ export class RunView {
    * `SPANS_PER_FRAME` tinted tokens: while `pending`, call again (next frame) with the same run.
    */
   update(run: RunState): void {
+    if (this.node.hidden) {
+      this._popover.hide(); // the panel hid this card: no popover left floating over another
+    }
     if (run === this._last && !this.pending) {
       return;
     }
@@ -187,6 +305,8 @@ export class RunView {
       this._chunkTokens = 0;
       this._plain = false;
       this._rendered = 0;
+      this._tabStop = null;
+      this._popover.hide();
     }
     if (tokens.length > this._rendered) {
       this._appendTokens(run);
@@ -198,6 +318,9 @@ export class RunView {
     setAttr(n, 'data-dups', String(run.dups));
     setAttr(n, 'data-gaps', String(run.gaps));
     setAttr(n, 'data-t0', run.t0 === null ? '' : String(run.t0));
+    setAttr(n, 'data-logprobs', run.logprobs ? 'true' : 'false');
+    this._tools.hidden = run.kind !== 'generate' && !run.logprobs;
+    this._probToggle.hidden = !run.logprobs;
     setAttr(n, 'data-step-count', String(run.steps.length));
     setAttr(n, 'data-last-step', String(run.steps.length > 0 ? run.steps[run.steps.length - 1].step : 0));
 
@@ -245,30 +368,18 @@ export class RunView {
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
     const start = this._rendered;
     let k = start;
-    const tinted = this._tinting && !this._plain && k < TINT_MAX_TOKENS;
-    if (tinted) {
-      // Reference latency for the tint: the median of the recent inter-token latencies.
-      const now = performance.now();
-      if (this._tintRef === null || now - this._tintRefAt > 250) {
-        this._tintRef = percentile(recentLatencies(run, 256), 0.5);
-        this._tintRefAt = now;
+    // Spans for tinting, and for inspection when the run has logprobs (even with tinting off).
+    const spanned = (this._tinting || run.logprobs) && !this._plain && k < TINT_MAX_TOKENS;
+    if (spanned) {
+      if (this._tinting) {
+        this._refreshTintRef(run);
       }
       const end = Math.min(tokens.length, TINT_MAX_TOKENS, start + SPANS_PER_FRAME);
       for (; k < end; k++) {
-        const item = tokens[k];
-        const first = k === 0;
-        const latency = first ? item.ms : Math.max(0, item.ms - tokens[k - 1].ms);
-        const span = document.createElement('span');
-        span.className = first
-          ? 'aigc-tok aigc-tok-first'
-          : `aigc-tok aigc-tint-${tintLevel(latency, this._tintRef)}`;
-        span.setAttribute('data-i', String(item.i));
-        span.title = tokenTitle(item, latency, first);
-        span.textContent = item.text;
-        this._chunkFor(tokens, k).appendChild(span);
+        this._chunkFor(tokens, k).appendChild(this._tokenSpan(tokens, k));
       }
     }
-    if (k < tokens.length && (!tinted || k >= TINT_MAX_TOKENS)) {
+    if (k < tokens.length && (!spanned || k >= TINT_MAX_TOKENS)) {
       // Untinted tokens go into one Text node per chunk: cheap, so no per-frame budget here.
       this._plain = true;
       let text = '';
@@ -287,6 +398,140 @@ export class RunView {
     this._rendered = k;
     if (atBottom) {
       box.scrollTop = box.scrollHeight;
+    }
+  }
+
+  /** Reference latency for the tint: the median of the recent inter-token latencies (4 Hz). */
+  private _refreshTintRef(run: RunState): void {
+    const now = performance.now();
+    if (this._tintRef === null || now - this._tintRefAt > 250) {
+      this._tintRef = percentile(recentLatencies(run, 256), 0.5);
+      this._tintRefAt = now;
+    }
+  }
+
+  /**
+   * The span of token `k`: latency tint (with tinting on), and with logprobs the probability class
+   * and the roving tabindex (the first such span is the tab stop until another is focused).
+   */
+  private _tokenSpan(tokens: readonly TokenItem[], k: number): HTMLSpanElement {
+    const item = tokens[k];
+    const first = k === 0;
+    const latency = first ? item.ms : Math.max(0, item.ms - tokens[k - 1].ms);
+    const span = document.createElement('span');
+    let cls = 'aigc-tok';
+    if (this._tinting) {
+      cls += first ? ' aigc-tok-first' : ` aigc-tint-${tintLevel(latency, this._tintRef)}`;
+    }
+    if (item.logprob !== undefined) {
+      cls += ` aigc-tok-lp aigc-prob-${probLevel(item.logprob)}`;
+      span.tabIndex = this._tabStop === null ? 0 : -1;
+      this._tabStop = this._tabStop ?? span;
+    } else {
+      span.title = tokenTitle(item, latency, first);
+    }
+    span.className = cls;
+    span.setAttribute('data-i', String(item.i));
+    span.textContent = item.text;
+    return span;
+  }
+
+  /** The probability legend: one swatch per level, shown while colouring by probability. */
+  private _buildLegend(): HTMLSpanElement {
+    const legend = el('span', 'aigc-prob-legend', this._tools);
+    legend.setAttribute('role', 'group');
+    legend.setAttribute('aria-label', 'Token probability levels');
+    el('span', 'aigc-prob-legend-label', legend).textContent = 'p:';
+    probLegend().forEach((label, level) => {
+      el('span', `aigc-prob-key aigc-prob-${level}`, legend).textContent = label;
+    });
+    return legend;
+  }
+
+  /** Hover, focus and keys on the token stream (delegated: no listener per span). */
+  private _listenForInspection(): void {
+    const box = this._textBox;
+    box.addEventListener('mouseover', ev => {
+      const span = inspectable(ev.target);
+      if (span !== null) {
+        this._inspect(span);
+      }
+    });
+    box.addEventListener('mouseout', ev => this._leave(ev.relatedTarget));
+    this._popover.node.addEventListener('mouseleave', ev => this._leave(ev.relatedTarget));
+    box.addEventListener('focusin', ev => {
+      const span = inspectable(ev.target);
+      if (span !== null) {
+        this._moveTabStop(span);
+        this._inspect(span);
+      }
+    });
+    box.addEventListener('focusout', () => this._popover.hide());
+    box.addEventListener('keydown', ev => this._onTokenKey(ev));
+  }
+
+  /** Open the popover on `span`'s token. */
+  private _inspect(span: HTMLElement): void {
+    const tokens = this._last?.tokens ?? [];
+    const k = findToken(tokens, Number(span.getAttribute('data-i')));
+    if (k < 0) {
+      return;
+    }
+    const item = tokens[k];
+    const latency = k === 0 ? item.ms : Math.max(0, item.ms - tokens[k - 1].ms);
+    this._popover.show(span, item, tokenTitle(item, latency, k === 0));
+  }
+
+  /**
+   * The pointer left a token or the popover (towards `to`): keep the popover while the pointer is
+   * on either, else go back to the focused token's popover, or close.
+   */
+  private _leave(to: EventTarget | null): void {
+    const pop = this._popover;
+    const onPopover = to instanceof Node && pop.node.contains(to);
+    const onAnchor = to instanceof Node && pop.anchor !== null && pop.anchor.contains(to);
+    if (onPopover || onAnchor) {
+      return;
+    }
+    const focused = inspectable(document.activeElement);
+    if (focused !== null && this._textBox.contains(focused)) {
+      this._inspect(focused);
+    } else {
+      pop.hide();
+    }
+  }
+
+  /** Roving tabindex: the focused token becomes the stream's one tab stop. */
+  private _moveTabStop(span: HTMLElement): void {
+    if (this._tabStop !== span) {
+      if (this._tabStop !== null) {
+        this._tabStop.tabIndex = -1;
+      }
+      span.tabIndex = 0;
+      this._tabStop = span;
+    }
+  }
+
+  /** Arrow keys, Home and End move between the inspectable tokens. */
+  private _onTokenKey(ev: KeyboardEvent): void {
+    const span = inspectable(ev.target);
+    if (span === null) {
+      return;
+    }
+    let to: HTMLElement | null = null;
+    if (ev.key === 'ArrowRight' || ev.key === 'ArrowDown') {
+      to = neighbour(span, 1);
+    } else if (ev.key === 'ArrowLeft' || ev.key === 'ArrowUp') {
+      to = neighbour(span, -1);
+    } else if (ev.key === 'Home') {
+      to = this._textBox.querySelector<HTMLElement>('.aigc-tok-lp');
+    } else if (ev.key === 'End') {
+      const all = this._textBox.querySelectorAll<HTMLElement>('.aigc-tok-lp');
+      to = all.length > 0 ? all[all.length - 1] : null;
+    }
+    if (to !== null) {
+      ev.preventDefault();
+      to.focus();
     }
   }
 
@@ -413,4 +658,11 @@ export class RunView {
   private _chunkTokens = 0;
   /** Set once tokens went in as plain text: later tokens stay plain, in order. */
   private _plain = false;
+  private _tools: HTMLDivElement;
+  private _probToggle: HTMLButtonElement;
+  private _legend: HTMLSpanElement;
+  private _probability = false;
+  private _popover = new TokenPopover();
+  /** The token span that Tab reaches (roving tabindex), or null before the first one. */
+  private _tabStop: HTMLElement | null = null;
 }
