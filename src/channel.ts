@@ -345,18 +345,33 @@ export class KernelChannel implements IDisposable {
 
   private _onConnectionStatus(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
     if (this.kernel.status !== 'dead') {
-      this.store.dispatch({ type: 'link', link: status === 'connected' ? 'ok' : 'websocket-lost' });
+      // 'connecting': services is retrying; 'disconnected': it stopped (a deliberate close, or out of retries)
+      const link = status === 'connected' ? 'ok' : status === 'connecting' ? 'websocket-lost' : 'disconnected';
+      this.store.dispatch({ type: 'link', link });
     }
     if (status === 'connected') {
       this._side.retry();
       if (!this.hasComm && !this._down) {
         // After a websocket reconnect, pick up a comm we may have missed.
         void this._reattach();
+      } else if (this.hasComm && ['pending', 'failed'].includes(this.store.state.connection.history?.state ?? '')) {
+        // The replay's answer may have been lost with the socket: ask again (replays are idempotent).
+        this.requestHistory();
       }
     }
   }
 
   private _onKernelDisposed(): void {
+    if (this.kernel.status === 'dead') {
+      // JupyterLab disposes a dead kernel's connection. Keep showing its runs, marked dead, until the
+      // notebook gets another kernel (the manager drops this channel then): "no notebook kernel" would hide
+      // what happened.
+      this._failAll('the kernel died');
+      this._comm = null;
+      this._side.reset();
+      this.store.dispatch({ type: 'link', link: 'dead' });
+      return;
+    }
     this.dispose();
   }
 
@@ -404,8 +419,11 @@ export class ChannelManager implements IDisposable {
 
   /** The channel of a kernel connection, created on first use. */
   channelFor(kernel: Kernel.IKernelConnection): KernelChannel | null {
-    if (this._isDisposed || kernel.isDisposed) {
+    if (this._isDisposed) {
       return null;
+    }
+    if (kernel.isDisposed) {
+      return this._channels.get(kernel) ?? null; // a dead kernel's channel, kept to show what happened
     }
     let channel = this._channels.get(kernel);
     if (channel === undefined || channel.isDisposed) {
@@ -432,6 +450,11 @@ export class ChannelManager implements IDisposable {
       const kernel = sessionContext.session?.kernel ?? null;
       if (kernel !== null) {
         this.channelFor(kernel);
+      }
+      for (const [old, channel] of Array.from(this._channels)) {
+        if (old.isDisposed && old !== kernel) {
+          channel.dispose(); // a dead kernel's channel, replaced by the new kernel's
+        }
       }
     };
     sessionContext.kernelChanged.connect(attach, this);

@@ -12,7 +12,7 @@
  *
  * DOM contract (used by the UI tests):
  *   #aigc-lab-panel[data-kernel-id][data-connected][data-link][data-run-count][data-theme-light]
- *     data-link: connected | waiting | comm-closed | websocket-lost | restarting | dead | none
+ *     data-link: connected | waiting | comm-closed | websocket-lost | disconnected | restarting | dead | none
  *     .aigc-banner   visible when the kernel speaks a newer protocol
  *     .aigc-runs > .aigc-run ...   newest run first; only the focused run (default: newest) shown
  *     .aigc-chart.aigc-latency-chart / .aigc-loss-chart  [data-series-count][data-point-count]

@@ -84,7 +84,7 @@ export interface RunState {
 }
 
 /** What the kernel connection under the comm is doing. */
-export type LinkState = 'ok' | 'websocket-lost' | 'restarting' | 'dead';
+export type LinkState = 'ok' | 'websocket-lost' | 'disconnected' | 'restarting' | 'dead';
 
 export interface ConnectionState {
   /** A hello arrived on the current comm (reset by a restart or a closed comm). */
@@ -545,6 +545,9 @@ export function linkSummary(c: ConnectionState): { state: string; text: string }
       return { state: 'restarting', text: 'kernel restarting…' };
     case 'websocket-lost':
       return { state: 'websocket-lost', text: 'connection to the kernel lost: reconnecting…' };
+    case 'disconnected':
+      // JupyterLab gave up (or the server closed the socket on purpose): it will not reconnect by itself
+      return { state: 'disconnected', text: 'disconnected from the kernel: Kernel ▸ Reconnect to Kernel' };
     case 'ok':
       break;
   }

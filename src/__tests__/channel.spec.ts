@@ -3,7 +3,7 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { Signal } from '@lumino/signaling';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
-import { KernelChannel, MessageSink, REQUEST_TIMEOUT_MS, newRequestId } from '../channel';
+import { ChannelManager, KernelChannel, MessageSink, REQUEST_TIMEOUT_MS, newRequestId } from '../channel';
 import { CONTROL_TIMEOUT_MS } from '../sideshell';
 import { Store } from '../store';
 import { fixture, loadFixtures } from './fixtures';
@@ -397,6 +397,11 @@ describe('KernelChannel', () => {
     fake.connectionStatus = 'connected';
     fake.connectionStatusChanged.emit('connected');
     expect(channel.store.state.connection.link).toBe('ok');
+    fake.connectionStatus = 'disconnected'; // services stopped retrying: not "reconnecting…"
+    fake.connectionStatusChanged.emit('disconnected');
+    expect(channel.store.state.connection.link).toBe('disconnected');
+    fake.connectionStatus = 'connected';
+    fake.connectionStatusChanged.emit('connected');
     fake.status = 'dead';
     fake.statusChanged.emit('dead');
     expect(channel.store.state.connection.link).toBe('dead');
@@ -409,6 +414,46 @@ describe('KernelChannel', () => {
     expect(channel.store.state.connection.connected).toBe(false);
     fake.dispose();
     expect(channel.isDisposed).toBe(true);
+  });
+
+  it('a dead kernel keeps its channel, marked dead, until the notebook gets another kernel', () => {
+    const manager = new ChannelManager();
+    const fake = new FakeKernel();
+    const kernel = fake as unknown as Kernel.IKernelConnection;
+    const channel = manager.channelFor(kernel);
+    fake.open(fixture('valid', 'hello.json')).deliver(fixture('valid', 'run_start_generate.json'));
+    fake.status = 'dead';
+    fake.statusChanged.emit('dead');
+    fake.dispose(); // what services does with a dead kernel's connection
+    expect(channel?.isDisposed).toBe(false);
+    expect(manager.channelFor(kernel)).toBe(channel); // still what the panel shows for this notebook
+    expect(channel?.store.state.connection.link).toBe('dead');
+    expect(channel?.store.state.runs['gen-7f3a'].status).toBe('interrupted');
+    const alive = new FakeKernel(); // a kernel disposed for another reason (shut down): its channel goes
+    const other = manager.channelFor(alive as unknown as Kernel.IKernelConnection);
+    alive.dispose();
+    expect(other?.isDisposed).toBe(true);
+    manager.dispose();
+  });
+
+  it('asks for the replay again when the websocket comes back with it unanswered', async () => {
+    const { fake } = makeChannel();
+    const comm = fake.open(fixture('valid', 'hello.json'));
+    await settle();
+    expect(sent(fake, comm)).toHaveLength(1);
+    fake.connectionStatus = 'connecting';
+    fake.connectionStatusChanged.emit('connecting');
+    fake.connectionStatus = 'connected';
+    fake.connectionStatusChanged.emit('connected');
+    await settle();
+    const requests = sent(fake, comm);
+    expect(requests.map(r => (r.data as { type: string }).type)).toEqual(['history', 'history']);
+    const second = requests[1].data as { id: string };
+    comm.deliver({ v: 1, type: 'ack', run: null, id: second.id, ok: true, error: null });
+    fake.connectionStatusChanged.emit('connecting');
+    fake.connectionStatusChanged.emit('connected');
+    await settle();
+    expect(sent(fake, comm)).toHaveLength(2); // answered: no third request
   });
 
   it('request ids are unique', () => {

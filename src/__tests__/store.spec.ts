@@ -474,6 +474,10 @@ describe('connection state', () => {
       text: expect.stringMatching(/import aigc_lab again/)
     });
     expect(summary([hello, { type: 'link', link: 'websocket-lost' }]).state).toBe('websocket-lost');
+    expect(summary([hello, { type: 'link', link: 'disconnected' }])).toMatchObject({
+      state: 'disconnected',
+      text: expect.stringMatching(/Reconnect to Kernel/)
+    });
     expect(summary([hello, { type: 'link', link: 'restarting' }, { type: 'kernel.restarted' }]).state).toBe(
       'restarting'
     );
