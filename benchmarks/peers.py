@@ -5,7 +5,9 @@ by ``decode.py``) is exported with ``al.export(..., "gguf")`` at every precision
 greedily, batch 1, from the same 64-token prompt for the same number of new tokens, on 2 threads, by:
   ours:  fp32, int8 (dynamic int8, ``al.quantize``), bf16       -- ``al.generate`` as a user calls it
   llama.cpp (llama-cpp-python):  f32, f16, bf16, q8_0, q4_0     -- ``Llama.eval`` + argmax of its logits
-Variants are interleaved round by round, so drift in machine load hits all alike. Ratios pair each round's
+Variants are interleaved round by round, so drift in machine load hits all alike. llama.cpp runs in a worker
+process (its thread pool and torch's would otherwise spin against each other in one process), called in turn,
+so only one side works at a time. Ratios pair each round's
 figures and take the median: ``<ours>_vs_llamacpp_<theirs>_<shape>`` is our decode tok/s over theirs (higher
 is better) and ``ttft_<ours>_vs_llamacpp_<theirs>_<shape>`` our time to first token over theirs (lower is
 better), for the precisions both support (fp32/f32, int8/q8_0, bf16/bf16). llama.cpp's other precisions are
@@ -71,6 +73,47 @@ def llama_cpp_runner(path: Path):
     return llm, run
 
 
+def _llama_cpp_worker(conn, paths: dict[str, str]) -> None:
+    """The llama.cpp side, in a process of its own: its thread pool and torch's never share one process, where
+    each would spin against the other's idle workers. Answers ``(quant, prompt)`` with the prompt's ids and
+    ``(quant, ids, n)`` with one decode's figures; ``None`` ends it."""
+    loaded = {q: llama_cpp_runner(Path(p)) for q, p in paths.items()}
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        if len(msg) == 2:
+            quant, prompt = msg
+            conn.send(loaded[quant][0].tokenize(prompt.encode(), add_bos=True))
+        else:
+            quant, ids, n = msg
+            conn.send(loaded[quant][1](ids, n))
+
+
+class LlamaCpp:
+    """The worker process holding one llama.cpp model per exported GGUF."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_llama_cpp_worker, args=(child, {q: str(p) for q, p in paths.items()}),
+                                 daemon=True)
+        self._proc.start()
+        assert self._conn.recv() == "ready"
+
+    def tokenize(self, quant: str, prompt: str) -> list[int]:
+        self._conn.send((quant, prompt))
+        return self._conn.recv()
+
+    def run(self, quant: str, ids: list[int], n: int) -> dict:
+        self._conn.send((quant, ids, n))
+        return self._conn.recv()
+
+    def close(self) -> None:
+        self._conn.send(None)
+        self._proc.join(timeout=30)
+
+
 def run_shape(shape: str, rounds: int, n: int, bf16: bool, folder: Path) -> tuple[dict, dict]:
     handle = build(shape)
     prompt = prompt_for(handle)
@@ -81,22 +124,22 @@ def run_shape(shape: str, rounds: int, n: int, bf16: bool, folder: Path) -> tupl
     if bf16:
         half = al.quantize(handle, "bf16")
         variants["bf16"] = lambda: ours(half, prompt, n)
-    keep = []
-    for quant in LLAMA_QUANTS:
-        if quant == "bf16" and not bf16:
-            continue
-        path = al.export(handle, "gguf", folder / shape / quant / "model.gguf", quant=quant, modelfile=False,
-                         progress=False).path
-        llm, run = llama_cpp_runner(path)
-        keep.append(llm)
-        assert llm.tokenize(prompt.encode(), add_bos=True) == ids, "llama.cpp tokenizes the prompt differently"
-        variants[f"llamacpp_{quant}"] = lambda run=run: run(ids, n)
-    for fn in variants.values():  # warm-up
-        fn()
-    results: dict[str, list[dict]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            results[name].append(fn())
+    paths = {quant: al.export(handle, "gguf", folder / shape / quant / "model.gguf", quant=quant, modelfile=False,
+                              progress=False).path
+             for quant in LLAMA_QUANTS if bf16 or quant != "bf16"}
+    peer = LlamaCpp(paths)
+    try:
+        for quant in paths:
+            assert peer.tokenize(quant, prompt) == ids, "llama.cpp tokenizes the prompt differently"
+            variants[f"llamacpp_{quant}"] = lambda quant=quant: peer.run(quant, ids, n)
+        for fn in variants.values():  # warm-up
+            fn()
+        results: dict[str, list[dict]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                results[name].append(fn())
+    finally:
+        peer.close()
     out = {name: {"tok_s": summary([r["tok_s"] for r in rs]), "ttft_ms": summary([r["ttft_ms"] for r in rs])}
            for name, rs in results.items()}
 
