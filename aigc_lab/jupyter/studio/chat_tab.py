@@ -13,8 +13,8 @@ from typing import Any
 import ipywidgets as w
 from traitlets import link
 
-from .common import MODEL_SLOTS, Panel, UserInputError, esc, row
-from .generate_tab import follow, metrics_text
+from .common import MODEL_SLOTS, Panel, UserInputError, esc, follow, row
+from .generate_tab import metrics_text
 
 TEMPLATES = ("auto", "chatml", "llama-3", "alpaca", "plain")  # auto: the model's own chat template
 _BOX = ("font-family:var(--jp-ui-font-family,sans-serif);max-height:360px;overflow:auto;"

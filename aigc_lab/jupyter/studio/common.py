@@ -225,3 +225,26 @@ class Panel(HasTraits):
                                   "finetuned": "no fine-tuned model yet: run the Fine-tune tab first",
                                   "quantized": "no quantized model yet: quantize one in the Optimise tab"}[slot])
         return handle
+
+
+def follow(panel: Panel, stream: Any, render: Callable[[str], None]) -> str:
+    """Iterate ``stream`` (re-raising its error), rendering the text so far about once a frame and once at the end,
+    with the panel's progress bar and status; the panel's Stop cancels it. Returns the whole text."""
+    if panel._cancel.is_set():
+        stream.cancel()
+    parts: list[str] = []
+    last = 0.0
+    try:
+        for token in stream:
+            parts.append(token.text)
+            if panel._cancel.is_set():
+                stream.cancel()
+            now = time.perf_counter()
+            if now - last >= FRAME_S:
+                last = now
+                render("".join(parts))
+                panel.progress.value = min(token.i + 1, panel.progress.max)
+                panel.status = f"generating… {len(parts)} tokens"
+    finally:
+        render("".join(parts))
+    return "".join(parts)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
 from traitlets import link
 
-from .common import FRAME_S, MODEL_SLOTS, Panel, UserInputError, esc, fmt, row
+from .common import MODEL_SLOTS, Panel, UserInputError, esc, fmt, follow, row
 
 _TEXT_STYLE = ("white-space:pre-wrap;font-family:var(--jp-code-font-family,monospace);max-height:320px;"
                "overflow:auto;border:1px solid var(--jp-border-color2,#ddd);padding:6px;margin:4px 0")
@@ -25,29 +24,6 @@ def metrics_text(stream: Any) -> str:
         return f"{stream.status}"
     return (f"{stream.status} · {m.tokens} tokens · TTFT {fmt(m.ttft_ms, ' ms')} · {fmt(m.tok_s, ' tok/s')} · "
             f"ITL p50 {fmt(m.itl_p50_ms, ' ms')} / p95 {fmt(m.itl_p95_ms, ' ms')}")
-
-
-def follow(panel: Panel, stream: Any, render: Callable[[str], None]) -> str:
-    """Iterate ``stream`` (re-raising its error), rendering the text so far about once a frame and once at the end,
-    with the panel's progress bar and status; the panel's Stop cancels it. Returns the whole text."""
-    if panel._cancel.is_set():
-        stream.cancel()
-    parts: list[str] = []
-    last = 0.0
-    try:
-        for token in stream:
-            parts.append(token.text)
-            if panel._cancel.is_set():
-                stream.cancel()
-            now = time.perf_counter()
-            if now - last >= FRAME_S:
-                last = now
-                render("".join(parts))
-                panel.progress.value = min(token.i + 1, panel.progress.max)
-                panel.status = f"generating… {len(parts)} tokens"
-    finally:
-        render("".join(parts))
-    return "".join(parts)
 
 
 class GenerateTab(Panel):
