@@ -79,8 +79,13 @@ $(CHROMIUM):
 test: setup $(CHROMIUM) lint test-py test-nb test-ts test-ui test-lower
 	@echo "make test: every layer passed"
 
+# Python: ruff; frontend: the extension template's trio (stylelint, prettier --check, eslint), run by
+# `jlpm lint:check` even when one fails, so every report shows; the target fails if either side does.
 lint: setup
-	$(VENV)/bin/ruff check aigc_lab tests ui-tests benchmarks tools
+	@status=0; \
+	  $(VENV)/bin/ruff check aigc_lab tests ui-tests benchmarks tools || status=1; \
+	  $(JLPM) lint:check || status=1; \
+	  exit $$status
 
 test-py: setup
 	$(PY) -m pytest tests -q --durations=20
