@@ -49,3 +49,47 @@ class ChatTemplateError(AigcLabError, ValueError):
 
 class ExportError(AigcLabError, ValueError):
     """A model, target or option cannot be exported (checked before anything is written); the message says why."""
+
+
+class KernelBuildError(AigcLabError, RuntimeError):
+    """The engine's CPU kernel could not be built here (no C++ compiler?); models work unchanged without it."""
+
+
+class CompileError(AigcLabError, RuntimeError):
+    """``torch.compile`` could not compile this model here; the eager model still works."""
+
+
+class UnknownDtypeError(AigcLabError, ValueError):
+    """A dtype name that aigc-lab does not know (it lists the ones it does)."""
+
+
+class DeviceError(AigcLabError, ValueError):
+    """A device that is not available here (``device="cuda"`` without a GPU) or is not a device name."""
+
+
+class QuantizationError(AigcLabError, ValueError):
+    """The scheme is unknown, cannot run on this model's device or dtype, or its library failed to import."""
+
+
+class TrainConfigError(AigcLabError, ValueError):
+    """Fine-tuning parameters are out of range, unknown, or inconsistent with the model or data."""
+
+
+class TrainingMemoryError(ModelTooLargeError):
+    """Fine-tuning with these settings would exceed the memory this machine (or GPU) has free."""
+
+
+class RunNotFinishedError(AigcLabError, RuntimeError):
+    """A result of a run (its trained model) was asked for before the run ended: ``.wait()`` first."""
+
+
+class DistributedRunError(AigcLabError, RuntimeError):
+    """A multi-process run ended without a result from rank 0; the message names the first process that failed."""
+
+
+class BenchmarkError(AigcLabError, ValueError):
+    """A comparison or quality measure was asked for with inputs it cannot use (no models, seq2seq perplexity...)."""
+
+
+class UserInputError(AigcLabError, ValueError):
+    """A Studio control holds a value the action cannot use; the message is shown inline as-is."""

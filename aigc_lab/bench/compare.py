@@ -10,8 +10,9 @@ from typing import Any
 from .. import runs
 from ..bus import EventBus
 from ..bus import bus as default_bus
+from ..errors import BenchmarkError
 from ..events import RunEnd, RunMetrics, RunStart
-from .quality import greedy_agreement, perplexity
+from .quality import greedy_agreement, text_perplexity
 
 
 def compare(handles: Sequence[Any], prompts: Sequence[str], *, max_new_tokens: int = 32,
@@ -26,7 +27,7 @@ def compare(handles: Sequence[Any], prompts: Sequence[str], *, max_new_tokens: i
     from ..infer import generate
 
     if not handles or not prompts:
-        raise ValueError("compare needs at least one model and one prompt")
+        raise BenchmarkError("compare needs at least one model and one prompt")
     bus = event_bus or default_bus
     run = runs.new_run_id("bench")
     bus.publish(RunStart(run=run, kind="bench", model=handles[0].info(),
@@ -54,7 +55,7 @@ def compare(handles: Sequence[Any], prompts: Sequence[str], *, max_new_tokens: i
                    "ttft_ms": statistics.median(ttft), "tok_s": statistics.median(rate) if rate else None,
                    "greedy_agreement": agreement}
             if ppl_texts:
-                row["ppl"] = perplexity(handle, ppl_texts)
+                row["ppl"] = text_perplexity(handle, ppl_texts)
             rows.append(row)
     except BaseException:
         status = "cancelled"

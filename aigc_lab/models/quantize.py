@@ -1,8 +1,9 @@
 """``quantize(handle, scheme)``: a new, smaller/faster handle; the original model is never touched.
 
-CPU schemes: ``int8`` (dynamic int8 on every Linear, after converting GPT-2's ``Conv1D`` layers to
-``Linear`` so none are silently skipped), ``bf16`` and ``fp16`` (casts). CUDA schemes (torchao):
-``int8-weight`` and ``int4-weight`` weight-only quantization.
+torch schemes: ``int8`` (dynamic int8 on every Linear, after converting GPT-2's ``Conv1D`` layers to
+``Linear`` so none are silently skipped; CPU), ``bf16`` and ``fp16`` (casts). torchao schemes
+(``models/torchao_schemes.py``, the ``quant`` extra): ``int8-weight`` (CPU and CUDA), ``int4-weight`` (CUDA,
+bf16 weights) and ``float8`` (CUDA, compute capability 8.9+).
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ import copy
 import warnings
 from typing import Any
 
-from ..errors import AigcLabError
+from ..errors import QuantizationError
+from . import torchao_schemes
 from .handle import ModelHandle
 
-CPU_SCHEMES = ("int8", "bf16", "fp16")
-CUDA_SCHEMES = ("int8-weight", "int4-weight")
+TORCH_SCHEMES = ("int8", "bf16", "fp16")
+SCHEMES = TORCH_SCHEMES + torchao_schemes.SCHEMES
 
-
-class QuantizationError(AigcLabError, ValueError):
-    """The scheme is unknown or cannot run on this model's device."""
+__all__ = ["SCHEMES", "TORCH_SCHEMES", "QuantizationError", "conv1d_to_linear", "quantize"]
 
 
 def conv1d_to_linear(module: Any) -> int:
@@ -51,24 +51,26 @@ def _count_linear(module: Any) -> int:
     return sum(type(m) is torch.nn.Linear for m in module.modules())
 
 
-def quantize(handle: ModelHandle, scheme: str = "int8") -> ModelHandle:
-    """Return a quantized copy of ``handle`` (``int8``, ``bf16``, ``fp16``; on CUDA ``int8-weight``/``int4-weight``)."""
+def quantize(handle: ModelHandle, scheme: str = "int8", *, group_size: int = 128) -> ModelHandle:
+    """Return a quantized copy of ``handle``: ``int8``, ``bf16``, ``fp16``; with torchao ``int8-weight``, and on
+    CUDA ``int4-weight`` (bf16 weights; ``group_size`` 32-256) and ``float8``. Every check runs before the copy."""
     import torch
 
     device = handle.device
-    if scheme in CUDA_SCHEMES and not device.startswith("cuda"):
-        raise QuantizationError(f"{scheme!r} is a CUDA scheme (torchao weight-only); this model is on {device}. "
-                                f"On CPU use one of {CPU_SCHEMES}.")
-    if scheme not in CPU_SCHEMES + CUDA_SCHEMES:
-        raise QuantizationError(f"unknown quantization scheme {scheme!r}; choose one of {CPU_SCHEMES + CUDA_SCHEMES}")
+    if scheme not in SCHEMES:
+        raise QuantizationError(f"unknown quantization scheme {scheme!r}; choose one of {SCHEMES}")
     if handle.quant:
         raise QuantizationError(f"{handle.name!r} is already quantized ({handle.quant}); quantize the original")
+    if scheme == "int8" and device != "cpu":
+        raise QuantizationError("dynamic int8 runs on the CPU; move the model to CPU or use 'int8-weight' on CUDA")
+    if scheme in torchao_schemes.SCHEMES:
+        torchao_schemes.check(scheme, handle.model, device=device, dtype=handle.dtype, group_size=group_size,
+                              cuda_capability=torchao_schemes.capability(device))
+        torchao_schemes.torchao_api()  # a missing or unusable torchao is reported before the copy
     model = copy.deepcopy(handle.model)
     if scheme in ("bf16", "fp16"):
         model.to(torch.bfloat16 if scheme == "bf16" else torch.float16)
     elif scheme == "int8":
-        if device != "cpu":
-            raise QuantizationError("dynamic int8 runs on the CPU; move the model to CPU or use 'int8-weight' on CUDA")
         conv1d_to_linear(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates quantize_dynamic
@@ -78,14 +80,9 @@ def quantize(handle: ModelHandle, scheme: str = "int8") -> ModelHandle:
         left = _count_linear(model)
         if left:
             raise QuantizationError(f"{left} Linear layers stayed unquantized; this is a bug, please report it")
-    else:  # pragma: no cover - needs CUDA and torchao
-        try:
-            from torchao.quantization import int4_weight_only, int8_weight_only
-            from torchao.quantization import quantize_ as ao_quantize
-        except ImportError as exc:
-            raise QuantizationError(f"{scheme!r} needs torchao: pip install torchao") from exc
+    else:
         conv1d_to_linear(model)
-        ao_quantize(model, int8_weight_only() if scheme == "int8-weight" else int4_weight_only())
+        torchao_schemes.apply(model, scheme, group_size)
     model.eval()
     return ModelHandle(model=model, tokenizer=handle.tokenizer, name=handle.name, kind=handle.kind, quant=scheme,
                        param_count=handle.params)

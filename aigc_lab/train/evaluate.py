@@ -37,6 +37,8 @@ def _is_seq2seq(model: Any) -> bool:
 
 
 def perplexity(loss: float) -> float | None:
+    """``exp`` of a mean token NLL in nats: the one perplexity of the project (training evals and
+    ``bench.text_perplexity``); None past a loss of 50, where it overflows any useful range."""
     return math.exp(loss) if loss < 50 else None
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 from traitlets import Bool, HasTraits, Unicode
 
-from ...errors import AigcLabError
+from ...errors import AigcLabError, UserInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Studio
@@ -26,13 +26,9 @@ DEFAULT_MODEL_NAMES = (
 )
 
 
-class UserInputError(Exception):
-    """A control holds a value the action cannot use; the message is shown inline as-is."""
-
-
 def error_message(exc: BaseException) -> str:
     """The text a user sees for ``exc``: aigc-lab errors as written (they say what to do), others with their type."""
-    if isinstance(exc, (AigcLabError, UserInputError)):
+    if isinstance(exc, AigcLabError):
         return str(exc)
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -148,7 +144,7 @@ class Panel(HasTraits):
             return False, None
         try:
             return True, validate()
-        except (UserInputError, AigcLabError) as exc:
+        except AigcLabError as exc:
             self.error = error_message(exc)
             return False, None
 
