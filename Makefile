@@ -58,9 +58,9 @@ $(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml $(LOCK) jupyter-config/s
 	install -D -m 644 jupyter-config/server-config/aigc_lab.json $(VENV)/etc/jupyter/jupyter_server_config.d/aigc_lab.json
 	@touch $@
 
-# 5. the engine's CPU kernels (aigc_lab/infer/cpu_kernels.cpp, loaded by cpu_gemv.py; ~30 s once, cached in ~/.cache/aigc_lab):
+# 5. the engine's CPU kernels (aigc_lab/infer/cpu_kernels.cpp, built by infer/kernel_build.py; ~30 s once, cached in ~/.cache/aigc_lab):
 #    generation uses it once it is built and never builds it itself. Without a compiler, torch's path is used.
-$(KERNEL_STAMP): $(PKG_STAMP) aigc_lab/infer/cpu_gemv.py aigc_lab/infer/cpu_kernels.cpp
+$(KERNEL_STAMP): $(PKG_STAMP) aigc_lab/infer/kernel_build.py aigc_lab/infer/cpu_kernels.cpp
 	@$(PY) -c "import aigc_lab.infer as i; print('aigc_lab:', i.build_kernel())" || \
 	  echo "aigc_lab: WARNING: the CPU kernel could not be built; generation runs on torch's (slower) path"
 	@touch $@

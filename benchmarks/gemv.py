@@ -7,7 +7,7 @@ than the last-level cache (a set of >= 256 MB cycled through), in GB/s of weight
 * ``torch_linear``: ``F.linear(x, W)``, W (out, in): what Llama-style layers and the vocabulary
   projection do;
 * ``torch_x_at_w``: ``x @ W`` with W (in, out) contiguous: what GPT-2's Conv1D does;
-* ``aigc_kernel``: the engine's own C++ kernel (``aigc_lab/infer/cpu_gemv.py``, what ``al.infer.fast_cpu``
+* ``aigc_kernel``: the engine's own C++ kernel (``aigc_lab/infer/kernel_build.py``, what ``al.infer.fast_cpu``
   runs: one dot product per row, rows split over OpenMP threads; built on first use, then cached);
 * ``read_bandwidth``: summing a 512 MB tensor (the roofline's bandwidth in ``benchmarks/decode.py``).
 
@@ -29,12 +29,12 @@ SHAPES = {"gpt2_small_vocab": (50257, 768), "gpt2_small_qkv": (2304, 768), "gpt2
 
 def build_kernel():
     """The engine's kernel (``al.infer.fast_cpu``), or None with the reason when it cannot be built here."""
-    from aigc_lab.infer import cpu_gemv
+    from aigc_lab.infer import kernel_build
 
     try:
         t = time.perf_counter()
-        return cpu_gemv.kernels().gemv, time.perf_counter() - t, None
-    except cpu_gemv.KernelBuildError as exc:
+        return kernel_build.kernels().gemv, time.perf_counter() - t, None
+    except kernel_build.KernelBuildError as exc:
         return None, None, str(exc)
 
 

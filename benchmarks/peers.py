@@ -166,12 +166,12 @@ def main() -> None:
     torch.set_grad_enabled(False)
     import llama_cpp
 
-    from aigc_lab.infer import cpu_gemv
+    from aigc_lab.infer import kernel_build
 
     report: dict = {"machine": {"threads": THREADS, "torch": torch.__version__, "python": platform.python_version(),
                                 "llama_cpp_python": llama_cpp.__version__},
                     "prompt_tokens": PROMPT_TOKENS, "new_tokens": args.new_tokens, "rounds": args.rounds,
-                    "engine_cpu_kernel_built": cpu_gemv.built(),
+                    "engine_cpu_kernel_built": kernel_build.built(),
                     "shapes": {}, "ratios": {}}
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         for shape in ("small", "tiny"):

@@ -13,19 +13,16 @@ from decode_steps import decode_logits
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import aigc_lab as al
-import aigc_lab.infer.decode as decode_mod
-from aigc_lab.infer import cpu_gemv
-from aigc_lab.infer.fused_step import fused_decoder
-from aigc_lab.infer.kv_cache import reserved_cache
-from aigc_lab.models.compat import cache_kwargs
+from aigc_lab.infer import kernel_build, kernel_layers
+from aigc_lab.infer.fused_step import fused_gpt2_refusal, fused_llama_refusal
 from aigc_lab.models.quantize import quantize
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    if not cpu_gemv.built():
+    if not kernel_build.built():
         pytest.fail("the CPU kernel is not built: run `make` (it builds it) before the tests")
-    return cpu_gemv.kernels()
+    return kernel_build.kernels()
 
 
 def _gpt2(**overrides):
@@ -45,7 +42,7 @@ def _gpt2(**overrides):
 def test_fp32_logits_and_cache_match_the_full_forward(kernel, overrides):
     model = _gpt2(**overrides)
     full, full_cache = decode_logits(model, None)
-    fused, fused_cache = decode_logits(cpu_gemv.decode_model(model), fused_decoder)
+    fused, fused_cache = decode_logits(kernel_layers.twin_of(model), "fused-gpt2")
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
     assert torch.equal(fused.argmax(-1), full.argmax(-1))
     for a, b in zip(fused_cache.layers, full_cache.layers, strict=True):  # the keys/values it wrote, in place
@@ -89,7 +86,7 @@ def _llama_family(kind, **overrides):
 def test_llama_family_logits_and_cache_match_the_full_forward(kernel, kind, overrides):
     model = _llama_family(kind, **overrides)
     full, full_cache = decode_logits(model, None)
-    fused, fused_cache = decode_logits(cpu_gemv.decode_model(model), fused_decoder)
+    fused, fused_cache = decode_logits(kernel_layers.twin_of(model), "fused-llama")
     torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
     assert torch.equal(fused.argmax(-1), full.argmax(-1))
     for a, b in zip(fused_cache.layers, full_cache.layers, strict=True):
@@ -99,12 +96,13 @@ def test_llama_family_logits_and_cache_match_the_full_forward(kernel, kind, over
 
 def test_llama_family_gates(kernel):
     """Rotary types whose frequencies change with the length, other activations: the lean step runs them."""
-    dynamic = cpu_gemv.decode_model(_llama_family("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
-    assert fused_decoder(dynamic, _prefilled(dynamic)) is None
-    gelu = cpu_gemv.decode_model(_llama_family("llama", hidden_act="gelu"))
-    assert fused_decoder(gelu, _prefilled(gelu)) is None
-    plain = cpu_gemv.decode_model(_llama_family("llama"))
-    assert fused_decoder(plain, _prefilled(plain)) is not None
+    dynamic = kernel_layers.twin_of(_llama_family("llama", rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+    assert "changes with the length" in fused_llama_refusal(dynamic)
+    gelu = kernel_layers.twin_of(_llama_family("llama", hidden_act="gelu"))
+    assert "not SiLU" in fused_llama_refusal(gelu)
+    plain = _llama_family("llama")
+    assert fused_llama_refusal(plain) == "needs the kernel layers"
+    assert fused_llama_refusal(kernel_layers.twin_of(plain)) is None
 
 
 def test_int8_logits_match_torch_dynamic_quantization(kernel, gpt_tiny):
@@ -112,7 +110,7 @@ def test_int8_logits_match_torch_dynamic_quantization(kernel, gpt_tiny):
     quantization, integer products, scaling): the same logits to float rounding."""
     q = quantize(gpt_tiny, "int8")
     full, _ = decode_logits(q.model, None)
-    fused, _ = decode_logits(cpu_gemv.decode_model(q.model), fused_decoder)
+    fused, _ = decode_logits(kernel_layers.twin_of(q.model), "fused-gpt2")
     torch.testing.assert_close(fused, full, rtol=1e-4, atol=1e-4)
     assert torch.equal(fused.argmax(-1), full.argmax(-1))
 
@@ -127,7 +125,7 @@ def test_int8_product_equals_torch_dynamic_linear(kernel, per_channel):
     for n, k in ((5, 3), (64, 64), (33, 100), (300, 768), (7, 3000)):
         lin = torch.nn.Sequential(torch.nn.Linear(k, n))
         q = torch.ao.quantization.quantize_dynamic(lin, {torch.nn.Linear: qconfig}, dtype=torch.qint8)[0]
-        product = cpu_gemv.product_of(q, kernel)
+        product = kernel_layers.product_of(q, kernel)
         assert product is not None and (product.n_in, product.n_out) == (k, n)
         for shift in (0.0, 3.0, -3.0):
             x = torch.randn(k) + shift
@@ -135,55 +133,50 @@ def test_int8_product_equals_torch_dynamic_linear(kernel, per_channel):
             torch.testing.assert_close(product(x), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
-def _prefilled(model, capacity=8):
-    cache = reserved_cache(model, capacity)
-    with torch.inference_mode():
-        model(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True, **cache_kwargs(cache))
-    return cache
-
-
 def test_gates(kernel):
     """Only the kernel twin of a plain GPT-2 with a product on every layer, under the lean step's conditions."""
     model = _gpt2()
-    twin = cpu_gemv.decode_model(model)
-    assert fused_decoder(twin, _prefilled(twin)) is not None
-    assert fused_decoder(twin, reserved_cache(twin, 8)) is None  # nothing reserved yet: prefill first
-    assert fused_decoder(model, _prefilled(model)) is None  # not the twin: the lean step runs it
-    assert fused_decoder(twin, None) is None
-    relu = cpu_gemv.decode_model(_gpt2(activation_function="relu"))
-    assert fused_decoder(relu, _prefilled(relu)) is None  # an activation it does not compute
-    eager = cpu_gemv.decode_model(_gpt2(attn_implementation="eager"))
-    assert fused_decoder(eager, _prefilled(eager)) is None
+    twin = kernel_layers.twin_of(model)
+    assert fused_gpt2_refusal(twin) is None
+    assert fused_gpt2_refusal(model) == "needs the kernel layers"  # not the twin: the lean step runs it
+    relu = kernel_layers.twin_of(_gpt2(activation_function="relu"))
+    assert "activation 'relu'" in fused_gpt2_refusal(relu)  # an activation it does not compute
+    eager = kernel_layers.twin_of(_gpt2(attn_implementation="eager"))
+    assert "not SDPA" in fused_gpt2_refusal(eager)
     hook = twin.transformer.h[1].mlp.register_forward_hook(lambda *a: None)
-    assert fused_decoder(twin, _prefilled(twin)) is None  # a hook must run: keep the module calls
+    assert fused_gpt2_refusal(twin) == "the model has forward hooks"  # a hook must run: keep the module calls
     hook.remove()
-    del twin.transformer.h[0].mlp.c_fc.aigc_product  # a layer the kernel does not compute
-    assert fused_decoder(twin, _prefilled(twin)) is None
+    mlp = twin.transformer.h[0].mlp
+    mlp.c_fc = mlp.c_fc.layer  # a layer the kernel does not compute
+    assert "no kernel product" in fused_gpt2_refusal(twin)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_a_full_cache_grows_and_the_decoder_follows(kernel, monkeypatch, family):
-    """The reserved cache holds max(capacity, 2 x prompt) = 18 positions here. The token that finds it full
-    goes through the lean step (the cache doubles); a decoder over the new buffers takes the rest."""
-    import aigc_lab.infer.fused_step as fused_step
+def test_a_full_cache_grows_and_the_decoder_follows(kernel, family):
+    """The reserved cache holds max(capacity, 2 x prompt) = 18 positions here. When the run reaches the end of
+    it, the stepper reserves twice the room and builds a decoder over the new buffers."""
+    from aigc_lab.infer.fused_step import FusedStepper, gpt2_decoder, llama_decoder
 
     model = _gpt2() if family == "gpt2" else _llama_family("llama")
-    builder = "_gpt2" if family == "gpt2" else "_llama"
-    real, builds = getattr(fused_step, builder), []
-    monkeypatch.setattr(fused_step, builder, lambda *a: builds.append(1) or real(*a))
     full, _ = decode_logits(model, None, steps=30)
-    fused, cache = decode_logits(cpu_gemv.decode_model(model), fused_decoder, steps=30, capacity=10)
-    torch.testing.assert_close(fused, full, rtol=1e-5, atol=1e-5)
-    assert cache.layers[0].get_seq_length() == 39 and cache.layers[0]._k.shape[-2] == 78
-    assert len(builds) == 3  # 18, then 2 x 19 = 38, then 2 x 39 = 78 positions
+    real, builds = gpt2_decoder if family == "gpt2" else llama_decoder, []
+    stepper = FusedStepper(kernel_layers.twin_of(model), 10, lambda m, c: builds.append(1) or real(m, c))
+    logits, fused = stepper.prefill(torch.arange(9).view(1, 9), None), []
+    for _ in range(30):
+        logits = stepper.step([int(logits[0].argmax())])
+        fused.append(logits.clone())
+    torch.testing.assert_close(torch.stack(fused), full, rtol=1e-5, atol=1e-5)
+    cache = stepper.cache
+    assert cache.layers[0].get_seq_length() == 39 and cache.layers[0].storage[0].shape[-2] == 72
+    assert len(builds) == 3  # 18, then 2 x 18 = 36, then 2 x 36 = 72 positions
 
 
 def test_same_logits_on_a_background_thread(kernel):
     """Off the main thread the products run on the kernel's own helper threads."""
-    model = cpu_gemv.decode_model(_gpt2(n_embd=256, n_head=4, n_layer=2, vocab_size=4000))
-    here, _ = decode_logits(model, fused_decoder)
+    model = kernel_layers.twin_of(_gpt2(n_embd=256, n_head=4, n_layer=2, vocab_size=4000))
+    here, _ = decode_logits(model, "fused-gpt2")
     there = []
-    t = threading.Thread(target=lambda: there.append(decode_logits(model, fused_decoder)[0]))
+    t = threading.Thread(target=lambda: there.append(decode_logits(model, "fused-gpt2")[0]))
     t.start()
     t.join(timeout=120)
     assert there and torch.equal(there[0], here)
@@ -191,26 +184,23 @@ def test_same_logits_on_a_background_thread(kernel):
 
 @pytest.mark.parametrize("scheme", [None, "int8"])
 @pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
-def test_the_engine_runs_on_it_and_records_the_kernel(request, kernel, monkeypatch, fixture, scheme):
+def test_the_engine_runs_on_it_and_records_the_kernel(request, kernel, fixture, scheme):
     from aigc_lab.bus import EventBus, Recorder
 
     base = request.getfixturevalue(fixture)
     handle = quantize(base, scheme) if scheme else base
-    made = []
-
-    def spy(model, cache):
-        step = fused_decoder(model, cache)
-        made.append(step is not None)
-        return step
-
-    monkeypatch.setattr(decode_mod, "fused_decoder", spy)
+    family = "gpt2" if fixture == "gpt_tiny" else "llama"
     bus, rec = EventBus(), Recorder()
     bus.subscribe(rec)
     kw = dict(max_new_tokens=24, ignore_eos=True, event_bus=bus)
     fused = al.generate(handle, "Once upon a time", **kw).wait()
-    assert made == [True] and rec[fused.run].start.config["cpu_kernel"] is True
+    config = rec[fused.run].start.config
+    assert config["cpu_kernel"] is True and config["layers"] == "kernel" and config["stepper"] == f"fused-{family}"
     eager = al.generate(handle, "Once upon a time", cpu_kernel=False, **kw).wait()  # torch's own layers
-    assert made == [True, False] and rec[eager.run].start.config["cpu_kernel"] is False
+    config = rec[eager.run].start.config
+    assert config["cpu_kernel"] is False and config["layers"] == "torch" and config["stepper"] == f"lean-{family}"
+    assert f"fused-{family}: needs the kernel layers" in config["not_chosen"]
+    assert "kernel: cpu_kernel=False" in config["not_chosen"]
     assert fused.ids == eager.ids
 
 
@@ -219,9 +209,10 @@ def test_the_int8_twin_shares_torchs_packed_weights(kernel, gpt_tiny):
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
     q = quantize(gpt_tiny, "int8")
-    twin = cpu_gemv.decode_model(q.model)
+    twin = kernel_layers.twin_of(q.model)
     mine = [m for m in q.model.modules() if type(m) is DynamicInt8Linear]
     theirs = [m for m in twin.modules() if type(m) is DynamicInt8Linear]
     assert mine and len(mine) == len(theirs)
     assert all(a._packed_params is b._packed_params for a, b in zip(mine, theirs, strict=True))
-    assert all(hasattr(m, "aigc_product") for m in theirs) and not any(hasattr(m, "aigc_product") for m in mine)
+    assert all(kernel_layers.kernel_product(m) is not None for m in twin.modules() if hasattr(m, "layer"))
+    assert not any(kernel_layers.kernel_product(m) is not None for m in q.model.modules())

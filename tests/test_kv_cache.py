@@ -7,7 +7,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 import aigc_lab as al
-import aigc_lab.infer.decode as decode_mod
+import aigc_lab.infer.forward_step as forward_step
 from aigc_lab.infer.kv_cache import reserved_cache
 
 
@@ -43,6 +43,7 @@ def test_generation_gives_the_same_tokens_as_with_dynamic_cache(request, fixture
     kw = dict(max_new_tokens=40, ignore_eos=True, cpu_kernel=False)
     reserved = [al.generate(handle, p, **kw) for p in prompts]
     reserved_ids = [reserved[0].wait().ids, [s.wait().ids for s in reserved[1]]]
-    monkeypatch.setattr(decode_mod, "reserved_cache", lambda *a: None)
-    dynamic = [al.generate(handle, p, **kw) for p in prompts]
+    monkeypatch.setattr(forward_step, "reserved_cache", lambda *a: None)  # transformers' DynamicCache
+    dynamic = [al.generate(handle, prompts[0], stepper="forward", **kw), al.generate(handle, prompts[1], **kw)]
+    assert dynamic[0].plan.stepper.name == "forward" and dynamic[1][0].plan.stepper.name == "batch"
     assert reserved_ids == [dynamic[0].wait().ids, [s.wait().ids for s in dynamic[1]]]

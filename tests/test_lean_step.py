@@ -8,10 +8,8 @@ from decode_steps import decode_logits
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import aigc_lab as al
-import aigc_lab.infer.decode as decode_mod
-from aigc_lab.infer import cpu_gemv
-from aigc_lab.infer.kv_cache import reserved_cache
-from aigc_lab.infer.lean_step import lean_decoder
+from aigc_lab.infer import kernel_build, kernel_layers
+from aigc_lab.infer.lean_step import gpt2_refusal, llama_refusal
 
 
 def _gpt2(**overrides):
@@ -22,7 +20,8 @@ def _gpt2(**overrides):
 
 def _both_ways(model, steps=12):
     """Logits of ``steps`` greedy decode steps after a 9-token prompt: (full forward, lean step)."""
-    return decode_logits(model, None, steps)[0], decode_logits(model, lean_decoder, steps)[0]
+    lean = "lean-gpt2" if isinstance(model, GPT2LMHeadModel) else "lean-llama"
+    return decode_logits(model, None, steps)[0], decode_logits(model, lean, steps)[0]
 
 
 def test_same_logits_as_the_full_forward_on_torch_layers():
@@ -31,9 +30,9 @@ def test_same_logits_as_the_full_forward_on_torch_layers():
 
 
 def test_same_logits_on_the_kernel_twin():
-    if not cpu_gemv.built():
+    if not kernel_build.built():
         pytest.fail("the CPU kernel is not built: run `make` (it builds it) before the tests")
-    full, lean = _both_ways(cpu_gemv.decode_model(_gpt2()))
+    full, lean = _both_ways(kernel_layers.twin_of(_gpt2()))
     assert torch.equal(full, lean)
 
 
@@ -54,9 +53,9 @@ def _qwen2():
 
 @pytest.mark.parametrize("kind", ["llama-torch", "llama-kernel", "qwen2-gqa"])
 def test_same_logits_for_the_llama_family(llama_tiny, kind):
-    if kind == "llama-kernel" and not cpu_gemv.built():
+    if kind == "llama-kernel" and not kernel_build.built():
         pytest.fail("the CPU kernel is not built: run `make` (it builds it) before the tests")
-    model = {"llama-torch": lambda: llama_tiny.model, "llama-kernel": lambda: cpu_gemv.decode_model(llama_tiny.model),
+    model = {"llama-torch": lambda: llama_tiny.model, "llama-kernel": lambda: kernel_layers.twin_of(llama_tiny.model),
              "qwen2-gqa": _qwen2}[kind]()
     full, lean = _both_ways(model)
     assert torch.equal(full, lean)
@@ -64,53 +63,50 @@ def test_same_logits_for_the_llama_family(llama_tiny, kind):
 
 def test_only_where_the_equivalence_holds(llama_tiny):
     model = _gpt2()
-    assert lean_decoder(model, reserved_cache(model, 8)) is not None
-    assert lean_decoder(model, None) is None  # no reserved cache: transformers' own cache classes
-    from transformers.cache_utils import DynamicCache
-
-    assert lean_decoder(model, DynamicCache(config=model.config)) is None
+    assert gpt2_refusal(model) is None
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                             num_attention_heads=4)).eval()
-    assert lean_decoder(neox, reserved_cache(neox, 8)) is None  # not one of the families it mirrors
+    assert "not GPT2LMHeadModel" in gpt2_refusal(neox)  # not one of the families it mirrors
+    assert "not one of" in llama_refusal(neox)
     llama = llama_tiny.model
-    assert lean_decoder(llama, reserved_cache(llama, 8)) is not None
+    assert llama_refusal(llama) is None
     handle = llama.model.layers[0].register_forward_pre_hook(lambda *a: None)
-    assert lean_decoder(llama, reserved_cache(llama, 8)) is None
+    assert llama_refusal(llama) == "the model has forward hooks"
     handle.remove()
     model.train()
-    assert lean_decoder(model, reserved_cache(model, 8)) is None  # dropout would differ
+    assert gpt2_refusal(model) == "the model is in training mode (dropout)"  # dropout would differ
     model.eval()
     handle = model.transformer.h[0].mlp.register_forward_hook(lambda *a: None)
-    assert lean_decoder(model, reserved_cache(model, 8)) is None  # hooks run only through __call__
+    assert gpt2_refusal(model) == "the model has forward hooks"  # hooks run only through __call__
     handle.remove()
     eager = _gpt2(attn_implementation="eager")
-    assert lean_decoder(eager, reserved_cache(eager, 8)) is None
+    assert "not SDPA" in gpt2_refusal(eager)
     odd = _gpt2(scale_attn_by_inverse_layer_idx=True)
-    assert lean_decoder(odd, reserved_cache(odd, 8)) is None
+    assert "variant" in gpt2_refusal(odd)
+    mistral = _sliding_mistral()
+    assert "reserved" in llama_refusal(mistral)  # sliding-window layers keep transformers' own cache
+
+
+def _sliding_mistral():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    return MistralForCausalLM(MistralConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, sliding_window=4)).eval()
 
 
 @pytest.mark.parametrize("cpu_kernel", [False, None])
 @pytest.mark.parametrize("fixture", ["gpt_tiny", "llama_tiny"])
-def test_the_engine_decodes_single_prompts_with_it(request, monkeypatch, cpu_kernel, fixture):
-    """On the kernel both families run the whole-step decoder (infer/fused_step.py); on torch's path the lean step."""
+def test_the_engine_decodes_single_prompts_with_it(request, cpu_kernel, fixture):
+    """On the kernel both families run the whole-step decoder (fused-*); on torch's path the lean step; the plain
+    forward gives the same tokens."""
     handle = request.getfixturevalue(fixture)
-    made = []
-
-    def spy(name, real):
-        def make(model, cache):
-            step = real(model, cache)
-            if step is not None:
-                made.append(name)
-            return step
-        return make
-
-    monkeypatch.setattr(decode_mod, "lean_decoder", spy("lean", lean_decoder))
-    monkeypatch.setattr(decode_mod, "fused_decoder", spy("fused", decode_mod.fused_decoder))
+    family = "gpt2" if fixture == "gpt_tiny" else "llama"
     kw = dict(max_new_tokens=30, ignore_eos=True, cpu_kernel=cpu_kernel)
-    lean_ids = al.generate(handle, "Once upon a time", **kw).wait().ids
-    assert made == (["fused"] if cpu_kernel is None else ["lean"])
-    monkeypatch.setattr(decode_mod, "lean_decoder", lambda model, cache: None)
-    monkeypatch.setattr(decode_mod, "fused_decoder", lambda model, cache: None)
-    assert al.generate(handle, "Once upon a time", **kw).wait().ids == lean_ids
+    stream = al.generate(handle, "Once upon a time", **kw).wait()
+    assert stream.plan.stepper.name == (f"fused-{family}" if cpu_kernel is None else f"lean-{family}")
+    forward = al.generate(handle, "Once upon a time", stepper="forward", **kw).wait()
+    assert forward.plan.stepper.name == "forward"
+    assert forward.ids == stream.ids

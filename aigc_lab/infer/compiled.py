@@ -15,11 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import AigcLabError
-
-
-class CompileError(AigcLabError, RuntimeError):
-    """``torch.compile`` could not compile this model here; the eager model still works."""
+from ..errors import CompileError
 
 
 def compile_model(handle: Any, *, warmup_tokens: int = 4, mode: str | None = None) -> Any:

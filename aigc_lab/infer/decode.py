@@ -14,26 +14,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GenerationConfigError
 from ..events import Token
 from .detok import IncrementalDetokenizer
-from .fused_step import fused_decoder
-from .kv_cache import reserved_cache
-from .lean_step import lean_decoder
 from .params import stop_ids
 from .sampling import logprobs_of, pick
 
 if TYPE_CHECKING:
+    from .backends import Plan
     from .engine import TokenStream
-
-_ACCEPTS: dict[tuple[type, str], bool] = {}
-
-
-def accepts(model: Any, name: str) -> bool:
-    """Whether ``model.forward`` takes the keyword ``name`` (cached per model class)."""
-    key = (type(model), name)
-    if key not in _ACCEPTS:
-        import inspect
-
-        _ACCEPTS[key] = name in inspect.signature(model.forward).parameters
-    return _ACCEPTS[key]
 
 
 RESERVE_MAX = 4096
@@ -66,26 +52,17 @@ def _encode(tok: Any, prompts: Sequence[str], *, left_pad: bool) -> dict[str, An
         tok.padding_side = side
 
 
-def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> Iterator[None]:
-    """Generate for every stream (same model, same parameters) in one batched loop; ``model`` runs in place
-    of ``handle.model`` when given (its kernel twin)."""
+def decode(streams: Sequence[TokenStream], handle: Any, plan: Plan) -> Iterator[None]:
+    """Generate for every stream (same model, same parameters) in one batched loop, on ``plan``'s stepper."""
     import torch
 
-    from ..models.compat import cache_kwargs, cache_of
-
     p = streams[0].params
-    model, tok = (handle.model if model is None else model), handle.tokenizer
+    model, tok = plan.layers.model, handle.tokenizer
     n = len(streams)
     t0 = time.perf_counter()
     for s in streams:
         s._start(t0)
     active = [True] * n
-
-    def run_model(**kw: Any) -> Any:
-        # inference mode per call, never across a yield: the consumer's thread must not stay in it
-        with torch.inference_mode():
-            return model(**kw)
-
     try:
         device = next(model.parameters()).device
         seq2seq = handle.kind == "seq2seq"
@@ -115,44 +92,9 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
         keep = max((len(x) for x in p.stop), default=1) - 1
         tails = [""] * n
 
-        if seq2seq:
-            with torch.inference_mode():
-                encoded = model.get_encoder()(input_ids=ids, attention_mask=mask)
-            start = torch.full((n, 1), model.config.decoder_start_token_id, device=device)
-
-            def step(inp: Any, past: Any) -> Any:
-                return run_model(encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=inp,
-                                 use_cache=True, **cache_kwargs(past))
-
-            out = step(start, None)
-        else:
-            pos = None if mask is None else (mask.long().cumsum(-1) - 1).clamp(min=0)
-            extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
-            if mask is not None:
-                extra.update(attention_mask=mask, position_ids=pos)
-            # room for the whole run, up to RESERVE_MAX new positions (beyond, the cache doubles as it fills)
-            cache = reserved_cache(model, ids.shape[1] + min(budget, RESERVE_MAX))
-            if cache is not None:
-                extra.update(cache_kwargs(cache))
-            # prefill: only the last position's logits are needed
-            out = run_model(input_ids=ids, use_cache=True, **extra)
-
-            # one sequence of GPT-2 or a Llama-family model: decode steps skip transformers' generic forward
-            # around the same layers (infer/lean_step.py; same logits); on the kernel twin each step is one
-            # kernel call (infer/fused_step.py)
-            lean = (fused_decoder(model, cache) or lean_decoder(model, cache)) if mask is None else None
-
-            def step(inp: Any, past: Any) -> Any:
-                nonlocal mask, pos
-                if lean is not None:
-                    return lean(inp)
-                if mask is None:
-                    return run_model(input_ids=inp, use_cache=True, **cache_kwargs(past))
-                mask = torch.cat([mask, mask.new_ones((n, 1))], dim=1)
-                pos = pos[:, -1:] + 1
-                return run_model(input_ids=inp, attention_mask=mask, position_ids=pos, use_cache=True,
-                                 **cache_kwargs(past))
-
+        # room for the whole run, up to RESERVE_MAX new positions (beyond, the stepper's cache grows)
+        stepper = plan.stepper.build(model, ids.shape[1] + min(budget, RESERVE_MAX))
+        logits = stepper.prefill(ids, mask)
         for i in range(budget):
             for b, s in enumerate(streams):
                 if active[b] and s._cancel_flag.is_set():
@@ -160,7 +102,6 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
                     s._finish("cancelled", detoks[b].flush(), t0)
             if not any(active):
                 break
-            logits = out.logits[:, -1, :]
             next_ids = []
             for b, s in enumerate(streams):
                 if not active[b]:
@@ -188,7 +129,7 @@ def decode(streams: Sequence[TokenStream], handle: Any, model: Any = None) -> It
             yield None
             if not any(active) or i + 1 == budget:
                 break
-            out = step(torch.tensor(next_ids, device=device).view(n, 1), cache_of(out))
+            logits = stepper.step(next_ids)
         for b, s in enumerate(streams):
             if active[b]:
                 active[b] = False

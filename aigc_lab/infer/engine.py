@@ -27,10 +27,11 @@ from ..bus import EventBus
 from ..bus import bus as default_bus
 from ..errors import GenerationConfigError
 from ..events import RunEnd, RunMetrics, RunStart, Token
-from . import cpu_gemv
+from .backends import Plan, plan
 from .decode import decode
 from .metrics import peak_memory_mb, summarize
 from .params import GenerationParams
+from .stepper import DecodeRequest
 
 _END = object()
 
@@ -86,10 +87,11 @@ class TokenStream:
     """Tokens of one generation as they are produced. Iterate it, or read ``.text`` / ``.metrics``."""
 
     def __init__(self, handle: Any, prompt: str, params: GenerationParams, *, event_bus: EventBus,
-                 chat: dict[str, Any] | None = None) -> None:
+                 chat: dict[str, Any] | None = None, plan: Plan | None = None) -> None:
         self.handle = handle
         self.prompt = prompt
         self.params = params
+        self.plan = plan  # the layers and stepper that run it (infer/backends.py), recorded in run.start
         self.chat = chat  # al.chat: the conversation's turns and template, recorded in run.start for the panel
         self.run = runs.new_run_id("generate")
         self.tokens: list[Token] = []
@@ -182,6 +184,8 @@ class TokenStream:
     def _start(self, t0: float) -> None:
         config = {"prompt": self.prompt, **asdict(self.params), "stop": list(self.params.stop),
                   "stop_token_ids": list(self.params.stop_token_ids)}
+        if self.plan is not None:
+            config.update(self.plan.record())
         if self.chat is not None:
             config["chat"] = self.chat
         self._bus.publish(RunStart(run=self.run, kind="generate", model=self.handle.info(), config=config,
@@ -220,20 +224,15 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     id and every id of the model's ``generation_config.eos_token_id``), ``seed``, ``ignore_eos``, ``logprobs``
     (k: each token's log-probability and its k most likely alternatives on ``Token.logprob`` / ``.top``, shown
     by the panel's token inspector; None = off), ``cpu_kernel``
-    (single-prompt fp32 or int8 CPU decoding on the engine's C++ kernel: None = when built, see
-    ``al.infer.cpu_gemv``). With
+    (single-prompt CPU decoding on the engine's C++ kernel: None = when built, True = required, False = never;
+    ``al.infer.explain`` shows what runs and why), ``stepper`` (a registry entry's name, to force one). With
     ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as
     you iterate (or on ``.text`` / ``.metrics`` / ``.wait()``).
     """
     return start_generation(model, prompt, background=background, event_bus=event_bus, **params)
 
 
-def start_generation(model: Any, prompt: str | Sequence[str], *, background: bool = False,
-                     event_bus: EventBus | None = None, chats: Sequence[dict[str, Any]] | None = None,
-                     **params: Any) -> Any:
-    """``generate``, plus what ``al.chat`` records of each prompt's conversation (``chats``, one per prompt)."""
-    from ..models import ModelHandle, load
-
+def _params(params: dict[str, Any]) -> GenerationParams:
     if isinstance(params.get("stop"), str):
         params["stop"] = (params["stop"],)
     elif "stop" in params:
@@ -242,22 +241,50 @@ def start_generation(model: Any, prompt: str | Sequence[str], *, background: boo
         ids = params["stop_token_ids"]
         params["stop_token_ids"] = (ids,) if isinstance(ids, int) else tuple(ids)
     try:
-        gp = GenerationParams(**params)
+        return GenerationParams(**params)
     except TypeError as exc:
         raise GenerationConfigError(f"{exc}; see help(aigc_lab.generate) for the parameters") from exc
-    batch = not isinstance(prompt, str)
-    prompts = list(prompt) if batch else [prompt]
+
+
+def _prompts(prompt: str | Sequence[str]) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts or not all(isinstance(x, str) for x in prompts):
         raise GenerationConfigError("prompt must be a string or a non-empty list of strings")
-    handle = model if isinstance(model, ModelHandle) else load(model)
-    runner = cpu_gemv.runner(handle, gp.cpu_kernel, len(prompts))
-    gp = replace(gp, cpu_kernel=runner is not handle.model)
+    return prompts
+
+
+def _handle(model: Any) -> Any:
+    from ..models import ModelHandle, load
+
+    return model if isinstance(model, ModelHandle) else load(model)
+
+
+def explain(model: Any, prompt: str | Sequence[str] = "", **params: Any) -> Plan:
+    """How ``generate(model, prompt, **params)`` would run, printed: the layer backend and the stepper chosen,
+    and why each one ranked before them does not apply. Nothing is generated."""
+    gp = _params(params)
+    batch = 1 if isinstance(prompt, str) else len(_prompts(prompt))
+    chosen = plan(_handle(model), DecodeRequest(batch=batch, cpu_kernel=gp.cpu_kernel, stepper=gp.stepper))
+    print(chosen)
+    return chosen
+
+
+def start_generation(model: Any, prompt: str | Sequence[str], *, background: bool = False,
+                     event_bus: EventBus | None = None, chats: Sequence[dict[str, Any]] | None = None,
+                     **params: Any) -> Any:
+    """``generate``, plus what ``al.chat`` records of each prompt's conversation (``chats``, one per prompt)."""
+    gp = _params(params)
+    batch = not isinstance(prompt, str)
+    prompts = _prompts(prompt)
+    handle = _handle(model)
+    chosen = plan(handle, DecodeRequest(batch=len(prompts), cpu_kernel=gp.cpu_kernel, stepper=gp.stepper))
+    gp = replace(gp, cpu_kernel=chosen.layers.name.startswith("kernel"))
     bus = event_bus or default_bus
     if chats is not None and len(chats) != len(prompts):
         raise GenerationConfigError("one chat record per prompt")
-    streams = [TokenStream(handle, x, gp, event_bus=bus, chat=None if chats is None else chats[i])
+    streams = [TokenStream(handle, x, gp, event_bus=bus, chat=None if chats is None else chats[i], plan=chosen)
                for i, x in enumerate(prompts)]
-    driver = _Driver(decode(streams, handle, runner), background, [s.run for s in streams])
+    driver = _Driver(decode(streams, handle, chosen), background, [s.run for s in streams])
     for s in streams:
         s._driver = driver
     return streams if batch else streams[0]

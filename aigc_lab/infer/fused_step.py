@@ -15,15 +15,20 @@ for every position the cache holds, so only rotary types whose frequencies never
 grouped-query attention, ``down(silu(gate) * up)``.
 
 It applies where the lean step applies (eval, SDPA, no hooks, the reserved cache) and the model is the
-engine's kernel twin with a product on every layer; ``fused_decoder`` returns None otherwise.
+engine's kernel twin with a product on every layer (``fused_gpt2_refusal`` / ``fused_llama_refusal`` say why
+not otherwise). ``FusedStepper`` owns the cache: when the run outgrows it, it reserves twice the room and builds
+the decoder again over the new buffers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .cpu_gemv import kernels
-from .lean_step import StepOutput, lean_decoder, plain_decode, plain_gpt2, plain_llama
+from .kernel_build import kernels
+from .kernel_layers import is_twin, kernel_product
+from .kv_cache import reserved_cache
+from .lean_step import gpt2_refusal, llama_refusal, prefill
+from .stepper import last_logits
 
 # config.activation_function -> torch's GELU approximation (what transformers runs for it)
 _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
@@ -33,123 +38,162 @@ _GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 _STATIC_ROPE = ("default", "linear", "llama3", "yarn")
 
 
-def fused_decoder(model: Any, cache: Any) -> Any | None:
-    """``step(input_ids [1, 1]) -> StepOutput`` running each token as one kernel call, for the kernel twin of a
-    plain GPT-2 or Llama-family model whose ``cache`` is the engine's reserved, prefilled cache; None where that
-    does not apply."""
-    if not getattr(model, "aigc_kernel_twin", False) or not plain_decode(model, cache):
-        return None
-    if any(layer._k is None or not _fp32(layer._k, layer._v) for layer in cache.layers):
-        return None
-    build = _gpt2 if plain_gpt2(model) else _llama if plain_llama(model) else None
-    decoder = build(model, cache) if build is not None else None
-    return None if decoder is None else _KernelSteps(model, cache, build, decoder)
-
-
-class _KernelSteps:
-    """The decode loop's step over a kernel decoder, keeping the cache's views current. When the cache is full
-    (or was replaced) the lean step appends this token (the reserved cache doubles) and a decoder over the new
-    buffers takes over (none if the builder now refuses: the lean step then runs the rest)."""
-
-    def __init__(self, model: Any, cache: Any, build: Any, decoder: Any) -> None:
-        self.model, self.cache, self.build = model, cache, build
-        self.lean: Any = None
-        self._attach(decoder)
-
-    def _attach(self, decoder: Any) -> None:
-        layers = self.cache.layers
-        self.decoder = decoder
-        self.buffers = [(layer, layer._k, layer._v) for layer in layers]
-        self.capacity = layers[0]._k.shape[-2]
-
-    def __call__(self, input_ids: Any) -> StepOutput:
-        first, k0, _ = self.buffers[0]
-        pos = first.get_seq_length()
-        if self.decoder is None or pos >= self.capacity or first._k is not k0:
-            self.lean = self.lean or lean_decoder(self.model, self.cache)
-            out = self.lean(input_ids)
-            if self.decoder is not None:  # the lean step reallocated the cache: a decoder over the new buffers
-                self._attach(self.build(self.model, self.cache))
-            return out
-        logits = self.decoder.step(int(input_ids), pos)
-        for layer, k, v in self.buffers:  # the cache holds the new position, as after the full forward
-            layer.keys, layer.values = k[:, :, :pos + 1], v[:, :, :pos + 1]
-        return StepOutput(logits, self.cache)
-
-
 def _fp32(*tensors: Any) -> bool:
     import torch
 
     return all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in tensors)
 
 
-def _llama(model: Any, cache: Any) -> Any | None:
+def _missing_products(modules: list[Any]) -> bool:
+    return any(kernel_product(m) is None for m in modules)
+
+
+def fused_gpt2_refusal(model: Any) -> str | None:
+    """Why the kernel's ``Gpt2Decoder`` cannot run ``model`` (None when it can)."""
+    reason = gpt2_refusal(model)
+    if reason is not None:
+        return reason
+    if not is_twin(model):
+        return "needs the kernel layers"
+    cfg, gpt = model.config, model.transformer
+    blocks = list(gpt.h)
+    if cfg.activation_function not in _GELU:
+        return f"activation {cfg.activation_function!r} is not one the kernel computes"
+    if _missing_products([m for b in blocks for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
+                         + [model.lm_head]):
+        return "a linear layer has no kernel product (not fp32 or int8)"
+    norms = [b.ln_1 for b in blocks] + [b.ln_2 for b in blocks] + [gpt.ln_f]
+    if any(n.eps != cfg.layer_norm_epsilon or not _fp32(n.weight, n.bias) for n in norms):
+        return "its layer norms are not fp32 with one epsilon"
+    if not _fp32(gpt.wte.weight, gpt.wpe.weight):
+        return "its embedding tables are not fp32"
+    return None
+
+
+def fused_llama_refusal(model: Any) -> str | None:
+    """Why the kernel's ``LlamaDecoder`` cannot run ``model`` (None when it can)."""
+    reason = llama_refusal(model)
+    if reason is not None:
+        return reason
+    if not is_twin(model):
+        return "needs the kernel layers"
+    cfg, inner = model.config, model.model
+    layers = list(inner.layers)
+    attns, mlps = [layer.self_attn for layer in layers], [layer.mlp for layer in layers]
+    if cfg.hidden_act != "silu":
+        return f"activation {cfg.hidden_act!r} is not SiLU"
+    if getattr(inner.rotary_emb, "rope_type", None) not in _STATIC_ROPE:
+        return f"rotary type {getattr(inner.rotary_emb, 'rope_type', None)!r} changes with the length"
+    if getattr(cfg, "pretraining_tp", 1) != 1:
+        return "pretraining_tp != 1"
+    if _missing_products([getattr(a, n) for a in attns for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+                         + [getattr(m, n) for m in mlps for n in ("gate_proj", "up_proj", "down_proj")]
+                         + [model.lm_head]):
+        return "a linear layer has no kernel product (not fp32 or int8)"
+    norms = [x for layer in layers for x in (layer.input_layernorm, layer.post_attention_layernorm)] + [inner.norm]
+    qk_norms = [(a.q_norm, a.k_norm) for a in attns if hasattr(a, "q_norm")]
+    eps = norms[0].variance_epsilon
+    if qk_norms and len(qk_norms) != len(attns):
+        return "only some layers have q/k norms"
+    if any(n.variance_epsilon != eps or not _fp32(n.weight) for n in norms + [x for pair in qk_norms for x in pair]):
+        return "its RMSNorms are not fp32 with one epsilon"
+    if not _fp32(inner.embed_tokens.weight):
+        return "its embedding table is not fp32"
+    if any(a.head_dim != attns[0].head_dim or a.scaling != attns[0].scaling for a in attns):
+        return "its layers differ in head size or scaling"
+    if any(getattr(a, "sliding_window", None) for a in attns):
+        return "sliding-window attention"
+    import torch
+
+    with torch.inference_mode():
+        cos, _ = inner.rotary_emb(inner.embed_tokens.weight[:1].view(1, 1, -1),
+                                  position_ids=torch.zeros((1, 1), dtype=torch.long))
+    if cos.shape[-1] != attns[0].head_dim:
+        return "its rotary embedding covers only part of each head"
+    return None
+
+
+class FusedStepper:
+    """One sequence on the kernel twin of GPT-2 or a Llama-family model: each token one kernel call that writes
+    the new key and value into the reserved cache itself."""
+
+    def __init__(self, model: Any, capacity: int, build: Any) -> None:
+        self.model, self.build = model, build  # gpt2_decoder or llama_decoder
+        self.cache = reserved_cache(model, capacity)
+        self.decoder: Any = None
+        self.capacity = 0
+
+    def _attach(self) -> None:
+        self.decoder = self.build(self.model, self.cache)
+        self.capacity = self.cache.layers[0].storage[0].shape[-2]
+
+    def prefill(self, ids: Any, mask: Any | None) -> Any:
+        out = prefill(self.model, ids, mask, self.cache)  # the twin's layers run many rows on torch's path
+        self._attach()
+        return last_logits(out)
+
+    def step(self, ids: list[int]) -> Any:
+        layers = self.cache.layers
+        pos = layers[0].get_seq_length()
+        if pos >= self.capacity:  # the run outgrew the reservation: twice the room, a decoder over it
+            for layer in layers:
+                layer.reserve(2 * self.capacity)
+            self._attach()
+        logits = self.decoder.step(ids[0], pos)
+        for layer in layers:  # the cache holds the new position, as after the full forward
+            layer.advance()
+        return logits.view(1, -1)
+
+
+def _buffers(cache: Any) -> tuple[list[Any], list[Any]]:
+    storage = [layer.storage for layer in cache.layers]
+    return [k for k, _ in storage], [v for _, v in storage]
+
+
+def llama_decoder(model: Any, cache: Any) -> Any:
+    """The kernel's ``LlamaDecoder`` over ``model`` (a twin ``fused_llama_refusal`` accepts) and ``cache``."""
     import torch
 
     cfg, inner = model.config, model.model
     layers = list(inner.layers)
-    rotary = inner.rotary_emb
-    if (len(cache.layers) != len(layers) or cfg.hidden_act != "silu"
-            or getattr(rotary, "rope_type", None) not in _STATIC_ROPE
-            or getattr(cfg, "pretraining_tp", 1) != 1):
-        return None
     attns, mlps = [layer.self_attn for layer in layers], [layer.mlp for layer in layers]
-    names = ("q_proj", "k_proj", "v_proj", "o_proj")
-    products = {n: [getattr(getattr(a, n), "aigc_product", None) for a in attns] for n in names}
-    products.update({n: [getattr(getattr(m, n), "aigc_product", None) for m in mlps]
-                     for n in ("gate_proj", "up_proj", "down_proj")})
-    head = getattr(model.lm_head, "aigc_product", None)
-    norms = [x for layer in layers for x in (layer.input_layernorm, layer.post_attention_layernorm)] + [inner.norm]
+
+    def products(parents: list[Any], name: str) -> list[Any]:
+        return [kernel_product(getattr(x, name)) for x in parents]
+
     qk_norms = [(a.q_norm, a.k_norm) for a in attns if hasattr(a, "q_norm")]
-    eps = norms[0].variance_epsilon
     head_dim = attns[0].head_dim
-    if (head is None or any(p is None for ps in products.values() for p in ps)
-            or qk_norms and len(qk_norms) != len(attns)
-            or any(n.variance_epsilon != eps or not _fp32(n.weight) for pair in qk_norms for n in pair)
-            or any(n.variance_epsilon != eps or not _fp32(n.weight) for n in norms)
-            or not _fp32(inner.embed_tokens.weight)
-            or any(a.head_dim != head_dim or a.scaling != attns[0].scaling for a in attns)
-            or any(getattr(a, "sliding_window", None) for a in attns)):
-        return None
-    capacity = cache.layers[0]._k.shape[-2]
+    keys, values = _buffers(cache)
+    capacity = keys[0].shape[-2]
     with torch.inference_mode():  # the model's own tables, every position the cache holds
         positions = torch.arange(capacity).view(1, -1)
-        cos, sin = rotary(inner.embed_tokens.weight[:1].view(1, 1, -1), position_ids=positions)
-    if cos.dtype != torch.float32 or cos.shape[-1] != head_dim:
-        return None
+        cos, sin = inner.rotary_emb(inner.embed_tokens.weight[:1].view(1, 1, -1), position_ids=positions)
     return kernels().LlamaDecoder(
         inner.embed_tokens.weight.detach(), [layer.input_layernorm.weight.detach() for layer in layers],
-        products["q_proj"], products["k_proj"], products["v_proj"],
+        products(attns, "q_proj"), products(attns, "k_proj"), products(attns, "v_proj"),
         [q.weight.detach() for q, _ in qk_norms], [k.weight.detach() for _, k in qk_norms],
-        products["o_proj"], [layer.post_attention_layernorm.weight.detach() for layer in layers],
-        products["gate_proj"], products["up_proj"], products["down_proj"],
-        inner.norm.weight.detach(), head,
-        [layer._k for layer in cache.layers], [layer._v for layer in cache.layers],
-        cos.reshape(capacity, head_dim).clone(), sin.reshape(capacity, head_dim).clone(),
-        cfg.num_attention_heads, cfg.num_key_value_heads, head_dim, eps, float(attns[0].scaling))
+        products(attns, "o_proj"), [layer.post_attention_layernorm.weight.detach() for layer in layers],
+        products(mlps, "gate_proj"), products(mlps, "up_proj"), products(mlps, "down_proj"),
+        inner.norm.weight.detach(), kernel_product(model.lm_head), keys, values,
+        cos.float().reshape(capacity, head_dim).clone(), sin.float().reshape(capacity, head_dim).clone(),
+        cfg.num_attention_heads, cfg.num_key_value_heads, head_dim, inner.norm.variance_epsilon,
+        float(attns[0].scaling))
 
 
-def _gpt2(model: Any, cache: Any) -> Any | None:
+def gpt2_decoder(model: Any, cache: Any) -> Any:
+    """The kernel's ``Gpt2Decoder`` over ``model`` (a twin ``fused_gpt2_refusal`` accepts) and ``cache``."""
     cfg, gpt = model.config, model.transformer
-    act = _GELU.get(cfg.activation_function)
     blocks = list(gpt.h)
-    layers = cache.layers
-    products = [getattr(m, "aigc_product", None) for b in blocks
-                for m in (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)]
-    head = getattr(model.lm_head, "aigc_product", None)
-    norms = [b.ln_1 for b in blocks] + [b.ln_2 for b in blocks] + [gpt.ln_f]
-    tables = (gpt.wte.weight, gpt.wpe.weight)
-    if (act is None or head is None or any(p is None for p in products) or len(layers) != len(blocks)
-            or any(b.attn.is_cross_attention for b in blocks)
-            or any(n.eps != cfg.layer_norm_epsilon or not _fp32(n.weight, n.bias) for n in norms)
-            or not _fp32(*tables)):
-        return None
+
+    def products(name: str, part: str) -> list[Any]:
+        return [kernel_product(getattr(getattr(b, part), name)) for b in blocks]
+
+    keys, values = _buffers(cache)
     return kernels().Gpt2Decoder(
-        tables[0].detach(), tables[1].detach(),
+        gpt.wte.weight.detach(), gpt.wpe.weight.detach(),
         [b.ln_1.weight.detach() for b in blocks], [b.ln_1.bias.detach() for b in blocks],
-        products[0::4], products[1::4],
+        products("c_attn", "attn"), products("c_proj", "attn"),
         [b.ln_2.weight.detach() for b in blocks], [b.ln_2.bias.detach() for b in blocks],
-        products[2::4], products[3::4],
-        gpt.ln_f.weight.detach(), gpt.ln_f.bias.detach(), head,
-        [layer._k for layer in layers], [layer._v for layer in layers],
-        blocks[0].attn.num_heads, cfg.layer_norm_epsilon, float(blocks[0].attn.scaling), act)
+        products("c_fc", "mlp"), products("c_proj", "mlp"),
+        gpt.ln_f.weight.detach(), gpt.ln_f.bias.detach(), kernel_product(model.lm_head), keys, values,
+        blocks[0].attn.num_heads, cfg.layer_norm_epsilon, float(blocks[0].attn.scaling), _GELU[cfg.activation_function])

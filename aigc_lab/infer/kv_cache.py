@@ -19,13 +19,39 @@ def _layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class ReservedLayer(DynamicLayer):
-        """A ``DynamicLayer`` whose keys/values are views of buffers with ``capacity`` positions."""
+        """A ``DynamicLayer`` whose keys/values are views of buffers with ``capacity`` positions.
+
+        ``storage`` gives the whole buffers (for a step decoder that writes the next position itself, then says
+        so with ``advance``); ``reserve`` grows them. Everything else sees a plain ``DynamicLayer``."""
 
         def __init__(self, capacity: int) -> None:
             super().__init__()
             self.capacity = capacity
             self._k: Any = None
             self._v: Any = None
+
+        @property
+        def storage(self) -> tuple[Any, Any] | None:
+            """The key and value buffers, every reserved position (None before the first update)."""
+            return None if self._k is None else (self._k, self._v)
+
+        def reserve(self, capacity: int) -> None:
+            """Make room for ``capacity`` positions (new buffers, the filled part copied); no-op if there is."""
+            if self._k is None or self._k.shape[-2] >= capacity:
+                self.capacity = max(self.capacity, capacity)
+                return
+            cur = self.get_seq_length()
+            k = self._k.new_empty((*self._k.shape[:-2], capacity, self._k.shape[-1]))
+            v = self._v.new_empty((*self._v.shape[:-2], capacity, self._v.shape[-1]))
+            k[..., :cur, :].copy_(self._k[..., :cur, :])
+            v[..., :cur, :].copy_(self._v[..., :cur, :])
+            self._k, self._v, self.capacity = k, v, capacity
+            self.keys, self.values = k[..., :cur, :], v[..., :cur, :]
+
+        def advance(self, n: int = 1) -> None:
+            """``n`` more positions of ``storage`` were written in place (by a step decoder): show them."""
+            end = self.get_seq_length() + n
+            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             import torch
@@ -57,6 +83,11 @@ def _layer_class() -> type:
 def is_reserved(layer: Any) -> bool:
     """Whether ``layer`` is one of ``reserved_cache``'s layers (appends in place)."""
     return type(layer) is _layer_class()
+
+
+def all_reserved(cache: Any) -> bool:
+    """Whether every layer of ``cache`` is reserved (what the step decoders need)."""
+    return cache is not None and bool(cache.layers) and all(is_reserved(layer) for layer in cache.layers)
 
 
 def reserved_cache(model: Any, capacity: int) -> Any | None:

@@ -16,75 +16,98 @@ one new token of one unpadded sequence:
   the full forward's mask is None here too), final norm, ``lm_head``.
 
 Logits equal the full forward's bit for bit (tested on torch, kernel-twin, int8 and GQA layers). It
-applies only where that holds: eval mode, SDPA, no hooks, the engine's reserved cache; ``lean_decoder``
-returns None otherwise and the engine calls the model.
+applies only where that holds: eval mode, SDPA attention, no hooks, transformers' cache classes (the stepper
+prefills into the engine's reserved cache, ``kv_cache.py``, and owns it); ``lean_refusal`` says why not
+otherwise, and the registry (``infer/backends.py``) picks another stepper.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .kv_cache import is_reserved
+from .kv_cache import all_reserved, reserved_cache
+from .stepper import accepts, last_logits
 
 
-class StepOutput:
-    """What the decode loop reads from a model output: the last position's logits and the cache, under both
-    names transformers has used for it (``models.compat.CACHE`` picks the installed one)."""
-
-    __slots__ = ("logits", "cache", "past_key_values")
-
-    def __init__(self, logits: Any, cache: Any) -> None:
-        self.logits, self.cache, self.past_key_values = logits, cache, cache
-
-
-def plain_decode(model: Any, cache: Any) -> bool:
-    """Whether one token's forward of ``model`` is just its layers in order: eval mode, SDPA attention, no
-    hooks, and the engine's reserved cache (already prefilled) as ``cache``. Step decoders need this."""
-    return not (cache is None or not all(is_reserved(layer) for layer in cache.layers) or model.training
-                or getattr(model.config, "_attn_implementation", None) != "sdpa"
-                # hooks (accelerate offloading, user hooks) run only through nn.Module.__call__
-                or any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules()))
+def plain_refusal(model: Any) -> str | None:
+    """Why one token's forward of ``model`` is not just its layers in order (None when it is): eval mode, SDPA
+    attention, no hooks, and transformers' cache classes, reserved by the engine. Step decoders need this."""
+    if model.training:
+        return "the model is in training mode (dropout)"
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if attn != "sdpa":
+        return f"attention is {attn!r}, not SDPA"
+    # hooks (accelerate offloading, user hooks) run only through nn.Module.__call__
+    if any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") for m in model.modules()):
+        return "the model has forward hooks"
+    cache = reserved_cache(model, 1)
+    if not all_reserved(cache):
+        return "its cache layers cannot all be reserved (sliding-window or custom caches)"
+    return None
 
 
-def plain_gpt2(model: Any) -> bool:
-    """A ``GPT2LMHeadModel`` whose blocks are the standard ones (no cross-attention, no attention variants)."""
+def gpt2_refusal(model: Any) -> str | None:
+    """Why ``model`` is not a plain ``GPT2LMHeadModel`` (standard blocks: no cross-attention, no variants)."""
     from transformers import GPT2LMHeadModel
 
+    if type(model) is not GPT2LMHeadModel:
+        return f"{type(model).__name__} is not GPT2LMHeadModel"
     cfg = model.config
-    return (type(model) is GPT2LMHeadModel and not cfg.add_cross_attention and not cfg.scale_attn_by_inverse_layer_idx
-            and not cfg.reorder_and_upcast_attn)
+    if cfg.add_cross_attention or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn:
+        return "a GPT-2 attention variant (cross-attention, inverse-layer scaling or upcast reordering)"
+    return plain_refusal(model)
 
 
-def plain_llama(model: Any) -> bool:
-    """A Llama, Mistral, Qwen2 or Qwen3 causal LM (the classes themselves) with all its decoder layers."""
-    from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
-
-    return (type(model) in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)
-            and len(model.model.layers) == model.config.num_hidden_layers)
+LLAMA_FAMILY = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
 
-def lean_decoder(model: Any, cache: Any) -> Any | None:
-    """``step(input_ids [1, 1]) -> StepOutput`` for a plain GPT-2 or Llama-family causal LM in eval mode with
-    SDPA attention whose ``cache`` is the engine's reserved cache, already prefilled; None for anything else."""
-    if not plain_decode(model, cache):
-        return None
-    if plain_gpt2(model):
-        return _gpt2_decoder(model, cache)
-    return _llama_decoder(model, cache) if plain_llama(model) else None
+def llama_refusal(model: Any) -> str | None:
+    """Why ``model`` is not a Llama, Mistral, Qwen2 or Qwen3 causal LM (the classes themselves, every layer)."""
+    import transformers
+
+    if type(model) not in tuple(getattr(transformers, name) for name in LLAMA_FAMILY):
+        return f"{type(model).__name__} is not one of {', '.join(LLAMA_FAMILY)}"
+    if len(model.model.layers) != model.config.num_hidden_layers:
+        return "it has fewer decoder layers than its config says"
+    return plain_refusal(model)
 
 
-def _in_inference_mode(step: Any) -> Any:
-    """``step`` run under ``torch.inference_mode`` per call (never across the decode loop's yields)."""
+def prefill(model: Any, ids: Any, mask: Any | None, cache: Any) -> Any:
+    """The prompt's forward into ``cache``; logits of the last position only where the model can."""
     import torch
 
-    def run(input_ids: Any) -> StepOutput:
+    from ..models.compat import cache_kwargs
+
+    extra: dict[str, Any] = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    if mask is not None:
+        extra.update(attention_mask=mask, position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0))
+    if cache is not None:
+        extra.update(cache_kwargs(cache))
+    with torch.inference_mode():  # per call, never across a yield: the consumer's thread must not stay in it
+        return model(input_ids=ids, use_cache=True, **extra)
+
+
+class LeanStepper:
+    """One sequence of GPT-2 or a Llama-family model: the model's own layers called in order for each token."""
+
+    def __init__(self, model: Any, capacity: int, family_step: Any) -> None:
+        self.model, self.family_step = model, family_step  # gpt2_step or llama_step
+        self.cache = reserved_cache(model, capacity)
+        self._step: Any = None
+
+    def prefill(self, ids: Any, mask: Any | None) -> Any:
+        out = prefill(self.model, ids, mask, self.cache)
+        self._step = self.family_step(self.model, self.cache)
+        return last_logits(out)
+
+    def step(self, ids: list[int]) -> Any:
+        import torch
+
         with torch.inference_mode():
-            return step(input_ids)
-
-    return run
+            return self._step(torch.tensor([ids]))[:, -1, :]
 
 
-def _llama_decoder(model: Any, cache: Any) -> Any:
+def llama_step(model: Any, cache: Any) -> Any:
     """Llama, Mistral, Qwen2, Qwen3: ``*Model.forward``'s decode path for one token without its mask building,
     output dataclasses or decorators; each decoder layer's own ``forward`` does the rest unchanged. (Sliding
     window layers never get here: the reserved cache reserves full-attention layers only.)"""
@@ -98,24 +121,22 @@ def _llama_decoder(model: Any, cache: Any) -> Any:
     layers = [layer.forward for layer in inner.layers]
     first = cache.layers[0]
 
-    def step(input_ids: Any) -> StepOutput:
+    def step(input_ids: Any) -> Any:
         x = embed(input_ids)
         pos = torch.tensor([[first.get_seq_length()]], device=x.device)
         rope = rotary(x, position_ids=pos)
         for layer in layers:  # one new query, no padding: SDPA needs no mask (the full forward passes None too)
             x = layer(x, attention_mask=None, position_embeddings=rope, position_ids=pos, use_cache=True,
                       **cache_kw)
-        return StepOutput(head(norm(x)), cache)
+        return head(norm(x))
 
-    return _in_inference_mode(step)
+    return step
 
 
-def _gpt2_decoder(model: Any, cache: Any) -> Any | None:
+def gpt2_step(model: Any, cache: Any) -> Any:
     import torch.nn.functional as F
 
     gpt = model.transformer
-    if len(cache.layers) != len(gpt.h):
-        return None
     wte, wpe = gpt.wte.weight, gpt.wpe.weight
     width = wte.shape[1]
     blocks = []
@@ -130,7 +151,7 @@ def _gpt2_decoder(model: Any, cache: Any) -> Any | None:
     layer_norm, sdpa, embedding = F.layer_norm, F.scaled_dot_product_attention, F.embedding
     first = cache.layers[0]
 
-    def step(input_ids: Any) -> StepOutput:
+    def step(input_ids: Any) -> Any:
         pos = first.get_seq_length()
         x = embedding(input_ids, wte) + wpe[pos]
         for (w1, b1, e1, c_attn, split, head_dim, scale, update, c_proj, w2, b2, e2, c_fc, act, proj) in blocks:
@@ -141,6 +162,6 @@ def _gpt2_decoder(model: Any, cache: Any) -> Any | None:
             a = sdpa(q, keys, values, scale=scale).transpose(1, 2).reshape(1, 1, -1)
             x = c_proj(a) + x
             x = x + proj(act(c_fc(layer_norm(x, shape, w2, b2, e2))))
-        return StepOutput(head(layer_norm(x, shape, ln_f.weight, ln_f.bias, ln_f.eps)), cache)
+        return head(layer_norm(x, shape, ln_f.weight, ln_f.bias, ln_f.eps))
 
-    return _in_inference_mode(step)
+    return step

@@ -25,9 +25,12 @@ class GenerationParams:
     ignore_eos: bool = False  # keep going past the end-of-text token (benchmarks, fixed-length outputs)
     # record each token's log-probability and its k most likely alternatives (None = off; 0 = the token's own)
     logprobs: int | None = None
-    # single-prompt fp32 or int8 CPU decoding on the OpenMP kernel (infer/cpu_gemv.py): None = when it is already
-    # built, True = build it if needed, False = torch's path. A run's config records what actually ran.
+    # single-prompt CPU decoding on the C++ kernel (infer/layers.py): None = when it is already built, True = build
+    # it if needed, False = torch's path. A run's config records what actually ran (layers, stepper).
     cpu_kernel: bool | None = None
+    # run this stepper of infer/backends.py's registry (its name), or fail saying why it cannot; None = the first
+    # that applies. For tests and comparisons: the default is always the fastest that applies.
+    stepper: str | None = None
 
     def __post_init__(self) -> None:
         problems = []

@@ -11,7 +11,10 @@ training run's copy): the config, the saved weights and the caller's model stay 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+from .module_swap import replace_modules
 
 
 def gelu_tanh(x: Any) -> Any:
@@ -21,13 +24,22 @@ def gelu_tanh(x: Any) -> Any:
     return torch.nn.functional.gelu(x, approximate="tanh")
 
 
+@functools.cache
+def _gelu_tanh_module() -> type:
+    import torch
+
+    class GeluTanh(torch.nn.Module):
+        """``NewGELUActivation``'s formula as torch's one fused op (``gelu_tanh``)."""
+
+        def forward(self, x: Any) -> Any:
+            return gelu_tanh(x)
+
+    return GeluTanh
+
+
 def fuse_activations(model: Any) -> int:
-    """Run every ``NewGELUActivation`` of ``model`` as ``gelu_tanh``; returns how many were swapped."""
+    """Replace every ``NewGELUActivation`` of ``model`` by a ``GeluTanh`` module; returns how many were swapped."""
     from transformers.activations import NewGELUActivation
 
-    swapped = 0
-    for module in model.modules():
-        if type(module) is NewGELUActivation:
-            module.forward = gelu_tanh
-            swapped += 1
-    return swapped
+    cls = _gelu_tanh_module()
+    return replace_modules(model, lambda m: cls() if type(m) is NewGELUActivation else None)

@@ -60,7 +60,7 @@ def shared_copy(model: Any) -> Any:
     """A copy of ``model``'s modules whose parameters are new ``Parameter`` objects over the SAME storage.
 
     For copies that never write the weights (LoRA's frozen base: ``merge`` clones what it changes; the
-    engine's kernel twin, ``infer/cpu_gemv.py``): no second copy of the weights, and the original's modules
+    engine's kernel twin, ``infer/kernel_layers.py``): no second copy of the weights, and the original's modules
     and ``requires_grad`` flags stay untouched. Buffers are copied (small). Tied weights stay tied. Dynamic
     int8 layers' packed weights (not parameters: objects holding the int8 matrix) are shared as they are.
     """

@@ -16,11 +16,11 @@ from transformers.pytorch_utils import Conv1D
 
 import aigc_lab as al
 from aigc_lab.errors import AigcLabError
-from aigc_lab.infer import cpu_gemv
+from aigc_lab.infer import kernel_build, kernel_layers
 
 
 def test_kernel_matches_torch_on_matrix_vector_products():
-    gemv = cpu_gemv.kernels().gemv
+    gemv = kernel_build.kernels().gemv
     torch.manual_seed(0)
     for n, k in ((1, 1), (7, 13), (2304, 768), (50, 4096)):
         w, x, b = torch.randn(n, k), torch.randn(k), torch.randn(n)
@@ -32,7 +32,7 @@ def test_kernel_matches_torch_on_matrix_vector_products():
 
 def test_transposed_kernel_matches_torch_for_conv1d_layouts():
     """``gemv_t`` computes x @ W (+ b) for W stored (in, out), GPT-2's Conv1D, without a transposed copy."""
-    gemv_t = cpu_gemv.kernels().gemv_t
+    gemv_t = kernel_build.kernels().gemv_t
     torch.manual_seed(0)
     for k, n in ((1, 1), (5, 3), (13, 17), (768, 2304), (3072, 768), (7, 1000)):
         w, x, b = torch.randn(k, n), torch.randn(k), torch.randn(n)
@@ -60,7 +60,7 @@ def test_int8_products_match_torchs_dynamic_int8_linear(scheme):
             w = torch.quantize_per_channel(linear.weight.detach(), scales, torch.zeros(n_out, dtype=torch.long),
                                            0, torch.qint8)
             q.set_weight_bias(w, linear.bias.detach())
-        product = cpu_gemv.product_of(q, cpu_gemv.kernels())
+        product = kernel_layers.product_of(q, kernel_build.kernels())
         assert product is not None
         for _ in range(3):
             x = torch.randn(n_in) * 3
@@ -90,17 +90,21 @@ def test_fast_cpu_decodes_the_same_tokens_and_leaves_the_original_alone(arch, ll
     # the original: same weights, no patched forwards; the copy shares every weight (no second copy)
     assert all(torch.equal(v, before[k]) for k, v in eager.model.state_dict().items())
     assert not any("forward" in vars(m) for m in eager.model.modules())
+    assert not any("forward" in vars(m) for m in fast.model.modules())  # module swaps, no patched forwards
     assert ({p.data_ptr() for p in fast.model.parameters()} == {p.data_ptr() for p in eager.model.parameters()})
+    kernel_layers_ = [m for m in fast.model.modules() if kernel_layers.kernel_product(m) is not None]
+    assert kernel_layers_ and not any(isinstance(m, Conv1D | torch.nn.Linear) and kernel_layers.kernel_product(m)
+                                      for m in fast.model.modules())
     if arch == "gpt2":
-        convs = [m for m in fast.model.modules() if isinstance(m, Conv1D)]
-        assert convs and all("forward" in vars(m) for m in convs)
+        assert any(isinstance(m.layer, Conv1D) for m in kernel_layers_)
     # with gradients on, layers run the eager (differentiable) path
-    lin = next(m for m in fast.model.modules() if type(m) is torch.nn.Linear)
-    x = torch.randn(1, lin.in_features)
+    lin = next(m for m in kernel_layers_ if type(m.layer) is torch.nn.Linear)
+    w, b = lin.layer.weight, lin.layer.bias
+    x = torch.randn(1, lin.n_in)
     y = lin(x)
-    assert y.requires_grad and torch.allclose(y, torch.nn.functional.linear(x, lin.weight, lin.bias))
+    assert y.requires_grad and torch.allclose(y, torch.nn.functional.linear(x, w, b))
     with torch.inference_mode():
-        torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, w, b), rtol=1e-4, atol=1e-5)
 
 
 def test_fast_cpu_refuses_what_it_cannot_speed_up(llama_tiny):
@@ -122,13 +126,13 @@ def test_no_compiler_gives_one_clear_error(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ext, "load_inline", no_compiler)
     monkeypatch.setenv("AIGC_LAB_CACHE", str(tmp_path))
-    cpu_gemv.kernels.cache_clear()
+    kernel_build.kernels.cache_clear()
     try:
-        with pytest.raises(cpu_gemv.KernelBuildError, match="C\\+\\+ compiler.*g\\+\\+: command not found|"
+        with pytest.raises(kernel_build.KernelBuildError, match="C\\+\\+ compiler.*g\\+\\+: command not found|"
                                                             "g\\+\\+: command not found.*C\\+\\+ compiler"):
-            cpu_gemv.kernels()
+            kernel_build.kernels()
     finally:
-        cpu_gemv.kernels.cache_clear()  # the next caller builds (or loads) the real kernel again
+        kernel_build.kernels.cache_clear()  # the next caller builds (or loads) the real kernel again
 
 
 def test_generate_uses_the_built_kernel_by_default_and_says_so(gpt_tiny):
@@ -136,8 +140,8 @@ def test_generate_uses_the_built_kernel_by_default_and_says_so(gpt_tiny):
     ``cpu_kernel=False``, batches and non-fp32 models take torch's path."""
     from aigc_lab.bus import EventBus, Recorder
 
-    cpu_gemv.kernels()  # built (make does this)
-    assert cpu_gemv.built()
+    kernel_build.kernels()  # built (make does this)
+    assert kernel_build.built()
     bus, rec = EventBus(), Recorder()
     bus.subscribe(rec)
     auto = al.generate(gpt_tiny, "Once upon a time", max_new_tokens=20, ignore_eos=True, event_bus=bus).wait()
@@ -148,21 +152,24 @@ def test_generate_uses_the_built_kernel_by_default_and_says_so(gpt_tiny):
     assert rec[torch_path.run].start.config["cpu_kernel"] is False
     batch = al.generate(gpt_tiny, ["a", "b"], max_new_tokens=2, event_bus=bus)
     assert rec[batch[0].wait().run].start.config["cpu_kernel"] is False
-    bf16 = al.quantize(gpt_tiny, "bf16")
-    assert rec[al.generate(bf16, "a", max_new_tokens=2, event_bus=bus).wait().run].start.config["cpu_kernel"] is False
-    with pytest.raises(al.errors.GenerationConfigError, match="cpu_kernel=True needs an fp32 or int8 model"):
-        al.generate(bf16, "a", max_new_tokens=2, cpu_kernel=True)
+    bf16 = al.quantize(gpt_tiny, "bf16")  # 16-bit weights: an fp32 copy made once, on the kernel, and said so
+    config = rec[al.generate(bf16, "a", max_new_tokens=2, event_bus=bus).wait().run].start.config
+    assert config["cpu_kernel"] is True and config["layers"] == "kernel-upcast"
+    assert "bfloat16 weights converted once to fp32" in config["layers_note"]
+    other = al.models.ModelHandle(gpt_tiny.model, gpt_tiny.tokenizer, "claims-int4", "causal", quant="int4wo")
+    with pytest.raises(al.errors.GenerationConfigError, match="cpu_kernel=True needs an fp32, int8 or 16-bit model"):
+        al.generate(other, "a", max_new_tokens=2, cpu_kernel=True)
 
 
 def test_the_twin_is_made_once_and_again_when_the_weights_are_replaced(gpt_tiny):
     model = gpt_tiny.model
-    twin = cpu_gemv.decode_model(model)
-    assert cpu_gemv.decode_model(model) is twin and cpu_gemv.decode_model(twin) is twin
+    twin = kernel_layers.twin_of(model)
+    assert kernel_layers.twin_of(model) is twin and kernel_layers.twin_of(twin) is twin
     lin = next(m for m in model.modules() if type(m) is torch.nn.Linear or type(m) is Conv1D)
     old = lin.weight
     try:
         lin.weight = torch.nn.Parameter(old.detach().clone())  # e.g. a merged adapter assigned back
-        fresh = cpu_gemv.decode_model(model)
+        fresh = kernel_layers.twin_of(model)
         assert fresh is not twin
         assert lin.weight.data_ptr() in {p.data_ptr() for p in fresh.parameters()}
     finally:
@@ -171,10 +178,11 @@ def test_the_twin_is_made_once_and_again_when_the_weights_are_replaced(gpt_tiny)
 
 def test_when_not_built_generation_never_builds_it(monkeypatch, gpt_tiny):
     """A notebook must not stall 30 s on a compile it did not ask for."""
-    monkeypatch.setattr(cpu_gemv, "built", lambda: False)
-    monkeypatch.setattr(cpu_gemv, "kernel_twin", lambda model: pytest.fail("the kernel was used without asking"))
+    monkeypatch.setattr(kernel_build, "built", lambda: False)
+    monkeypatch.setattr(kernel_layers, "kernel_twin", lambda model: pytest.fail("the kernel was used without asking"))
     stream = al.generate(gpt_tiny, "x", max_new_tokens=3).wait()
-    assert stream.params.cpu_kernel is False
+    assert stream.params.cpu_kernel is False and stream.plan.layers.name == "torch"
+    assert ("kernel", "the CPU kernel is not built (make builds it; or cpu_kernel=True)") in stream.plan.skipped_layers
 
 
 def _check_products(k, reps=20):
@@ -189,7 +197,7 @@ def _check_products(k, reps=20):
 
 def test_products_are_exact_on_helper_threads_and_under_concurrent_callers():
     """Off the main thread the kernels use their own helper threads; several callers at once queue."""
-    k = cpu_gemv.kernels()
+    k = kernel_build.kernels()
     errors: list[BaseException] = []
 
     def work():
@@ -209,7 +217,7 @@ def test_products_are_exact_on_helper_threads_and_under_concurrent_callers():
 
 
 def _child_uses_kernel(queue):
-    k = cpu_gemv.kernels()
+    k = kernel_build.kernels()
     out = []
     t = threading.Thread(target=lambda: out.append(bool(torch.allclose(
         k.gemv(torch.ones(4096, 64), torch.ones(64), None), torch.full((4096,), 64.0)))))
@@ -222,7 +230,7 @@ def test_a_forked_child_gets_fresh_helper_threads():
     """A fork copies no threads: the child must start its own helpers, not wait on the parent's."""
     import multiprocessing as mp
 
-    k = cpu_gemv.kernels()
+    k = kernel_build.kernels()
     t = threading.Thread(target=lambda: k.gemv(torch.ones(4096, 64), torch.ones(64), None))
     t.start()
     t.join()  # the parent's helper now exists
@@ -241,11 +249,11 @@ def test_a_forked_child_gets_fresh_helper_threads():
 def test_each_torch_installation_gets_its_own_build(monkeypatch, tmp_path):
     """A binary compiled against another environment's torch headers is not reused (nor reported as built):
     loading it would recompile for 30 s inside someone's first generation."""
-    mine = cpu_gemv._module_name()
-    assert cpu_gemv.built()
+    mine = kernel_build._module_name()
+    assert kernel_build.built()
     monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-venv" / "torch" / "__init__.py"))
-    assert cpu_gemv._module_name() != mine
-    assert not cpu_gemv.built()
+    assert kernel_build._module_name() != mine
+    assert not kernel_build.built()
 
 
 def test_loading_never_rebuilds_whichever_ninja_comes_first_on_path():
@@ -255,13 +263,13 @@ def test_loading_never_rebuilds_whichever_ninja_comes_first_on_path():
     import subprocess
     import sys
 
-    cpu_gemv.kernels()
-    name = cpu_gemv._module_name()
-    so = next((cpu_gemv._cache_dir() / name.removeprefix("aigc_lab_gemv_")).glob(f"{name}*.so"))
+    kernel_build.kernels()
+    name = kernel_build._module_name()
+    so = next((kernel_build._cache_dir() / name.removeprefix("aigc_lab_gemv_")).glob(f"{name}*.so"))
     before = so.stat().st_mtime_ns
     venv_bin = os.path.dirname(sys.executable)
     for path in ("/usr/bin:/bin", f"{venv_bin}:/usr/bin:/bin", "/usr/bin:/bin"):
-        done = subprocess.run([sys.executable, "-c", "import aigc_lab.infer.cpu_gemv as c; c.kernels()"],
+        done = subprocess.run([sys.executable, "-c", "import aigc_lab.infer.kernel_build as c; c.kernels()"],
                               env={**os.environ, "PATH": path}, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert so.stat().st_mtime_ns == before, f"the kernel was rebuilt in a process with PATH={path}"
