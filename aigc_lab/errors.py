@@ -93,3 +93,8 @@ class BenchmarkError(AigcLabError, ValueError):
 
 class UserInputError(AigcLabError, ValueError):
     """A Studio control holds a value the action cannot use; the message is shown inline as-is."""
+
+
+class PruneError(AigcLabError, ValueError):
+    """A model or setting ``al.prune`` cannot use (architecture, quantized or adapter model, impossible ratio or
+    block choice); checked before any work, the message says what it can do instead."""
