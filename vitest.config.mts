@@ -7,6 +7,9 @@ export default defineConfig({
     include: ['src/__tests__/**/*.spec.ts'],
     environment: 'node',
     setupFiles: ['src/__tests__/setup.ts'],
+    // @jupyter/web-components (under @jupyterlab/ui-components: toolbar, icons) ships ESM with
+    // extensionless imports that Node cannot resolve: let Vite resolve and transform it
+    server: { deps: { inline: [/@jupyter\/web-components/] } },
     watch: false,
     reporters: ['default']
   }

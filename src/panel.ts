@@ -1,7 +1,7 @@
 /**
  * The AIGC Lab side panel: shows the runs of the followed kernel (the active notebook's).
  *
- * Layout: a head (connection, Export CSV, Clear), the protocol banner, the focused run's card
+ * Layout: the toolbar (command buttons), a head (title, connection), the protocol banner, the focused run's card
  * (metrics strip, Stop button, live token stream), the latency chart and the loss chart (uPlot),
  * and the run history table whose checkboxes choose which runs the charts overlay.
  *
@@ -17,10 +17,13 @@
  *     .aigc-runs > .aigc-run ...   newest run first; only the focused run (default: newest) shown
  *     .aigc-chart.aigc-latency-chart / .aigc-loss-chart  [data-series-count][data-point-count]
  *     .aigc-history tr.aigc-history-row[data-run-id][data-selected]
- *     button.aigc-export-csv, button.aigc-clear
+ *     .aigc-toolbar   the plugin's command buttons (src/toolbar.ts): button.aigc-stop-run,
+ *                     button.aigc-load-history, button.aigc-export-csv, button.aigc-clear
+ *     .aigc-live[role=status]   the polite live region (src/announcer.ts)
  */
 
-import { Widget } from '@lumino/widgets';
+import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
+import { PanelLayout, Widget } from '@lumino/widgets';
 
 import { KernelChannel } from './channel';
 import {
@@ -30,6 +33,7 @@ import {
   lossSeries,
   pickChartRuns
 } from './series';
+import { translationBundle } from './i18n';
 import { RunState, State, linkSummary, runList } from './store';
 import { LiveChart } from './views/chart';
 import { downloadText } from './views/download';
@@ -59,22 +63,27 @@ export const DEFAULT_SETTINGS: PanelSettings = {
   chartWindow: 0
 };
 
-function button(className: string, label: string, title: string): HTMLButtonElement {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.className = `jp-mod-styled aigc-tool ${className}`;
-  b.textContent = label;
-  b.title = title;
-  return b;
+export namespace AigcLabPanel {
+  export interface IOptions {
+    /** Translations of the panel's strings (default: English as written). */
+    translator?: ITranslator | null;
+    /** A toolbar (the plugin's command buttons), shown at the top. */
+    toolbar?: Widget | null;
+    /** A live region for announcements (the plugin's `RunAnnouncer`), placed in the panel. */
+    liveRegion?: HTMLElement | null;
+  }
 }
 
 export class AigcLabPanel extends Widget {
-  constructor() {
+  constructor(options: AigcLabPanel.IOptions = {}) {
     super();
+    const trans = (this._trans = translationBundle(options.translator));
     this.id = PANEL_ID;
     this.addClass('aigc-lab-panel');
-    this.title.label = 'AIGC Lab';
-    this.title.caption = 'AIGC Lab: live runs of the active notebook’s kernel';
+    this.title.label = trans.__('AIGC Lab');
+    this.title.caption = trans.__('AIGC Lab: live runs of the active notebook’s kernel');
+    this.node.setAttribute('role', 'region');
+    this.node.setAttribute('aria-label', trans.__('AIGC Lab'));
 
     const node = this.node;
     node.setAttribute('data-kernel-id', '');
@@ -86,17 +95,10 @@ export class AigcLabPanel extends Widget {
     head.className = 'aigc-panel-head';
     const title = document.createElement('span');
     title.className = 'aigc-panel-title';
-    title.textContent = 'AIGC Lab';
+    title.textContent = trans.__('AIGC Lab');
     this._statusLine = document.createElement('span');
     this._statusLine.className = 'aigc-connection';
-    const tools = document.createElement('span');
-    tools.className = 'aigc-tools';
-    const exportBtn = button('aigc-export-csv', 'CSV', 'Export the run history as CSV');
-    exportBtn.addEventListener('click', () => this.exportCsv());
-    const clearBtn = button('aigc-clear', 'Clear', 'Forget the runs that ended');
-    clearBtn.addEventListener('click', () => this.clearHistory());
-    tools.append(exportBtn, clearBtn);
-    head.append(title, this._statusLine, tools);
+    head.append(title, this._statusLine);
 
     this._banner = document.createElement('div');
     this._banner.className = 'aigc-banner';
@@ -113,34 +115,45 @@ export class AigcLabPanel extends Widget {
     this._charts.className = 'aigc-charts';
     this._latency = new LiveChart({
       className: 'aigc-latency-chart',
-      title: 'Inter-token latency',
-      xLabel: 'token',
-      yLabel: 'ms',
+      title: trans.__('Inter-token latency'),
+      xLabel: trans.__('token'),
+      yLabel: trans.__('ms'),
       height: 150
     });
-    this._latency.emptyText = 'No tokens yet.';
+    this._latency.emptyText = trans.__('No tokens yet.');
     this._loss = new LiveChart({
       className: 'aigc-loss-chart',
-      title: 'Loss',
-      xLabel: 'step',
-      yLabel: 'loss',
+      title: trans.__('Loss'),
+      xLabel: trans.__('step'),
+      yLabel: trans.__('loss'),
       height: 150
     });
-    this._loss.emptyText = 'No training steps yet.';
+    this._loss.emptyText = trans.__('No training steps yet.');
     this._charts.append(this._latency.node, this._loss.node);
 
     const historyTitle = document.createElement('div');
     historyTitle.className = 'aigc-section-title';
-    historyTitle.textContent = 'Runs (tick to overlay in the charts)';
+    historyTitle.id = `${PANEL_ID}-history-title`;
+    historyTitle.textContent = trans.__('Runs (tick to overlay in the charts)');
     this._history = new HistoryTable(
       (id, on) => this.setSelected(id, on),
-      id => this.focusRun(id)
+      id => this.focusRun(id),
+      { trans, labelledBy: historyTitle.id }
     );
     const historyBox = document.createElement('div');
     historyBox.className = 'aigc-history-box';
     historyBox.append(historyTitle, this._history.node);
 
     node.append(head, this._banner, this._empty, this._runsBox, this._charts, historyBox);
+    if (options.liveRegion) {
+      node.append(options.liveRegion);
+    }
+    if (options.toolbar) {
+      // a layout for the toolbar widget (attach/show messages reach it); the rest is plain DOM
+      const layout = new PanelLayout();
+      this.layout = layout;
+      layout.insertWidget(0, options.toolbar);
+    }
     this._renderNow();
   }
 
@@ -344,19 +357,23 @@ export class AigcLabPanel extends Widget {
 
     let status: string;
     if (channel === null) {
-      status = 'no notebook kernel';
+      status = this._trans.__('no notebook kernel');
     } else if (connected) {
       const k = state?.connection.kernel;
       const pkg = k && typeof k['aigc_lab'] === 'string' ? ` · aigc_lab ${k['aigc_lab']}` : '';
-      status = `kernel ${kernelId.slice(0, 8)} · connected${pkg}`;
+      status = this._trans.__('kernel %1 · connected%2', kernelId.slice(0, 8), pkg);
     } else {
-      status = `kernel ${kernelId.slice(0, 8)} · ${link?.text ?? 'waiting for aigc_lab'}`;
+      status = this._trans.__(
+        'kernel %1 · %2',
+        kernelId.slice(0, 8),
+        link?.text ?? this._trans.__('waiting for aigc_lab')
+      );
     }
     const h = state?.connection.history ?? null;
     if (h !== null && h.state === 'pending') {
-      status += ' · loading history…';
+      status += this._trans.__(' · loading history…');
     } else if (h !== null && h.state === 'failed') {
-      status += ` · history not loaded: ${h.error ?? 'no answer'}`;
+      status += this._trans.__(' · history not loaded: %1', h.error ?? this._trans.__('no answer'));
     }
     if (this._statusLine.textContent !== status) {
       this._statusLine.textContent = status;
@@ -365,8 +382,10 @@ export class AigcLabPanel extends Widget {
     this._empty.hidden = runCount > 0;
     const emptyText =
       channel === null
-        ? 'Open a notebook to follow its kernel.'
-        : 'No runs yet. Run aigc_lab code in this notebook (for example al.generate(...)) and its runs appear here.';
+        ? this._trans.__('Open a notebook to follow its kernel.')
+        : this._trans.__(
+            'No runs yet. Run aigc_lab code in this notebook (for example al.generate(...)) and its runs appear here.'
+          );
     if (this._empty.textContent !== emptyText) {
       this._empty.textContent = emptyText;
     }
@@ -465,6 +484,7 @@ export class AigcLabPanel extends Widget {
     this._loss.node.hidden = picked.loss.length === 0 && picked.latency.length > 0;
   }
 
+  private _trans: TranslationBundle;
   private _channel: KernelChannel | null = null;
   private _unsubscribe: (() => void) | null = null;
   private _views = new Map<string, RunView>();

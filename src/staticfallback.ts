@@ -52,9 +52,14 @@ export interface IWidgetHost {
  * placeholder that was there at creation (see the module comment). Polls cheaply until then.
  */
 export class RegistryWidgetHost implements IWidgetHost, IDisposable {
-  constructor(registry: IRendererSource, options: { alreadyReady?: boolean; pollMs?: number } = {}) {
+  constructor(
+    registry: IRendererSource,
+    options: { alreadyReady?: boolean; pollMs?: number } = {}
+  ) {
     this._registry = registry;
-    this._placeholder = options.alreadyReady ? null : (registry.getFactory(WIDGET_VIEW_MIME) ?? null);
+    this._placeholder = options.alreadyReady
+      ? null
+      : (registry.getFactory(WIDGET_VIEW_MIME) ?? null);
     this._pollMs = options.pollMs ?? 100;
   }
 
@@ -286,7 +291,10 @@ export function studioRendererFactory(host: IWidgetHost | null): IRenderMime.IRe
  * A notebook widget extension: registers the Studio renderer in each notebook's rendermime
  * registry as the notebook is created (before its outputs render).
  */
-export class StudioFallbackExtension implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
+export class StudioFallbackExtension implements DocumentRegistry.IWidgetExtension<
+  NotebookPanel,
+  INotebookModel
+> {
   createNew(panel: NotebookPanel, context: DocumentRegistry.IContext<INotebookModel>): IDisposable {
     const registry = panel.content.rendermime;
     // A notebook created after its session is ready (not the usual order) may have its widget

@@ -3,11 +3,20 @@
  * final loss and start time. A row's checkbox selects the run for the charts' overlay; clicking
  * the rest of the row shows that run's card above.
  *
+ * Keyboard (an ARIA grid, single selection that follows focus): one row is in the tab order
+ * (roving tabindex, the shown run's); ArrowUp / ArrowDown / Home / End move to another row and
+ * show its run, Enter shows the focused row's run, Space ticks its overlay checkbox.
+ * `aria-selected` is true on the row whose run card is shown.
+ *
  * DOM contract (used by the UI tests):
- *   .aigc-history table tbody tr.aigc-history-row[data-run-id][data-selected]
- *     input.aigc-select (checkbox)
+ *   .aigc-history table[role=grid] tbody tr.aigc-history-row[data-run-id][data-selected][aria-selected][tabindex]
+ *     data-selected: ticked for the charts' overlay; aria-selected: its card is shown
+ *     input.aigc-select (checkbox, labelled)
  */
 
+import { TranslationBundle } from '@jupyterlab/translation';
+
+import { translationBundle } from '../i18n';
 import { RunState } from '../store';
 import { HistoryRow, historyRow } from '../series';
 import { formatMs, formatRate } from './format';
@@ -34,7 +43,7 @@ function startedLabel(t0: number | null): string {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
-interface RowView {
+interface IRowView {
   tr: HTMLTableRowElement;
   check: HTMLInputElement;
   cells: HTMLTableCellElement[];
@@ -42,40 +51,62 @@ interface RowView {
   selected: boolean | null;
 }
 
-const COLUMNS: [string, string][] = [
-  ['kind', 'kind'],
-  ['model', 'model'],
-  ['status', 'status'],
-  ['ttft', 'TTFT'],
-  ['toks', 'tok/s'],
-  ['loss', 'final loss'],
-  ['started', 'started']
-];
+export namespace HistoryTable {
+  export interface IOptions {
+    /** Translations (default: English as written). */
+    trans?: TranslationBundle;
+    /** Id of the element that names the table (its section title). */
+    labelledBy?: string;
+  }
+}
 
 export class HistoryTable {
   constructor(
     onToggle: (runId: string, selected: boolean) => void,
-    onFocus: (runId: string) => void
+    onFocus: (runId: string) => void,
+    options: HistoryTable.IOptions = {}
   ) {
     this._onToggle = onToggle;
     this._onFocus = onFocus;
+    const trans = (this._trans = options.trans ?? translationBundle());
     this.node = document.createElement('div');
     this.node.className = 'aigc-history';
     const table = document.createElement('table');
     table.className = 'aigc-history-table';
+    table.setAttribute('role', 'grid');
+    if (options.labelledBy) {
+      table.setAttribute('aria-labelledby', options.labelledBy);
+    } else {
+      table.setAttribute('aria-label', trans.__('Runs'));
+    }
     const head = document.createElement('thead');
     const hr = document.createElement('tr');
     const th0 = document.createElement('th');
-    th0.title = 'Overlay in the charts';
+    th0.title = trans.__('Overlay in the charts');
+    const th0Text = document.createElement('span');
+    th0Text.className = 'aigc-sr-only';
+    th0Text.textContent = trans.__('Overlay');
+    th0.appendChild(th0Text);
     hr.appendChild(th0);
-    for (const [key, label] of COLUMNS) {
+    const columns: [string, string][] = [
+      ['kind', trans.__('kind')],
+      ['model', trans.__('model')],
+      ['status', trans.__('status')],
+      ['ttft', trans.__('TTFT')],
+      ['toks', trans.__('tok/s')],
+      ['loss', trans.__('final loss')],
+      ['started', trans.__('started')]
+    ];
+    for (const [key, label] of columns) {
       const th = document.createElement('th');
       th.className = `aigc-col-${key}`;
       th.textContent = label;
       hr.appendChild(th);
     }
+    this._columns = columns.map(([key]) => key);
     head.appendChild(hr);
     this._body = document.createElement('tbody');
+    this._body.addEventListener('keydown', ev => this._onKeydown(ev));
     table.append(head, this._body);
     this.node.appendChild(table);
   }
@@ -91,6 +122,7 @@ export class HistoryTable {
         this._rows.delete(id);
       }
     }
+    this._focused = focused;
     // Newest first; rows already in place are left alone.
     let cursor: ChildNode | null = this._body.firstChild;
     for (let k = runs.length - 1; k >= 0; k--) {
@@ -107,36 +139,113 @@ export class HistoryTable {
       }
       this._fill(row, run, selected.has(run.id), focused === run.id);
     }
+    this._rove();
   }
 
-  private _makeRow(runId: string): RowView {
+  /** Put keyboard focus on the row of `runId` (if shown). */
+  focusRow(runId: string): void {
+    this._rows.get(runId)?.tr.focus();
+  }
+
+  /** The one row in the tab order: the shown run's, else the first. */
+  private _rove(): void {
+    const stop =
+      (this._focused !== null ? this._rows.get(this._focused)?.tr : undefined) ??
+      (this._body.firstElementChild as HTMLTableRowElement | null);
+    for (const row of this._rows.values()) {
+      const index = row.tr === stop ? '0' : '-1';
+      if (row.tr.getAttribute('tabindex') !== index) {
+        row.tr.setAttribute('tabindex', index);
+      }
+    }
+  }
+
+  private _onKeydown(ev: KeyboardEvent): void {
+    const tr = (ev.target as HTMLElement | null)?.closest('tr.aigc-history-row');
+    if (!(tr instanceof HTMLTableRowElement) || tr.parentElement !== this._body) {
+      return;
+    }
+    const runId = tr.getAttribute('data-run-id');
+    if (runId === null) {
+      return;
+    }
+    if (ev.key === ' ' && ev.target === tr) {
+      ev.preventDefault();
+      this._rows.get(runId)?.check.click();
+      return;
+    }
+    if (ev.key === 'Enter') {
+      ev.preventDefault();
+      this._select(runId);
+      return;
+    }
+    const rows = Array.from(this._body.children) as HTMLTableRowElement[];
+    const at = rows.indexOf(tr);
+    const to =
+      ev.key === 'ArrowDown'
+        ? at + 1
+        : ev.key === 'ArrowUp'
+          ? at - 1
+          : ev.key === 'Home'
+            ? 0
+            : ev.key === 'End'
+              ? rows.length - 1
+              : null;
+    if (to === null) {
+      return;
+    }
+    ev.preventDefault();
+    const next = rows[Math.max(0, Math.min(rows.length - 1, to))];
+    const nextId = next?.getAttribute('data-run-id');
+    if (next !== undefined && nextId !== null && nextId !== undefined) {
+      this._select(nextId);
+      next.focus();
+    }
+  }
+
+  /** Show `runId`'s card: the row becomes the tab stop now, aria-selected on the next update. */
+  private _select(runId: string): void {
+    this._focused = runId;
+    this._rove();
+    this._onFocus(runId);
+  }
+
+  private _makeRow(runId: string): IRowView {
     const tr = document.createElement('tr');
     tr.className = 'aigc-history-row';
     tr.setAttribute('data-run-id', runId);
+    tr.setAttribute('aria-selected', 'false');
+    tr.setAttribute('tabindex', '-1');
     const td0 = document.createElement('td');
     const check = document.createElement('input');
     check.type = 'checkbox';
     check.className = 'aigc-select';
-    check.title = 'Overlay this run in the charts';
+    check.title = this._trans.__('Overlay this run in the charts');
+    check.setAttribute('aria-label', this._trans.__('Overlay run %1 in the charts', runId));
+    check.tabIndex = -1; // reached from its row (Space), so Tab leaves the grid in one step
     check.addEventListener('click', () => this._onToggle(runId, check.checked));
     td0.appendChild(check);
     tr.appendChild(td0);
-    const cells = COLUMNS.map(([key]) => cell(tr, `aigc-col-${key}`));
+    const cells = this._columns.map(key => cell(tr, `aigc-col-${key}`));
     tr.addEventListener('click', ev => {
       if (ev.target !== check) {
-        this._onFocus(runId);
+        this._select(runId);
       }
     });
     return { tr, check, cells, run: null, selected: null };
   }
 
-  private _fill(row: RowView, run: RunState, selected: boolean, focused: boolean): void {
+  private _fill(row: IRowView, run: RunState, selected: boolean, focused: boolean): void {
     if (row.selected !== selected) {
       row.selected = selected;
       row.check.checked = selected;
       row.tr.setAttribute('data-selected', selected ? 'true' : 'false');
     }
     row.tr.classList.toggle('aigc-focused', focused);
+    const aria = focused ? 'true' : 'false';
+    if (row.tr.getAttribute('aria-selected') !== aria) {
+      row.tr.setAttribute('aria-selected', aria);
+    }
     if (row.run === run) {
       return;
     }
@@ -144,7 +253,12 @@ export class HistoryTable {
     const r: HistoryRow = historyRow(run);
     const [kind, model, status, ttft, toks, loss, started] = row.cells;
     setText(kind, r.kind);
-    setText(model, run.model === null ? '–' : run.model.quant !== null ? `${run.model.name} ${run.model.quant}` : `${run.model.name} ${run.model.dtype}`);
+    setText(
+      model,
+      run.model === null
+        ? '–'
+        : `${run.model.name} ${run.model.quant !== null ? run.model.quant : run.model.dtype}`
+    );
     model.title = r.model;
     setText(status, r.status);
     status.className = `aigc-col-status aigc-status-${r.status}`;
@@ -158,12 +272,18 @@ export class HistoryTable {
           ? r.final_loss.toFixed(3)
           : `${r.final_loss.toFixed(3)} / ${r.final_val_loss.toFixed(3)}`
     );
-    loss.title = r.final_val_loss === null ? 'train loss' : 'train loss / eval loss';
+    loss.title =
+      r.final_val_loss === null
+        ? this._trans.__('train loss')
+        : this._trans.__('train loss / eval loss');
     setText(started, startedLabel(r.started));
     row.tr.setAttribute('data-status', r.status);
   }
 
-  private _rows = new Map<string, RowView>();
+  private _rows = new Map<string, IRowView>();
+  private _focused: string | null = null;
+  private _trans: TranslationBundle;
+  private _columns: string[];
   private _body: HTMLTableSectionElement;
   private _onToggle: (runId: string, selected: boolean) => void;
   private _onFocus: (runId: string) => void;
