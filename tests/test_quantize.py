@@ -164,3 +164,17 @@ def test_int8_changes_perplexity_of_a_trained_starter_by_less_than_one_percent(t
     change = abs(ppl_int8 / ppl - 1)
     print(f"trained starter perplexity fp32 {ppl:.2f}, int8 {ppl_int8:.2f}, change {change * 100:.2f}%")
     assert change < 0.01
+
+
+def test_text_perplexity_is_exp_of_the_models_own_loss(gpt_tiny):
+    """One perplexity: a comparison's is ``train.evaluate.perplexity`` of the loss the model itself computes."""
+    import math
+
+    from aigc_lab.train.evaluate import perplexity
+
+    text = al.data.samples.python_docs()[0][:400]
+    ids = gpt_tiny.tokenizer(text, return_tensors="pt", truncation=True, max_length=256)["input_ids"]
+    with torch.no_grad():
+        loss = float(gpt_tiny.model(input_ids=ids, labels=ids).loss)
+    assert mean_token_nll(gpt_tiny, [text]) == pytest.approx(loss, rel=1e-5)
+    assert text_perplexity(gpt_tiny, [text]) == pytest.approx(math.exp(loss), rel=1e-5) == perplexity(loss)

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="model to load, e.g. starter:gpt-tiny, gpt2, ./my-model")
     m.add_argument("--list", action="store_true", help="show the catalog (sizes, memory, fits here?)")
     m.add_argument("--dtype", help="float32, bfloat16, float16")
+    m.add_argument("--device", default="auto", help="auto (default: CUDA when available, else CPU), cpu, cuda")
     m.add_argument("-o", "--out", help="store the model handle in this variable")
 
     d = sub.add_parser("data", help="load a dataset file and optionally clean and split it")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--out", help="store the TrainRun in this variable")
 
     q = sub.add_parser("quantize", help="quantized copy of the current model")
-    q.add_argument("scheme", choices=["int8", "bf16", "fp16", "int8-weight", "int4-weight"])
+    q.add_argument("scheme", choices=["int8", "bf16", "fp16", "int8-weight", "int4-weight", "float8"])
     q.add_argument("--model", help="variable holding a model handle (default: current model)")
     q.add_argument("-o", "--out", help="store the quantized handle in this variable")
 
@@ -174,12 +175,12 @@ class AigcMagics(Magics):
         import aigc_lab as al
 
         if args.list:
-            table = al.models.catalog()
+            table = al.models.catalog(device=args.device)
             self._store(args.out, table)
             return table
         if not args.name:
             raise UsageError("%aigc model: give a model name, or --list for the catalog")
-        handle = al.models.load(args.name, dtype=args.dtype)
+        handle = al.models.load(args.name, dtype=args.dtype, device=args.device)
         self.current_model = handle
         self._store(args.out, handle)
         print(handle)

@@ -14,9 +14,10 @@ _T5 = {"model_type": "t5", "vocab_size": 32128, "d_kv": 64, "relative_attention_
        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}
 _QWEN2 = {"model_type": "qwen2", "vocab_size": 151936, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
           "rms_norm_eps": 1e-6, "hidden_act": "silu", "tie_word_embeddings": True, "bos_token_id": 151643,
-          "eos_token_id": 151643, "use_sliding_window": False}
+          "eos_token_id": 151643, "use_sliding_window": False,
+          "dtype": "bfloat16"}  # the published checkpoints' dtype: load() keeps it, so the catalog judges it
 _SMOL = {"model_type": "llama", "vocab_size": 49152, "hidden_act": "silu", "rms_norm_eps": 1e-5,
-         "tie_word_embeddings": True, "bos_token_id": 0, "eos_token_id": 0}
+         "tie_word_embeddings": True, "bos_token_id": 0, "eos_token_id": 0, "dtype": "bfloat16"}
 
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "gpt2": {**_GPT2, "n_embd": 768, "n_layer": 12},

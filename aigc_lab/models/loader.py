@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from ..errors import ModelLoadError, ModelNotFoundError
 from . import memory
+from .devices import AUTO, dtype_name, load_dtype, resolve_device
 from .handle import ModelHandle
 from .resolve import folder_config, kind_of, resolve_config
 
@@ -34,15 +35,15 @@ def _auto_class(kind: str):
 def _torch_dtype(dtype: Any) -> Any:
     import torch
 
-    name = memory.dtype_name(dtype)
+    name = dtype_name(dtype)
     if name == "int8":
         raise ModelLoadError("dtype='int8' is a quantization: load the model, then use al.quantize(handle, 'int8')")
     return getattr(torch, name)
 
 
 def _check_memory(config: Any, name: str, dtype: Any, device: Any) -> None:
-    dt = memory.dtype_name(dtype) if dtype is not None else memory.config_dtype(config)
-    memory.check_fits(dataclasses.replace(memory.estimate_memory(config, dt), name=name), device)
+    estimate = memory.estimate_memory(config, load_dtype(config, dtype))
+    memory.check_fits(dataclasses.replace(estimate, name=name), device)
 
 
 def _from_pretrained(source: str, name: str, config: Any, *, dtype: Any, device: Any, local_only: bool,
@@ -161,16 +162,18 @@ def _load_hub(name: str, *, dtype: Any, device: Any, allow_pickle: bool, trust_r
         raise _not_found(name, f"the hub did not provide it ({type(exc).__name__}: {exc})") from exc
 
 
-def load(name: str | os.PathLike[str], *, dtype: Any = None, device: Any = None, allow_pickle: bool = False,
+def load(name: str | os.PathLike[str], *, dtype: Any = None, device: Any = AUTO, allow_pickle: bool = False,
          trust_remote_code: bool = False) -> ModelHandle:
     """Load ``name``: a local folder saved with ``save_pretrained``, then a hub id, then ``starter:<arch>-<size>``.
 
-    ``dtype``: ``"float32"``, ``"bfloat16"``, ``"float16"`` (default: the saved dtype). ``device``: ``"cpu"``,
-    ``"cuda"``... The memory needed is checked first: ``ModelTooLargeError`` if it cannot fit. Hub ids go
+    ``dtype``: ``"float32"``, ``"bfloat16"``, ``"float16"`` (default: the saved dtype). ``device``: ``"auto"``
+    (default: CUDA when torch can use a GPU, else CPU; ``models/devices.py``), ``"cpu"``, ``"cuda"``... The
+    memory needed on that device is checked first: ``ModelTooLargeError`` if it cannot fit. Hub ids go
     through the normal Hugging Face cache; with no network and nothing cached a ``ModelNotFoundError`` says
     how to get the model and which offline model works instead. Pickled weights need ``allow_pickle=True``.
     """
     text = os.fspath(name)
+    device = resolve_device(device)
     folder = Path(text).expanduser()
     if folder.is_dir():
         handle = _load_folder(folder, text, dtype=dtype, device=device, allow_pickle=allow_pickle,
@@ -185,6 +188,5 @@ def load(name: str | os.PathLike[str], *, dtype: Any = None, device: Any = None,
     else:
         handle = _load_hub(text, dtype=dtype, device=device, allow_pickle=allow_pickle,
                            trust_remote_code=trust_remote_code)
-    if device is not None:
-        handle.model.to(device)
+    handle.model.to(device)
     return handle

@@ -10,12 +10,13 @@ Every step publishes ``train.step`` on the bus, every eval ``train.eval``, every
 
 from typing import Any
 
+from ..errors import TrainingMemoryError
 from .config import TrainConfig, TrainConfigError
-from .memory import TrainingMemoryError
+from .interface import FinetuneRun
 from .run import TrainRun, finetune
 
-__all__ = ["DistributedRun", "TrainConfig", "TrainConfigError", "TrainRun", "TrainingMemoryError", "finetune",
-           "finetune_distributed"]
+__all__ = ["DistributedRun", "FinetuneRun", "TrainConfig", "TrainConfigError", "TrainRun", "TrainingMemoryError",
+           "finetune", "finetune_distributed"]
 
 
 def __getattr__(name: str) -> Any:

@@ -45,9 +45,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors wherever the state was mapped
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _write(tmp: Path, *, model: Any, tokenizer: Any, adapter: dict[str, Any] | None, optimizer: Any,
@@ -100,13 +100,14 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     return last
 
 
-def load_weights(model: Any, path: Path) -> None:
-    """Load the full-model weights saved in ``path/model`` into ``model`` (tied weights may be absent)."""
+def load_weights(model: Any, path: Path, device: Any = "cpu") -> None:
+    """Load the full-model weights saved in ``path/model`` into ``model`` (tied weights may be absent), read
+    straight onto ``device`` (the run's: a checkpoint written on a GPU resumes on a CPU and back)."""
     from safetensors.torch import load_file
 
     state: dict[str, Any] = {}
     for f in sorted((path / "model").glob("*.safetensors")):
-        state.update(load_file(f))
+        state.update(load_file(f, device=str(device)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     current = model.state_dict()
     loaded = {current[k].data_ptr() for k in state if k in current}
@@ -116,7 +117,9 @@ def load_weights(model: Any, path: Path) -> None:
                                f"{unexpected[:3]}): resume with the model the run started from")
 
 
-def load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path, device: Any = "cpu") -> dict[str, Any]:
+    """Optimizer, scheduler and RNG states of a checkpoint, mapped onto ``device`` (the run's device, whatever
+    device wrote them: without ``map_location`` a GPU-written state fails to load on a CPU-only machine)."""
     import torch
 
-    return torch.load(path / STATE, weights_only=True)
+    return torch.load(path / STATE, weights_only=True, map_location=device)

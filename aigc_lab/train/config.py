@@ -7,16 +7,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AigcLabError
+from ..errors import TrainConfigError
 
 METHODS = ("full", "lora", "distill")
 SCHEDULES = ("linear", "cosine", "constant")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # fp16 is refused with what to use (train/precision.py)
 TRAIN_ON = ("assistant", "all")
 
-
-class TrainConfigError(AigcLabError, ValueError):
-    """Fine-tuning parameters are out of range, unknown, or inconsistent with the model or data."""
+__all__ = ["METHODS", "PRECISIONS", "SCHEDULES", "TRAIN_ON", "TrainConfig", "TrainConfigError"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class TrainConfig:
     eval_batches: int | None = None  # cap on validation batches per eval (None: all)
     eval_generate: int = 64  # examples scored by greedy exact match (pairs only; 0 = off)
     patience: int | None = None  # early stopping: evals without a better val_loss
-    precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast on CUDA with bf16 and for 16-bit models; fp32 weights always
     packing: bool = True  # causal LMs: concatenate texts into max_length blocks (conversations: whole ones per row)
     # conversations: "assistant" puts loss on the replies and their end-of-turn tokens only, "all" on every token
     train_on: str = "assistant"

@@ -10,8 +10,9 @@ publishes events; they reach the caller's bus live through a queue (and so the p
 stops all processes after the same step; rank 0 then writes a checkpoint. A process that stalls or dies
 never hangs the caller: the others give up after ``timeout_s`` in a collective and the run ends "error".
 
-Launch from a notebook or Python: ``finetune_distributed`` (``accelerate.notebook_launcher``: fork,
-or ``start_method="spawn"`` with ``torch.multiprocessing``). From a shell:
+Launch from a notebook or Python: ``finetune_distributed`` (``start_method="auto"``: ``spawn`` with
+``torch.multiprocessing`` when CUDA is available or initialised, since a forked child cannot use CUDA its
+parent initialised; else ``fork`` through ``accelerate.notebook_launcher``, which starts faster). From a shell:
 
     python -m aigc_lab.train.distributed --model starter:gpt-tiny --data samples:python_docs -n 2 --max-steps 50
     accelerate launch --num_processes 2 -m aigc_lab.train.distributed --model ... --data ...
@@ -38,10 +39,12 @@ from typing import Any
 from .. import runs
 from ..bus import EventBus
 from ..bus import bus as default_bus
+from ..errors import DistributedRunError
 from ..progress import progress_bar
 from .config import TrainConfig, TrainConfigError
 
 FINAL = "final"
+START_METHODS = ("auto", "fork", "spawn")
 DEFAULT_TIMEOUT_S = 1800.0  # torch's own default for gloo; NCCL's is 600 s
 STALLED = "stalled:"  # how a stall's error message starts
 
@@ -50,7 +53,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DistributedRun:
-    """What rank 0 reports when a multi-process run ends: the curve, the status and the trained weights."""
+    """What rank 0 reports when a multi-process run ends: the curve, the status and the trained weights.
+
+    The same interface as ``TrainRun`` (``train/interface.py``); ``finetune_distributed`` blocks, so the run
+    has ended by the time one exists: ``wait()`` returns at once (raising if it failed) and ``cancel()`` has
+    nothing left to stop.
+    """
 
     run: str
     status: str
@@ -60,10 +68,29 @@ class DistributedRun:
     steps: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
-    checkpoints: list[str] = field(default_factory=list)
-    error: str | None = None
+    checkpoints: list[Path] = field(default_factory=list)
+    error: str | None = None  # why it failed, first process first (``wait()`` raises it)
     ranks_done: list[int] = field(default_factory=list)  # ranks that ended cleanly (all of them unless "error")
     _model: Any = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        """Always True: ``finetune_distributed`` returns when every process has ended."""
+        return True
+
+    def wait(self, timeout: float | None = None) -> DistributedRun:  # noqa: ARG002 - the run has ended
+        """Return this run; raise ``DistributedRunError`` with the first failure if it ended ``error``."""
+        if self.status == "error":
+            raise DistributedRunError(f"distributed run {self.run} failed: {self.error}")
+        return self
+
+    def cancel(self) -> None:
+        """Nothing to stop: the run has ended (``al.runs.cancel(run_id)`` from another thread stops one going)."""
+
+    @property
+    def step(self) -> int:
+        """The last optimizer step taken."""
+        return int(self.steps[-1]["step"]) if self.steps else 0
 
     @property
     def history(self) -> Any:
@@ -78,7 +105,7 @@ class DistributedRun:
 
     @property
     def last_checkpoint(self) -> Path | None:
-        found = [Path(p) for p in self.checkpoints if Path(p).exists()]
+        found = [p for p in self.checkpoints if p.exists()]
         return found[-1] if found else None
 
     @property
@@ -322,15 +349,15 @@ def _relay(q: Any, bus: Any, flag: threading.Event, cancel: _SharedFlag, stop: t
 
 def finetune_distributed(model: Any, dataset: Any, method: str = "full", teacher: Any = None, *,
                          num_processes: int = 2, val: Any = None, resume: Any = None,
-                         event_bus: EventBus | None = None, start_method: str = "fork", port: int | None = None,
+                         event_bus: EventBus | None = None, start_method: str = "auto", port: int | None = None,
                          timeout_s: float = DEFAULT_TIMEOUT_S, **hparams: Any) -> DistributedRun:
     """Fine-tune on ``num_processes`` processes (DDP through Accelerate); block; return rank 0's result.
 
     Arguments as ``finetune`` (``batch_size`` is per process: the global batch is ``batch_size *
-    num_processes``). ``start_method="fork"`` (default) launches with ``accelerate.notebook_launcher``,
-    which needs CUDA untouched in this process; ``"spawn"`` starts fresh interpreters with
-    ``torch.multiprocessing`` (``model`` and ``dataset`` are pickled to them). Trained weights are saved
-    (``save_pretrained``) under ``<output_dir>/final``; ``.model`` loads them.
+    num_processes``). ``start_method``: ``"auto"`` (default; ``start_method_for``), ``"fork"``
+    (``accelerate.notebook_launcher``; needs CUDA untouched in this process) or ``"spawn"`` (fresh
+    interpreters through ``torch.multiprocessing``; ``model`` and ``dataset`` are pickled to them). Trained
+    weights are saved (``save_pretrained``) under ``<output_dir>/final``; ``.model`` loads them.
 
     ``timeout_s`` bounds how long a process waits for the others in one collective (the process group's
     timeout, start-up included): if a process hangs or dies, the others raise after it, the launcher ends
@@ -344,8 +371,7 @@ def finetune_distributed(model: Any, dataset: Any, method: str = "full", teacher
 
     if num_processes < 1:
         raise TrainConfigError("num_processes must be >= 1")
-    if start_method not in ("fork", "spawn"):
-        raise TrainConfigError("start_method must be 'fork' (notebook_launcher) or 'spawn'")
+    start_method = start_method_for(start_method)
     if not timeout_s > 0:
         raise TrainConfigError("timeout_s must be > 0 (seconds a process may wait for the others)")
     cfg = TrainConfig.from_kwargs(method, {**hparams, "progress": False})
@@ -398,7 +424,8 @@ def finetune_distributed(model: Any, dataset: Any, method: str = "full", teacher
     done = [r for r, rep in enumerate(reports) if rep.done]
     cause = _cause(reports, launch_error)
     if res is None:
-        raise RuntimeError(f"distributed run {run_id} failed: {cause or 'no result from rank 0'}") from launch_error
+        raise DistributedRunError(
+            f"distributed run {run_id} failed: {cause or 'no result from rank 0'}") from launch_error
     status, error = res["status"], res["error"]
     if status == "error" and cause and cause != error:  # another rank failed first (e.g. rank 0 was the one stuck)
         error = f"{cause} (then rank 0: {error})"
@@ -407,8 +434,25 @@ def finetune_distributed(model: Any, dataset: Any, method: str = "full", teacher
         status, error = "error", f"rank(s) {missing} did not finish" + (f": {cause}" if cause else "")
     return DistributedRun(run=res["run"], status=status, world=res["world"], output_dir=Path(res["output_dir"]),
                           model_path=Path(res["model_path"]) if res["model_path"] else None, steps=res["steps"],
-                          evals=res["evals"], best=res["best"], checkpoints=res["checkpoints"], error=error,
+                          evals=res["evals"], best=res["best"], checkpoints=[Path(p) for p in res["checkpoints"]],
+                          error=error,
                           ranks_done=done)
+
+
+def start_method_for(requested: str = "auto") -> str:
+    """The start method a launch uses: ``"auto"`` is ``"spawn"`` when CUDA is available or already initialised
+    here (a forked child cannot use CUDA its parent initialised: "Cannot re-initialize CUDA in forked
+    subprocess"), else ``"fork"``. ``"fork"`` asked for after CUDA was initialised is refused, with why."""
+    import torch
+
+    if requested not in START_METHODS:
+        raise TrainConfigError(f"start_method must be one of {', '.join(START_METHODS)}, not {requested!r}")
+    if requested == "auto":
+        return "spawn" if torch.cuda.is_available() or torch.cuda.is_initialized() else "fork"
+    if requested == "fork" and torch.cuda.is_initialized():
+        raise TrainConfigError("start_method='fork' cannot work here: this process has initialised CUDA, and a "
+                               "forked child cannot use it; use start_method='spawn' (or 'auto')")
+    return requested
 
 
 def _cause(reports: list[_RankReport], launch_error: BaseException | None) -> str:
@@ -480,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="per process")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--output-dir")
-    parser.add_argument("--start-method", default="spawn", choices=("fork", "spawn"))
+    parser.add_argument("--start-method", default="auto", choices=START_METHODS)
     parser.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
                         help="seconds a process may wait for the others before the run fails (a stall)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more hyper-parameters (JSON)")

@@ -21,11 +21,11 @@ import numpy as np
 
 from ..data.chat_templates import check_markers, marker_ids, name_of, resolve
 from ..events import Checkpoint, RunEnd, RunMetrics, RunStart, TrainEval, TrainStep
+from ..models import memory
 from ..models.fused_ops import fuse_activations
 from ..models.handle import shared_copy
 from ..progress import progress_bar
 from . import checkpoint as ckpt
-from . import memory
 from .chat_data import is_conversations, loss_share
 from .collate import Batches, Encoded, as_examples, encode, is_pairs
 from .config import TrainConfig, TrainConfigError
@@ -33,6 +33,8 @@ from .distill import check_teacher, distill_loss
 from .evaluate import chat_scores, eval_loss, pair_scores, perplexity
 from .fused_loss import causal_lm_loss, fusable
 from .lora import adapter_state, apply_lora, load_adapter_into, lora_targets
+from .peak_memory import PeakMemory
+from .precision import Precision, choose, master_weights, restore_dtype, weights_dtype
 from .schedule import make_scheduler
 
 # hyper-parameters that fix the data order and model shape: a resumed run must keep them
@@ -81,7 +83,7 @@ class Loop:
         out = cfg.output_dir or (str(self.resume.parent) if self.resume else f"aigc_runs/{run_id}")
         self.output_dir = Path(out)
         self.main = rank == 0
-        self.memory: memory.PeakMemory | None = None  # what the run added at its peak (set when it ran)
+        self.memory: PeakMemory | None = None  # what the run added at its peak (set when it ran)
         self.cancel_all = False  # world > 1: some process was asked to stop (seen by all after the same step)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -119,14 +121,11 @@ class Loop:
         return torch.device(self.cfg.device or self.handle.device)
 
     def _autocast(self) -> Any:
-        import torch
-
-        dev = self.device
-        use = self.cfg.precision == "bf16" or (
-            self.cfg.precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported())
-        if not use:
+        """A callable giving a fresh autocast context per forward (``train/precision.py``), or None (fp32)."""
+        if self.precision.autocast is None:
             return None
-        return lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+        device_type = self.device.type
+        return lambda: self.precision.context(device_type)
 
     def precheck(self) -> None:
         """Refuse early, in the caller's thread: teacher, LoRA targets, memory, resume compatibility."""
@@ -136,15 +135,18 @@ class Loop:
         if cfg.method == "lora" and self.handle.kind == "rnn":
             raise TrainConfigError("LoRA needs attention/linear layers; train the LSTM baseline with method='full'")
         self.device = self._device()
-        self.autocast = self._autocast()
         src = self.handle.model
+        self.precision: Precision = choose(cfg.precision, weights=weights_dtype(src), device=self.device)
+        self.autocast = self._autocast()
         targets = lora_targets(src, cfg.lora_targets)[0] if cfg.method == "lora" else ()
         copied = not self.inplace and cfg.method != "lora"  # LoRA shares the frozen base (shared_copy)
-        need = memory.estimate(src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=copied,
-                               trainable_params=memory.lora_params(src, targets, cfg.lora_r) if targets else None,
-                               teacher=self.teacher, autocast=self.autocast is not None,
-                               checkpointing=cfg.checkpointing and _can_checkpoint(src))
-        memory.check(need, device=self.device, method=cfg.method, batch_size=cfg.batch_size, seq_len=cfg.max_length)
+        need = memory.training_memory(
+            src, batch_size=cfg.batch_size, seq_len=cfg.max_length, copy=copied,
+            trainable_params=memory.lora_params(src, targets, cfg.lora_r) if targets else None,
+            teacher=self.teacher, autocast=self.autocast is not None,
+            checkpointing=cfg.checkpointing and _can_checkpoint(src))
+        memory.check_training_fits(need, device=self.device, method=cfg.method, batch_size=cfg.batch_size,
+                                   seq_len=cfg.max_length)
         if self.chat:  # refuse a run where no token carries loss before any worker starts
             self.train_enc = self._encode(self.train_ex)
             self.loss_share = loss_share(self.train_enc)
@@ -183,11 +185,12 @@ class Loop:
                                        "train with gradient_checkpointing=False")
         if cfg.method == "lora":
             model = apply_lora(model, self.kind, cfg, self.lora_tokens)
+        master_weights(model)  # 16-bit weights train as fp32 master copies (train/precision.py)
         if self.resume is not None:
             if cfg.method == "lora":
-                load_adapter_into(model, self.resume / "adapter")
+                load_adapter_into(model, self.resume / "adapter", self.device)
             else:
-                ckpt.load_weights(model, self.resume)
+                ckpt.load_weights(model, self.resume, self.device)
         model.train()
         self.model = model
         # the fused loss needs the plain forward: not under DDP (its hooks run in forward), autocast or distill
@@ -215,7 +218,7 @@ class Loop:
         if self.accel is not None:
             self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
         if meta is not None:
-            state = ckpt.load_state(self.resume)
+            state = ckpt.load_state(self.resume, self.device)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             p = self.progress
@@ -243,6 +246,7 @@ class Loop:
                 "loss_share": self.loss_share, "lora_trainable_tokens": list(self.lora_tokens)} if self.chat else {}
         self.publish(RunStart(run=self.run_id, kind="train", model=info,
                               config={**self.cfg.to_dict(), "resume": str(self.resume) if self.resume else None,
+                                      "autocast": self.precision.autocast, "master_weights": "float32",
                                       "train_examples": len(self.train_ex), "world": self.world, **chat},
                               t0=time.time() * 1000))
 
@@ -368,7 +372,7 @@ class Loop:
         t_start = time.perf_counter()
         started = False
         try:
-            self.memory = memory.PeakMemory(self._device())
+            self.memory = PeakMemory(self._device())
             with self.memory:  # from before the copy of the model to the end (checkpoints included)
                 self.setup()
                 self.start_event()
@@ -378,14 +382,22 @@ class Loop:
         except KeyboardInterrupt:
             self.status = "cancelled"
             self._save_quietly()
+            self._restore_dtype()
             self._end(t_start, started)
             raise
         except BaseException as exc:  # noqa: BLE001 - reported as run.end(error) and re-raised by wait()
             self.status, self.error = "error", exc
             if not started:
                 self.start_event_safe()
+        self._restore_dtype()
         self._end(t_start, True)
         return self.status
+
+    def _restore_dtype(self) -> None:
+        """A full fine-tune of a 16-bit model ends in the dtype it came in (checkpoints keep the fp32 masters);
+        LoRA's adapters stay fp32, as peft keeps them, and merge into the base's dtype."""
+        if self.model is not None and self.cfg.method != "lora":
+            restore_dtype(self._unwrapped(), self.precision)
 
     def start_event_safe(self) -> None:
         with contextlib.suppress(Exception):

@@ -70,14 +70,14 @@ def save_adapter(model: Any, state: dict[str, Any], path: Any) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, path / "adapter_model.safetensors")
 
 
-def load_adapter_into(model: Any, path: Any) -> None:
-    """Load saved adapter weights into a ``PeftModel`` built with the same config."""
+def load_adapter_into(model: Any, path: Any, device: Any = "cpu") -> None:
+    """Load saved adapter weights into a ``PeftModel`` built with the same config, read onto ``device``."""
     from pathlib import Path
 
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(Path(path) / "adapter_model.safetensors"))
+    set_peft_model_state_dict(model, load_file(Path(path) / "adapter_model.safetensors", device=str(device)))
 
 
 def merge(model: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 from .. import runs
 from ..bus import EventBus
 from ..bus import bus as default_bus
+from ..errors import RunNotFinishedError
 from .config import TrainConfig
 from .loop import Loop
 
@@ -26,7 +27,9 @@ def history_frame(steps: list[dict[str, Any]], evals: list[dict[str, Any]]) -> A
 
 
 class TrainRun:
-    """A fine-tuning run: ``.wait()``, ``.cancel()``, ``.history``, ``.model``, ``.best``, ``.status``, ``.run``."""
+    """A fine-tuning run on a background thread (or the caller's): ``.wait()``, ``.cancel()``, ``.history``,
+    ``.model``, ``.best``, ``.status``, ``.run``; the interface it shares with ``DistributedRun`` is
+    ``train/interface.py``'s ``FinetuneRun``."""
 
     def __init__(self, loop: Loop, flag: threading.Event) -> None:
         self._loop = loop
@@ -88,6 +91,15 @@ class TrainRun:
         return history_frame(self._loop.progress.steps, self._loop.progress.evals)
 
     @property
+    def steps(self) -> list[dict[str, Any]]:
+        """One dict per step so far: step, epoch, loss, lr, tok_s."""
+        return list(self._loop.progress.steps)
+
+    @property
+    def losses(self) -> list[float]:
+        return [s["loss"] for s in self._loop.progress.steps]
+
+    @property
     def evals(self) -> list[dict[str, Any]]:
         return list(self._loop.progress.evals)
 
@@ -122,7 +134,7 @@ class TrainRun:
         from ..models import ModelHandle
 
         if not self.done:
-            raise RuntimeError("the run is still going: call .wait() first (or .cancel())")
+            raise RunNotFinishedError("the run is still going: call .wait() first (or .cancel())")
         if self._merged is None:
             loop = self._loop
             model = loop._unwrapped()

@@ -31,7 +31,7 @@ from .data_tab import DataTab
 from .export_tab import EXPORT_SOURCES, HF_DTYPES, TARGETS, ExportTab
 from .finetune_tab import METHODS, FinetuneTab
 from .generate_tab import GenerateTab, metrics_text
-from .model_tab import DTYPES, ModelTab
+from .model_tab import DEVICES, DTYPES, ModelTab
 from .optimise_tab import SCHEMES, SOURCES, OptimiseTab
 
 _SUMMARY_TEXT_CHARS = 2000
@@ -57,6 +57,7 @@ class Studio(HasTraits):
     # -- Model tab --------------------------------------------------------------------------------
     model_name = Unicode("starter:gpt-tiny", help="starter:*, a hub id or a local folder")
     model_dtype = Enum(DTYPES, default_value="auto")
+    model_device = Enum(DEVICES, default_value="auto", help="'auto' = CUDA when available, else CPU (as load())")
     # -- Fine-tune tab ----------------------------------------------------------------------------
     ft_method = Enum(METHODS, default_value="lora")
     ft_max_steps = Int(50)

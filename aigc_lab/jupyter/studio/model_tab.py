@@ -10,6 +10,7 @@ from traitlets import link
 from .common import DEFAULT_MODEL_NAMES, Panel, UserInputError, esc, frame_html, row
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")  # auto: al.models.load's default (models/devices.py decides)
 
 
 def handle_html(handle: Any) -> str:
@@ -30,6 +31,8 @@ class ModelTab(Panel):
                                  placeholder="starter:gpt-tiny, a hub id, or a local folder",
                                  layout=w.Layout(width="520px"))
         self.dtype_w = w.Dropdown(options=DTYPES, description="dtype", layout=w.Layout(width="200px"))
+        self.device_w = w.Dropdown(options=DEVICES, description="device", layout=w.Layout(width="180px"),
+                                   tooltip="auto: CUDA when available, else CPU")
         self.load_button = w.Button(description="Load model", icon="download", button_style="primary")
         self.load_button.on_click(lambda _: self.load())
         self.catalog_button = w.Button(description="Catalog", icon="list", tooltip="sizes, memory, fits here?")
@@ -38,7 +41,8 @@ class ModelTab(Panel):
         self.catalog_w = w.HTML()
         link((s, "model_name"), (self.name_w, "value"))
         link((s, "model_dtype"), (self.dtype_w, "value"))
-        return [row(self.name_w, self.dtype_w), row(self.load_button, self.catalog_button), self.info,
+        link((s, "model_device"), (self.device_w, "value"))
+        return [row(self.name_w, self.dtype_w, self.device_w), row(self.load_button, self.catalog_button), self.info,
                 self.catalog_w]
 
     def action_buttons(self) -> list[w.Button]:
@@ -50,26 +54,28 @@ class ModelTab(Panel):
         ok, args = self.checked(self._validate)
         if not ok:
             return False
-        name, dtype = args
+        name, dtype, device = args
 
         def work() -> str:
             from ...models import load
 
-            handle = load(name, dtype=dtype)
+            handle = load(name, dtype=dtype, device=device)
             s.model = handle
             self.info.value = handle_html(handle)
             return f"loaded {handle.name}"
 
         return self.start(f"Loading {name}", work)
 
-    def _validate(self) -> tuple[str, str | None]:
+    def _validate(self) -> tuple[str, str | None, str]:
         s = self.studio
         name = s.model_name.strip()
         if not name:
             raise UserInputError("enter a model name: starter:gpt-tiny, a hub id such as gpt2, or a local folder")
         if s.model_dtype not in DTYPES:
             raise UserInputError(f"dtype must be one of {', '.join(DTYPES)}")
-        return name, None if s.model_dtype == "auto" else s.model_dtype
+        if s.model_device not in DEVICES:
+            raise UserInputError(f"device must be one of {', '.join(DEVICES)}")
+        return name, None if s.model_dtype == "auto" else s.model_dtype, s.model_device
 
     def show_catalog(self) -> bool:
         """Fetch ``al.models.catalog()`` in the background; its names join the Model box's choices."""
@@ -80,7 +86,7 @@ class ModelTab(Panel):
         def work() -> str:
             from ...models import catalog
 
-            table = catalog()
+            table = catalog(device=s.model_device)
             s.catalog = table
             names = [str(n) for n in table["name"]] if "name" in table.columns else []
             self.name_w.options = tuple(dict.fromkeys([*names, *DEFAULT_MODEL_NAMES]))

@@ -8,7 +8,7 @@ from traitlets import link
 from .common import Panel, UserInputError, row
 from .model_tab import handle_html
 
-SCHEMES = ("int8", "bf16", "fp16", "int8-weight", "int4-weight")
+SCHEMES = ("int8", "bf16", "fp16", "int8-weight", "int4-weight", "float8")  # al.quantize's (models/quantize.py)
 SOURCES = ("model", "finetuned")
 
 
@@ -18,7 +18,8 @@ class OptimiseTab(Panel):
     def controls(self) -> list[w.Widget]:
         s = self.studio
         self.scheme_w = w.Dropdown(options=SCHEMES, description="scheme", layout=w.Layout(width="220px"),
-                                   tooltip="int8: dynamic int8 on CPU; bf16/fp16: half precision; *-weight: CUDA")
+                                   tooltip="int8: dynamic int8 (CPU); bf16/fp16: casts; int8-weight: torchao; "
+                                           "int4-weight, float8: torchao on CUDA")
         self.source_w = w.Dropdown(options=SOURCES, description="of", layout=w.Layout(width="220px"))
         self.quantize_button = w.Button(description="Quantize", icon="compress", button_style="primary")
         self.quantize_button.on_click(lambda _: self.quantize())
