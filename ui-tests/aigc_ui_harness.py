@@ -6,6 +6,9 @@ Notebooks are written straight into the server's root dir, opened with ``docmana
 driven through their own kernel connection (``kernel.requestExecute`` evaluated in the page), so
 the panel, which follows the notebook's kernel, sees every comm message.
 
+The panel is not forced open by the extension (the layout restorer shows it where the user left
+it); ``open_lab`` and ``Lab.reload`` open it with its command (``aigc-lab:open``) unless told not to.
+
 If the browser or the server cannot start, the tests FAIL with a message saying why; nothing here
 skips.
 """
@@ -347,13 +350,17 @@ class Lab:
                                              "busy": False})
         return Notebook(lab=self, path=path, widget_id=info["id"])
 
-    def reload(self) -> None:
-        """Reload the page (same server, same kernels) and wait until JupyterLab is back."""
-        self.page.goto(f"{self.server.url}lab?reset", wait_until="domcontentloaded",
-                       timeout=STEP_TIMEOUT * 1000)
+    def reload(self, reset: bool = True, open_panel: bool = True) -> None:
+        """Reload the page (same server, same kernels) and wait until JupyterLab is back. With
+        ``reset`` the saved layout is dropped (``?reset``); with ``open_panel`` the panel is then
+        opened with its command."""
+        self.page.goto(f"{self.server.url}lab{'?reset' if reset else ''}",
+                       wait_until="domcontentloaded", timeout=STEP_TIMEOUT * 1000)
         self.page.wait_for_function("() => !!window.jupyterapp", timeout=STEP_TIMEOUT * 1000)
         self.page.evaluate("async () => { await window.jupyterapp.restored; }")
         self.page.evaluate(_JS_INSTALL)
+        if open_panel:
+            self.ensure_panel()
 
     def reopen(self, nb: Notebook, busy: bool = False) -> Notebook:
         """Open ``nb`` again in this page (after a reload: same session, same kernel). With
@@ -450,8 +457,9 @@ class Lab:
         return [text for kind, text in self.console if kind == "warning" and text.startswith(prefix)]
 
 
-def open_lab(page: Any, server: LabServer) -> Lab:
-    """Load JupyterLab in ``page`` (console messages and page errors recorded); fail with the reason."""
+def open_lab(page: Any, server: LabServer, open_panel: bool = True) -> Lab:
+    """Load JupyterLab in ``page`` (console messages and page errors recorded), then open the
+    panel with its command unless ``open_panel`` is false; fail with the reason."""
     console: list[tuple[str, str]] = []
     page.on("console", lambda m: console.append((m.type, m.text)))
     page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
@@ -462,7 +470,10 @@ def open_lab(page: Any, server: LabServer) -> Lab:
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"JupyterLab did not load in the browser: {exc}\n{server.log_tail()}")
     page.evaluate(_JS_INSTALL)
-    return Lab(page=page, server=server, console=console)
+    lab = Lab(page=page, server=server, console=console)
+    if open_panel:
+        lab.ensure_panel()
+    return lab
 
 
 @dataclass

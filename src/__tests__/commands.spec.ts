@@ -1,6 +1,5 @@
 // @vitest-environment jsdom
 import { nullTranslator } from '@jupyterlab/translation';
-import { ToolbarButton } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
 import { describe, expect, it, vi } from 'vitest';
 
@@ -15,7 +14,7 @@ import {
 } from '../commands';
 import { AckMessage } from '../protocol';
 import { Store } from '../store';
-import { createPanelToolbar } from '../toolbar';
+import { CommandButton, createPanelToolbar } from '../toolbar';
 import { fixtureAction } from './fixtures';
 
 const trans = nullTranslator.load('aigc_lab');
@@ -142,14 +141,20 @@ describe('commands', () => {
     expect(toolbar.node.getAttribute('aria-label')).toBe('AIGC Lab actions');
     const names = Array.from(toolbar.names());
     expect(names).toEqual(['stop-run', 'load-history', 'export-csv', 'clear-history']);
-    const stop = Array.from(toolbar.children())[0] as ToolbarButton;
-    expect(stop.enabled).toBe(false);
+    const stop = (Array.from(toolbar.children())[0] as CommandButton).button;
+    expect(stop.disabled).toBe(true);
+    expect(stop.classList).toContain('aigc-stop-run');
+    expect(stop.getAttribute('aria-label')).toBe(commands.caption(CommandIDs.stopRun));
+    expect(stop.querySelector('svg')).not.toBeNull();
     const watcher = new CommandStateWatcher(commands);
     watcher.follow(channel);
     channel.store.dispatch(fixtureAction('run_start_generate.json'));
-    expect(stop.enabled).toBe(true);
+    expect(stop.disabled).toBe(false);
+    stop.click();
+    expect(channel.cancel).toHaveBeenCalledWith('gen-7f3a');
+    expect(stop.disabled).toBe(true); // its cancel is pending
     channel.store.dispatch(fixtureAction('run_end_ok.json'));
-    expect(stop.enabled).toBe(false);
+    expect(stop.disabled).toBe(true);
     watcher.dispose();
     toolbar.dispose();
   });

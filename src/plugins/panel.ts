@@ -60,24 +60,25 @@ export const panelPlugin: JupyterFrontEndPlugin<void> = {
     const trans = translationBundle(translator);
     const manager = new ChannelManager();
     const announcer = new RunAnnouncer(trans);
-    const toolbar = createPanelToolbar(app.commands, trans);
-    const panel = new AigcLabPanel({ translator, toolbar, liveRegion: announcer.node });
-    panel.title.icon = aigcIcon;
-
+    let panel: AigcLabPanel | null = null;
     const host: ICommandHost = {
       get channel() {
-        return panel.channel;
+        return panel?.channel ?? null;
       },
       open: () => {
-        if (!panel.isAttached) {
+        if (panel !== null && !panel.isAttached) {
           app.shell.add(panel, 'right', { rank: RIGHT_RANK });
         }
-        (labShell ?? app.shell).activateById(panel.id);
+        (labShell ?? app.shell).activateById(PANEL_ID);
       },
-      clearHistory: () => panel.clearHistory(),
-      exportCsv: () => panel.exportCsv()
+      clearHistory: () => panel?.clearHistory(),
+      exportCsv: () => panel?.exportCsv()
     };
+    // the commands first: the toolbar's buttons read their icon, caption and state
     registerCommands(app.commands, host, trans);
+    const toolbar = createPanelToolbar(app.commands, trans);
+    panel = new AigcLabPanel({ translator, toolbar, liveRegion: announcer.node });
+    panel.title.icon = aigcIcon;
     const watcher = new CommandStateWatcher(app.commands);
     if (palette) {
       const category = trans.__('AIGC Lab');
