@@ -165,6 +165,7 @@ export class KernelChannel implements IDisposable {
    */
   requestHistory(): boolean {
     const id = newRequestId();
+    this._lostSinceHistory = false;
     this.store.dispatch({ type: 'history.requested', id });
     const comm = this._comm;
     if (comm === null || comm.isDisposed) {
@@ -349,13 +350,21 @@ export class KernelChannel implements IDisposable {
       const link = status === 'connected' ? 'ok' : status === 'connecting' ? 'websocket-lost' : 'disconnected';
       this.store.dispatch({ type: 'link', link });
     }
+    if (status !== 'connected') {
+      this._lostSinceHistory = true;
+    }
     if (status === 'connected') {
       this._side.retry();
       if (!this.hasComm && !this._down) {
         // After a websocket reconnect, pick up a comm we may have missed.
         void this._reattach();
-      } else if (this.hasComm && ['pending', 'failed'].includes(this.store.state.connection.history?.state ?? '')) {
+      } else if (
+        this.hasComm &&
+        this._lostSinceHistory &&
+        ['pending', 'failed'].includes(this.store.state.connection.history?.state ?? '')
+      ) {
         // The replay's answer may have been lost with the socket: ask again (replays are idempotent).
+        // Only then: one history request per attach, however often 'connected' is reported.
         this.requestHistory();
       }
     }
@@ -396,6 +405,8 @@ export class KernelChannel implements IDisposable {
   private _side: SideShell;
   private _reattaching: Promise<void> | null = null;
   private _historyTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** The websocket was lost after the last history request went out (its answer may be lost). */
+  private _lostSinceHistory = false;
   private _pending = new Map<string, PendingRequest>();
   private _sink: MessageSink;
   private _down = false;

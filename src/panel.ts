@@ -5,16 +5,26 @@
  * (metrics strip, Stop button, live token stream), the latency chart and the loss chart (uPlot),
  * and the run history table whose checkboxes choose which runs the charts overlay.
  *
- * Store changes only schedule a render; rendering happens at most once per animation frame and
- * touches only runs whose state object changed, so a fast token stream never blocks the page. A
- * burst larger than a card's per-frame budget (`SPANS_PER_FRAME`) continues on the next frames.
- * Charts redraw at most every `CHART_INTERVAL_MS` while data streams.
+ * Rendering (the render path):
+ * - Store changes only mark work for one `FrameScheduler` (the whole panel's): at each animation
+ *   frame the panel's chrome, the cards and the charts share one budget (time and token spans),
+ *   and what does not fit continues on the next frames, so a burst never makes a long frame.
+ * - Only what can be seen is rendered: every card's header stays current (cheap), but only the
+ *   focused card renders its token stream, and only while it is on screen (IntersectionObserver,
+ *   `visibility.ts`); a card that gets hidden releases its token DOM. While the panel itself is
+ *   hidden (sidebar collapsed, another tab) nothing renders; it catches up when shown.
+ * - Views are kept per kernel (`ChannelViews`): switching notebooks swaps the cards' container,
+ *   it does not rebuild them.
+ * - Charts redraw at most every `CHART_INTERVAL_MS` while data streams, downsampled
+ *   (`series.ts`), with a text summary for screen readers.
  *
  * DOM contract (used by the UI tests):
  *   #aigc-lab-panel[data-kernel-id][data-connected][data-link][data-run-count][data-theme-light]
  *     data-link: connected | waiting | comm-closed | websocket-lost | disconnected | restarting | dead | none
  *     .aigc-banner   visible when the kernel speaks a newer protocol
- *     .aigc-runs > .aigc-run ...   newest run first; only the focused run (default: newest) shown
+ *     [data-reduced-motion]  true when the user asked for reduced motion (no smooth scrolling)
+ *     .aigc-runs > .aigc-run-box[data-kernel-id] > .aigc-run ...   one box per kernel, the followed one shown;
+ *                  newest run first; only the focused run (default: newest) shown
  *     .aigc-chart.aigc-latency-chart / .aigc-loss-chart  [data-series-count][data-point-count]
  *     .aigc-history tr.aigc-history-row[data-run-id][data-selected]
  *     .aigc-toolbar   the plugin's command buttons (src/toolbar.ts): button.aigc-stop-run,
@@ -25,20 +35,26 @@
 import { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { PanelLayout, Widget } from '@lumino/widgets';
 
+import { Message } from '@lumino/messaging';
+
 import { KernelChannel } from './channel';
 import {
   historyCsv,
   historyRows,
   latencySeries,
+  latencySummary,
   lossSeries,
+  lossSummary,
   pickChartRuns
 } from './series';
 import { translationBundle } from './i18n';
-import { RunState, State, linkSummary, runList } from './store';
-import { LiveChart } from './views/chart';
+import { Budget, FrameScheduler } from './scheduler';
+import { Action, DEFAULT_MAX_TOKENS, RunState, State, linkSummary, runList } from './store';
+import { LiveChart, prefersReducedMotion } from './views/chart';
 import { downloadText } from './views/download';
 import { HistoryTable } from './views/history';
 import { RunView } from './views/runview';
+import { VisibilityWatch } from './visibility';
 
 export { downloadText };
 
@@ -55,12 +71,30 @@ export interface PanelSettings {
   tinting: boolean;
   /** Charts show the last this many tokens / steps (0: all). */
   chartWindow: number;
+  /**
+   * Tokens kept per run (setting `tokensPerRun`, default `DEFAULT_MAX_TOKENS`); beyond it the
+   * oldest are dropped and the card says so (the kernel keeps the full text).
+   */
+  tokensPerRun?: number;
+}
+
+/** The views of one kernel's runs, kept while the panel follows another kernel. */
+interface ChannelViews {
+  /** The container of this kernel's cards (in `.aigc-runs` while followed). */
+  box: HTMLDivElement;
+  views: Map<string, RunView>;
+  /** Runs selected for the charts' overlay. */
+  selection: Set<string>;
+  /** The run whose card is shown (null: the newest). */
+  focused: string | null;
+  newest: string | null;
 }
 
 export const DEFAULT_SETTINGS: PanelSettings = {
   historySize: 100,
   tinting: true,
-  chartWindow: 0
+  chartWindow: 0,
+  tokensPerRun: DEFAULT_MAX_TOKENS
 };
 
 export namespace AigcLabPanel {
@@ -154,6 +188,8 @@ export class AigcLabPanel extends Widget {
       this.layout = layout;
       layout.insertWidget(0, options.toolbar);
     }
+    this._watchMotion();
+    this._scheduler.paused = !this.isVisible; // nothing renders until the panel is shown
     this._renderNow();
   }
 
@@ -169,13 +205,14 @@ export class AigcLabPanel extends Widget {
   /** Apply new settings (from the settings registry). */
   set settings(value: PanelSettings) {
     this._settings = { ...value };
-    for (const view of this._views.values()) {
-      view.tinting = value.tinting;
+    for (const cv of this._cache.values()) {
+      for (const view of cv.views.values()) {
+        view.tinting = value.tinting;
+      }
     }
-    this._channel?.store.dispatch({ type: 'limits', maxRuns: value.historySize });
+    this._channel?.store.dispatch(this._limits());
     this._chartKey = '';
-    this._rendered = null;
-    this._schedule();
+    this._invalidate();
   }
 
   /** Runs selected for the charts' overlay (of the followed kernel). */
@@ -192,15 +229,15 @@ export class AigcLabPanel extends Widget {
       sel.delete(runId);
     }
     this._chartKey = '';
-    this._rendered = null;
-    this._schedule();
+    this._invalidate();
   }
 
   /** Show `runId`'s card (null: the newest run). */
   focusRun(runId: string | null): void {
-    this._focused = runId;
-    this._rendered = null;
-    this._schedule();
+    if (this._cv !== null) {
+      this._cv.focused = runId;
+    }
+    this._invalidate();
   }
 
   /** The followed kernel's run history as CSV text (newest first). */
@@ -229,7 +266,9 @@ export class AigcLabPanel extends Widget {
         sel.delete(id);
       }
     }
-    this._focused = null;
+    if (this._cv !== null) {
+      this._cv.focused = null;
+    }
   }
 
   /** Re-read the theme's colours (JupyterLab theme changed). */
@@ -250,20 +289,94 @@ export class AigcLabPanel extends Widget {
     }
     this._unsubscribe?.();
     this._unsubscribe = null;
-    this._channel?.disposed.disconnect(this._onChannelDisposed, this);
     this._channel = channel;
-    // A different kernel: drop the old views, rebuild from that kernel's state.
-    this._views.clear();
-    this._runsBox.replaceChildren();
+    // A different kernel: show its views (kept from the last time it was followed, if it was).
+    this._cv = channel === null ? null : this._viewsFor(channel);
+    this._runsBox.replaceChildren(...(this._cv === null ? [] : [this._cv.box]));
+    if (this._cv !== null) {
+      for (const view of this._cv.views.values()) {
+        this._visibility.reset(view.node); // back in the page: on screen until told otherwise
+      }
+    }
     this._rendered = null;
-    this._focused = null;
     this._chartKey = '';
     if (channel !== null) {
-      channel.store.dispatch({ type: 'limits', maxRuns: this._settings.historySize });
-      this._unsubscribe = channel.store.subscribe(() => this._schedule());
-      channel.disposed.connect(this._onChannelDisposed, this);
+      channel.store.dispatch(this._limits());
+      this._unsubscribe = channel.store.subscribe(() => this._invalidate());
     }
     this._renderNow();
+  }
+
+  /** The render scheduler of the whole panel (benchmarks and tests read its counters). */
+  get scheduler(): FrameScheduler {
+    return this._scheduler;
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._updateActive();
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._updateActive();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this._updateActive();
+  }
+
+  protected onAfterDetach(msg: Message): void {
+    super.onAfterDetach(msg);
+    this._updateActive();
+  }
+
+  /** Render only while the panel can be seen; catch up on everything when it is shown again. */
+  private _updateActive(): void {
+    const active = this.isVisible;
+    if (active) {
+      this._rendered = null;
+      this._chartKey = '';
+      this._invalidate();
+    }
+    this._scheduler.paused = !active;
+  }
+
+  /** `data-reduced-motion` follows the user's `prefers-reduced-motion` (CSS keys on it). */
+  private _watchMotion(): void {
+    const set = () =>
+      this.node.setAttribute('data-reduced-motion', prefersReducedMotion() ? 'true' : 'false');
+    set();
+    if (typeof matchMedia === 'function') {
+      const query = matchMedia('(prefers-reduced-motion: reduce)');
+      if (typeof query.addEventListener === 'function') {
+        query.addEventListener('change', set);
+        this._motionOff = () => query.removeEventListener('change', set);
+      }
+    }
+  }
+
+  private _limits(): Action {
+    return {
+      type: 'limits',
+      maxRuns: this._settings.historySize,
+      maxTokens: this._settings.tokensPerRun ?? DEFAULT_MAX_TOKENS
+    };
+  }
+
+  /** The views of `channel`'s runs, created on first use, forgotten when the channel goes. */
+  private _viewsFor(channel: KernelChannel): ChannelViews {
+    let cv = this._cache.get(channel);
+    if (cv === undefined) {
+      const box = document.createElement('div');
+      box.className = 'aigc-run-box';
+      box.setAttribute('data-kernel-id', channel.kernel.id);
+      cv = { box, views: new Map(), selection: new Set(), focused: null, newest: null };
+      this._cache.set(channel, cv);
+      channel.disposed.connect(this._onChannelDisposed, this);
+    }
+    return cv;
   }
 
   dispose(): void {
@@ -271,9 +384,15 @@ export class AigcLabPanel extends Widget {
       return;
     }
     this._unsubscribe?.();
-    if (this._frame !== 0) {
-      cancelAnimationFrame(this._frame);
+    this._scheduler.dispose();
+    this._visibility.dispose();
+    this._motionOff?.();
+    for (const cv of this._cache.values()) {
+      for (const view of cv.views.values()) {
+        view.release();
+      }
     }
+    this._cache.clear();
     if (this._chartTimer !== null) {
       clearTimeout(this._chartTimer);
     }
@@ -283,20 +402,22 @@ export class AigcLabPanel extends Widget {
   }
 
   private _selection(): Set<string> {
-    const channel = this._channel;
-    if (channel === null) {
-      return new Set<string>();
-    }
-    let sel = this._selections.get(channel);
-    if (sel === undefined) {
-      sel = new Set<string>();
-      this._selections.set(channel, sel);
-    }
-    return sel;
+    return this._cv === null ? new Set<string>() : this._cv.selection;
   }
 
-  private _onChannelDisposed(): void {
-    this.follow(null);
+  private _onChannelDisposed(channel: KernelChannel): void {
+    const cv = this._cache.get(channel);
+    if (cv !== undefined) {
+      for (const view of cv.views.values()) {
+        view.release();
+        this._visibility.unobserve(view.node);
+        this._scheduler.unmark(`run:${view.runId}`);
+      }
+      this._cache.delete(channel);
+    }
+    if (channel === this._channel) {
+      this.follow(null);
+    }
   }
 
   private _onCancel = (runId: string): void => {
@@ -319,26 +440,45 @@ export class AigcLabPanel extends Widget {
     });
   };
 
-  private _schedule(): void {
-    if (this._frame !== 0 || this.isDisposed) {
-      return;
+  /** Something changed: render the panel at the next frame (within the frame's budget). */
+  private _invalidate(): void {
+    this._rendered = null; // a focus, selection or setting change leaves the state as it was
+    if (!this.isDisposed) {
+      this._scheduler.mark('panel', this._panelTask);
     }
-    this._frame = requestAnimationFrame(() => {
-      this._frame = 0;
-      this._renderNow();
-    });
   }
 
+  private _panelTask = (): boolean => {
+    this._renderNow();
+    return true;
+  };
+
+  /** A card's visibility changed (scrolled into or out of view): render what it now needs. */
+  private _onCardVisibility = (): void => {
+    this._rendered = null;
+    this._invalidate();
+  };
+
+  /**
+   * Render the panel's chrome, the cards' headers and the history table now, and mark the token
+   * stream of the card on screen and the charts for this frame's remaining budget. Nothing while
+   * the panel is hidden (it catches up when shown).
+   */
   private _renderNow(): void {
     if (this.isDisposed) {
       return;
     }
+    if (!this.isVisible) {
+      this._invalidate(); // runs once the scheduler resumes (shown)
+      return;
+    }
     const channel = this._channel;
     const state: State | null = channel?.store.state ?? null;
-    if (state !== null && state === this._rendered) {
+    if (state === this._rendered && channel === this._renderedChannel) {
       return;
     }
     this._rendered = state;
+    this._renderedChannel = channel;
     const node = this.node;
     const kernelId = channel?.kernel.id ?? '';
     const link = state === null ? null : linkSummary(state.connection);
@@ -391,11 +531,7 @@ export class AigcLabPanel extends Widget {
     }
 
     const runs: RunState[] = state === null ? [] : runList(state);
-    if (this._renderRuns(runs)) {
-      // Some tokens wait for the next frame (a burst is spread over frames): render again then.
-      this._rendered = null;
-      this._schedule();
-    }
+    this._syncCards(runs);
     const selected = this._selection();
     // Forget selections of runs the store dropped (history cap, Clear).
     if (state !== null) {
@@ -406,52 +542,94 @@ export class AigcLabPanel extends Widget {
       }
     }
     this._history.update(runs, selected, this._focusedId(runs));
-    this._renderCharts(state, selected);
+    this._scheduler.mark('charts', this._chartsTask);
   }
 
   private _focusedId(runs: readonly RunState[]): string | null {
-    if (this._focused !== null && runs.some(r => r.id === this._focused)) {
-      return this._focused;
+    const focused = this._cv?.focused ?? null;
+    if (focused !== null && runs.some(r => r.id === focused)) {
+      return focused;
     }
     return runs.length > 0 ? runs[runs.length - 1].id : null;
   }
 
-  /** Update the run cards; true when a card still has tokens for a later frame. */
-  private _renderRuns(runs: readonly RunState[]): boolean {
-    let pending = false;
+  /**
+   * Bring the followed kernel's cards in line with its runs: create and remove cards, show the
+   * focused one (hide and release the others), update every changed header, and mark the token
+   * stream of the focused card for rendering when it is on screen.
+   */
+  private _syncCards(runs: readonly RunState[]): void {
+    const cv = this._cv;
+    if (cv === null) {
+      return;
+    }
     const alive = new Set(runs.map(r => r.id));
-    for (const [id, view] of this._views) {
+    for (const [id, view] of cv.views) {
       if (!alive.has(id)) {
+        view.release();
         view.node.remove();
-        this._views.delete(id);
+        this._visibility.unobserve(view.node);
+        this._scheduler.unmark(`run:${id}`);
+        cv.views.delete(id);
       }
     }
     // A new run takes the focus back to the newest.
-    if (runs.length > 0 && runs[runs.length - 1].id !== this._newest) {
-      this._newest = runs[runs.length - 1].id;
-      this._focused = null;
+    if (runs.length > 0 && runs[runs.length - 1].id !== cv.newest) {
+      cv.newest = runs[runs.length - 1].id;
+      cv.focused = null;
     }
     const focused = this._focusedId(runs);
-    // Runs: newest first. New runs are appended at the top.
+    // Runs: newest first. Cards are placed in order (a replayed older run goes below newer ones).
+    let next: ChildNode | null = null;
     for (const run of runs) {
-      let view = this._views.get(run.id);
+      let view = cv.views.get(run.id);
       if (view === undefined) {
         view = new RunView(run.id, this._onCancel, this._onInterrupt);
         view.tinting = this._settings.tinting;
-        this._views.set(run.id, view);
-        this._runsBox.insertBefore(view.node, this._runsBox.firstChild);
+        cv.views.set(run.id, view);
+        this._visibility.observe(view.node);
       }
+      if (view.node.nextSibling !== next || view.node.parentNode !== cv.box) {
+        cv.box.insertBefore(view.node, next);
+      }
+      next = view.node;
       const show = run.id === focused;
       if (view.node.hidden === show) {
         view.node.hidden = !show;
+        if (show) {
+          this._visibility.reset(view.node);
+        }
       }
-      // Hidden runs are brought up to date too (cheap: one append per batch), so their DOM
-      // contract attributes stay true.
-      view.update(run);
-      pending = pending || view.pending;
+      view.updateHeader(run);
+      if (!show) {
+        view.release(); // nothing rendered for a hidden card; rebuilt when shown again
+      } else if (view.stale && this._visibility.isVisible(view.node)) {
+        this._scheduler.mark(`run:${run.id}`, this._cardTask(run.id));
+      }
     }
-    return pending;
   }
+
+  /** The task that renders card `id`'s token stream within the frame's budget. */
+  private _cardTask(id: string): (budget: Budget) => boolean {
+    return (budget: Budget): boolean => {
+      const run = this._channel?.store.state.runs[id];
+      const view = this._cv?.views.get(id);
+      if (run === undefined || view === undefined || view.node.hidden) {
+        return true;
+      }
+      if (!this._visibility.isVisible(view.node)) {
+        return true; // scrolled out of view: rendered when it comes back (`_onCardVisibility`)
+      }
+      view.update(run, budget);
+      return !view.stale;
+    };
+  }
+
+  private _chartsTask = (): boolean => {
+    const state = this._channel?.store.state ?? null;
+    this._renderCharts(state, this._selection());
+    return true;
+  };
 
   private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {
     const picked =
@@ -470,8 +648,7 @@ export class AigcLabPanel extends Widget {
       if (this._chartTimer === null) {
         this._chartTimer = setTimeout(() => {
           this._chartTimer = null;
-          this._rendered = null;
-          this._schedule();
+          this._scheduler.mark('charts', this._chartsTask);
         }, wait);
       }
       return;
@@ -481,18 +658,22 @@ export class AigcLabPanel extends Widget {
     const window = this._settings.chartWindow;
     this._latency.update(latencySeries(picked.latency, window));
     this._loss.update(lossSeries(picked.loss, window));
+    this._latency.summary = latencySummary(picked.latency);
+    this._loss.summary = lossSummary(picked.loss);
     this._loss.node.hidden = picked.loss.length === 0 && picked.latency.length > 0;
   }
 
   private _trans: TranslationBundle;
   private _channel: KernelChannel | null = null;
   private _unsubscribe: (() => void) | null = null;
-  private _views = new Map<string, RunView>();
-  private _selections = new WeakMap<KernelChannel, Set<string>>();
-  private _focused: string | null = null;
-  private _newest: string | null = null;
+  /** The followed kernel's views (one of `_cache`), or null. */
+  private _cv: ChannelViews | null = null;
+  private _cache = new Map<KernelChannel, ChannelViews>();
+  private _scheduler = new FrameScheduler();
+  private _visibility = new VisibilityWatch(this._onCardVisibility);
+  private _motionOff: (() => void) | null = null;
   private _rendered: State | null = null;
-  private _frame = 0;
+  private _renderedChannel: KernelChannel | null = null;
   private _settings: PanelSettings = { ...DEFAULT_SETTINGS };
   private _chartKey = '';
   private _lastChartDraw = 0;

@@ -7,11 +7,21 @@
  * - `historyRows` / `historyCsv`: the run history table and its CSV export.
  * - `tintLevel`, `percentile`: the token stream's latency tint and the live p50/p95.
  * - `probLevel`, `tokensCsv`: the token inspector's probability colours and a run's tokens CSV.
+ * - `latencySummary`, `lossSummary`: the charts' text for screen readers.
+ *
+ * Charts are downsampled (`downsample.ts`) to at most `CHART_MAX_POINTS` points per chart, so a
+ * long run draws as fast as a short one: latency by min/max buckets (spikes and the last point
+ * exact), train loss by LTTB per run (first and last step exact), eval points all exact.
  */
 
+import { logAt, logFirst, logForEach, logLast, logSlice, logTotal } from './chunklog';
+import { grid, lttb, minMaxGrid } from './downsample';
 import { TokenItem } from './protocol';
-import { RunState, State, runList } from './store';
-import { modelLabel, timeToFirstToken, tokensPerSecond } from './views/format';
+import { RunState, State, TrainEval, TrainStep, runList } from './store';
+import { TEXT, formatMs, modelLabel, timeToFirstToken, tokensPerSecond } from './views/format';
+
+/** Most points a chart draws (about twice the pixels of a side panel's chart). */
+export const CHART_MAX_POINTS = 800;
 
 /** One y series of a chart, aligned with the chart's x values (null where it has no point). */
 export interface ChartSeries {
@@ -69,6 +79,13 @@ export function hasLoss(run: RunState): boolean {
   return run.steps.length > 0 || run.evals.length > 0;
 }
 
+/** Inter-token latency of the kept token `k` (k >= 1), or null when `k - 1` is not its predecessor. */
+function itlAt(run: RunState, k: number): number | null {
+  const t = logAt(run.tokens, k);
+  const p = logAt(run.tokens, k - 1);
+  return p.i === t.i - 1 ? Math.max(0, t.ms - p.ms) : null;
+}
+
 export interface ChartRuns {
   latency: RunState[];
   loss: RunState[];
@@ -108,40 +125,47 @@ export function runLabel(run: RunState): string {
 /**
  * Inter-token latency (ms between a token and the previous one) per token index, one series per
  * run, aligned on the token index. Token 0 has no inter-token latency: its time to first token
- * is a marker. `window` > 0 keeps only the last `window` token indices.
+ * is a marker. `window` > 0 keeps only the last `window` token indices. Token indices the store no
+ * longer keeps (the per-run cap) are not drawn. More than `maxPoints` indices are drawn as the
+ * min and max of each bucket of a grid shared by every run (`minMaxGrid`).
  */
-export function latencySeries(runs: readonly RunState[], window = 0): ChartData {
+export function latencySeries(
+  runs: readonly RunState[],
+  window = 0,
+  maxPoints = CHART_MAX_POINTS
+): ChartData {
   let hi = -1;
+  let kept = Infinity;
   for (const r of runs) {
-    const n = r.tokens.length;
-    if (n > 0) {
-      hi = Math.max(hi, r.tokens[n - 1].i);
+    const last = logLast(r.tokens);
+    const first = logFirst(r.tokens);
+    if (last !== undefined && first !== undefined) {
+      hi = Math.max(hi, last.i);
+      kept = Math.min(kept, first.i);
     }
   }
   if (hi < 0) {
     return emptyChart();
   }
-  const lo = window > 0 ? Math.max(0, hi - window + 1) : 0;
+  const lo = Math.max(window > 0 ? Math.max(0, hi - window + 1) : 0, kept);
   const len = hi - lo + 1;
-  const x = new Array<number>(len);
-  for (let k = 0; k < len; k++) {
-    x[k] = lo + k;
-  }
+  const g = grid(len, maxPoints);
+  const x = g.at.map(k => lo + k);
   const series: ChartSeries[] = [];
   const markers: ChartMarker[] = [];
   runs.forEach((r, colorIndex) => {
-    const values = new Array<number | null>(len).fill(null);
-    const t = r.tokens;
-    for (let k = 1; k < t.length; k++) {
-      const i = t[k].i;
-      if (i >= lo && i <= hi && t[k - 1].i === i - 1) {
-        values[i - lo] = Math.max(0, t[k].ms - t[k - 1].ms);
+    const dense = new Array<number | null>(len).fill(null);
+    const n = r.tokens.length;
+    for (let k = 1; k < n; k++) {
+      const i = logAt(r.tokens, k).i;
+      if (i >= lo && i <= hi) {
+        dense[i - lo] = itlAt(r, k);
       }
     }
     series.push({
       run: r.id,
       label: runLabel(r),
-      values,
+      values: minMaxGrid(dense, g),
       colorIndex,
       dashed: false,
       spanGaps: false,
@@ -155,40 +179,59 @@ export function latencySeries(runs: readonly RunState[], window = 0): ChartData 
   return { x, series, markers };
 }
 
+/** The steps of a run the loss chart draws: the last `window` (0: all), at most `budget` (LTTB). */
+function chartSteps(run: RunState, window: number, budget: number): TrainStep[] {
+  const n = run.steps.length;
+  const steps = logSlice(run.steps, window > 0 ? Math.max(0, n - window) : 0);
+  const keep = lttb(
+    steps.map(s => s.step),
+    steps.map(s => s.loss),
+    budget
+  );
+  return keep.length === steps.length ? steps : keep.map(k => steps[k]);
+}
+
 /**
- * Train loss and eval loss per step, aligned on the union of steps: per run, a `loss` series and,
- * if it has evals, a dashed `eval` series. `window` > 0 keeps only the last `window` steps.
+ * Train loss and eval loss per step, aligned on the union of the steps drawn: per run, a `loss`
+ * series and, if it has evals, a dashed `eval` series. `window` > 0 keeps only each run's last
+ * `window` steps (and its evals from there on). Each run's train loss is downsampled to its share
+ * of `maxPoints` (LTTB: first and last step exact); eval points are never dropped.
  */
-export function lossSeries(runs: readonly RunState[], window = 0): ChartData {
-  const steps = new Set<number>();
-  for (const r of runs) {
-    for (const s of r.steps) {
-      steps.add(s.step);
+export function lossSeries(
+  runs: readonly RunState[],
+  window = 0,
+  maxPoints = CHART_MAX_POINTS
+): ChartData {
+  const budget = Math.max(64, Math.floor(maxPoints / Math.max(1, runs.length)));
+  const drawn = runs.map(r => {
+    const steps = chartSteps(r, window, budget);
+    const from = window > 0 && steps.length > 0 ? steps[0].step : -Infinity;
+    const evals: TrainEval[] = r.evals.filter(e => e.step >= from);
+    return { run: r, steps, evals };
+  });
+  const stepSet = new Set<number>();
+  for (const d of drawn) {
+    for (const s of d.steps) {
+      stepSet.add(s.step);
     }
-    for (const e of r.evals) {
-      steps.add(e.step);
+    for (const e of d.evals) {
+      stepSet.add(e.step);
     }
   }
-  if (steps.size === 0) {
+  if (stepSet.size === 0) {
     return emptyChart();
   }
-  let x = Array.from(steps).sort((a, b) => a - b);
-  if (window > 0 && x.length > window) {
-    x = x.slice(x.length - window);
-  }
+  const x = Array.from(stepSet).sort((a, b) => a - b);
   const at = new Map<number, number>();
   x.forEach((step, k) => at.set(step, k));
   const series: ChartSeries[] = [];
-  runs.forEach((r, k) => {
+  drawn.forEach(({ run: r, steps, evals }, k) => {
     // Train loss and eval loss of one run get neighbouring colours.
     const colorIndex = 2 * k;
     const name = runs.length > 1 ? ` · ${r.id}` : '';
     const loss = new Array<number | null>(x.length).fill(null);
-    for (const s of r.steps) {
-      const k = at.get(s.step);
-      if (k !== undefined) {
-        loss[k] = s.loss;
-      }
+    for (const s of steps) {
+      loss[at.get(s.step) as number] = s.loss;
     }
     series.push({
       run: r.id,
@@ -201,11 +244,8 @@ export function lossSeries(runs: readonly RunState[], window = 0): ChartData {
     });
     if (r.evals.length > 0) {
       const ev = new Array<number | null>(x.length).fill(null);
-      for (const e of r.evals) {
-        const k = at.get(e.step);
-        if (k !== undefined) {
-          ev[k] = e.val_loss;
-        }
+      for (const e of evals) {
+        ev[at.get(e.step) as number] = e.val_loss;
       }
       series.push({
         run: r.id,
@@ -236,10 +276,10 @@ export function percentile(values: readonly number[], q: number): number | null 
  * kernel's figures replace them when it ends).
  */
 export function recentLatencies(run: RunState, limit = 2048): number[] {
-  const t = run.tokens;
+  const n = run.tokens.length;
   const out: number[] = [];
-  for (let k = Math.max(1, t.length - limit); k < t.length; k++) {
-    out.push(Math.max(0, t[k].ms - t[k - 1].ms));
+  for (let k = Math.max(1, n - limit); k < n; k++) {
+    out.push(Math.max(0, logAt(run.tokens, k).ms - logAt(run.tokens, k - 1).ms));
   }
   return out;
 }
@@ -308,7 +348,7 @@ export interface HistoryRow {
 
 export function historyRow(run: RunState): HistoryRow {
   const m = run.metrics;
-  const lastStep = run.steps[run.steps.length - 1];
+  const lastStep = logLast(run.steps);
   const lastEval = run.evals[run.evals.length - 1];
   return {
     run: run.id,
@@ -319,7 +359,7 @@ export function historyRow(run: RunState): HistoryRow {
     tok_s: tokensPerSecond(run),
     itl_p50_ms: m?.itl_p50_ms ?? null,
     itl_p95_ms: m?.itl_p95_ms ?? null,
-    tokens: m !== null ? Math.max(m.tokens, run.tokens.length) : run.tokens.length,
+    tokens: m !== null ? Math.max(m.tokens, logTotal(run.tokens)) : logTotal(run.tokens),
     final_loss: lastStep !== undefined ? lastStep.loss : null,
     final_val_loss: lastEval !== undefined ? lastEval.val_loss : null,
     started: run.t0
@@ -400,4 +440,67 @@ export function tokensCsv(tokens: readonly TokenItem[]): string {
     lines.push(tokenCells(t).map(csvCell).join(','));
   }
   return lines.join('\r\n') + '\r\n';
+}
+
+/** The planned number of steps of a training run (`config.max_steps`), or null. */
+function plannedSteps(run: RunState): number | null {
+  const v = run.config['max_steps'];
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : null;
+}
+
+const num = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3));
+
+/**
+ * The loss chart as one sentence per run, for screen readers: the last train loss and its step
+ * (of the planned steps), the lowest one and where, the last eval loss.
+ */
+export function lossSummary(runs: readonly RunState[]): string {
+  const parts: string[] = [];
+  for (const r of runs) {
+    const last = logLast(r.steps);
+    const bits: string[] = [];
+    if (last !== undefined) {
+      let min = last;
+      logForEach(r.steps, s => {
+        if (s.loss < min.loss) {
+          min = s;
+        }
+      });
+      const planned = plannedSteps(r);
+      bits.push(
+        TEXT.lossAt(num(last.loss), last.step, planned),
+        TEXT.lossMin(num(min.loss), min.step)
+      );
+    }
+    const ev = r.evals[r.evals.length - 1];
+    if (ev !== undefined) {
+      bits.push(TEXT.evalAt(num(ev.val_loss), ev.step));
+    }
+    if (bits.length > 0) {
+      parts.push(`${runs.length > 1 ? `${r.id}: ` : ''}${bits.join(', ')}.`);
+    }
+  }
+  return parts.length === 0 ? TEXT.noSteps : `${TEXT.lossChart}: ${parts.join(' ')}`;
+}
+
+/**
+ * The latency chart as one sentence per run, for screen readers: tokens, time to first token,
+ * median, 95th percentile and worst inter-token latency of the tokens kept.
+ */
+export function latencySummary(runs: readonly RunState[]): string {
+  const parts: string[] = [];
+  for (const r of runs) {
+    const itl = recentLatencies(r, Infinity);
+    const max = itl.length > 0 ? itl.reduce((a, b) => (b > a ? b : a), 0) : null;
+    parts.push(
+      `${runs.length > 1 ? `${r.id}: ` : ''}${TEXT.latencyRun(
+        logTotal(r.tokens),
+        formatMs(timeToFirstToken(r)),
+        formatMs(percentile(itl, 0.5)),
+        formatMs(percentile(itl, 0.95)),
+        formatMs(max)
+      )}.`
+    );
+  }
+  return parts.length === 0 ? TEXT.noTokens : `${TEXT.latencyChart}: ${parts.join(' ')}`;
 }

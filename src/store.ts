@@ -3,10 +3,27 @@
  *
  * No DOM, no Jupyter imports: everything here is tested in plain Node. The reducer never mutates
  * its input; a changed run gets a new object, an unchanged run keeps its identity (so views can
- * skip it by reference). Token arrays grow by one `concat` per *batch* (the kernel's comm sink
- * sends at most ~60 batches a second), and the run's text by one string append per batch, so a
- * long stream costs no per-token rebuilding.
+ * skip it by reference).
+ *
+ * Bounded at scale: a run's tokens and training steps live in chunked logs (`chunklog.ts`), so a
+ * batch copies one partial chunk, never the whole run; tokens are capped per run (`maxTokens`,
+ * setting `tokensPerRun`): beyond it the oldest chunks are dropped and counted (the kernel's
+ * `TokenStream` and recorder still hold the full text). Runs are capped per kernel (`maxRuns`).
+ *
+ * Replays (`history`) are idempotent: duplicate tokens and steps are ignored, runs the user
+ * cleared stay cleared (their ids are remembered, `cleared`), and runs are ordered by their start
+ * time (`t0`), whenever their `run.start` arrives.
  */
+
+import {
+  ChunkLog,
+  appendLog,
+  capLog,
+  emptyLog,
+  logForEach,
+  logLast,
+  logTotal
+} from './chunklog';
 
 import {
   AckMessage,
@@ -63,10 +80,13 @@ export interface RunState {
   status: RunStatus;
   /** True until a run.start for this run arrives. */
   placeholder: boolean;
-  /** Tokens appended so far, in arrival order (duplicates are not appended). */
-  tokens: readonly TokenItem[];
-  /** Concatenation of `tokens[*].text`. */
-  text: string;
+  /**
+   * Tokens kept, in arrival order (duplicates are not appended); at most the state's `maxTokens`:
+   * `tokens.dropped` counts the oldest ones dropped by that cap.
+   */
+  tokens: ChunkLog<TokenItem>;
+  /** The run's first token (kept for TTFT and tokens/s when the cap dropped it). */
+  firstToken: TokenItem | null;
   /** True once a token carrying `logprob` / `top` arrived (`generate(..., logprobs=k)`). */
   logprobs: boolean;
   /** The index the next token should carry (last appended i + 1). */
@@ -77,7 +97,8 @@ export interface RunState {
   gaps: number;
   metrics: RunMetrics | null;
   error: string | null;
-  steps: readonly TrainStep[];
+  /** Training steps in step order (a chunked log: appending one step copies no history). */
+  steps: ChunkLog<TrainStep>;
   evals: readonly TrainEval[];
   checkpoints: readonly CheckpointInfo[];
   cancel: CancelState | null;
@@ -127,10 +148,23 @@ export interface State {
    * the oldest runs that are no longer running are dropped, so a long session stays bounded.
    */
   maxRuns: number;
+  /** At most this many tokens are kept per run (setting `tokensPerRun`). */
+  maxTokens: number;
+  /**
+   * Ids of runs the user cleared (at most `MAX_CLEARED`, oldest forgotten first): a replay of the
+   * kernel's history does not bring them back.
+   */
+  cleared: ReadonlySet<string>;
 }
 
 /** Default of the `historySize` setting. */
 export const DEFAULT_MAX_RUNS = 100;
+
+/** Default of the `tokensPerRun` setting: tokens kept per run (16 chunks). */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+/** How many cleared run ids are remembered (the kernel replays at most 200 runs). */
+export const MAX_CLEARED = 1000;
 
 /** How many `data.step` messages the store keeps. */
 export const MAX_DATA_STEPS = 200;
@@ -163,8 +197,11 @@ export type Action =
   | { type: 'history.failed'; id: string; error: string }
   /** Forget every run that is no longer running (command "Clear history"). */
   | { type: 'runs.cleared' }
-  /** Change the run cap (setting `historySize`); drops the oldest ended runs beyond it. */
-  | { type: 'limits'; maxRuns: number };
+  /**
+   * Change the caps: runs per kernel (setting `historySize`; drops the oldest ended runs beyond
+   * it) and tokens per run (setting `tokensPerRun`; drops the oldest tokens beyond it).
+   */
+  | { type: 'limits'; maxRuns: number; maxTokens?: number };
 
 export function initialState(): State {
   return {
@@ -172,6 +209,8 @@ export function initialState(): State {
     order: [],
     dataSteps: [],
     maxRuns: DEFAULT_MAX_RUNS,
+    maxTokens: DEFAULT_MAX_TOKENS,
+    cleared: new Set<string>(),
     connection: {
       connected: false,
       link: 'ok',
@@ -195,15 +234,15 @@ export function newRun(id: string): RunState {
     t0: null,
     status: 'running',
     placeholder: true,
-    tokens: [],
-    text: '',
+    tokens: emptyLog<TokenItem>(),
+    firstToken: null,
     logprobs: false,
     nextIndex: 0,
     dups: 0,
     gaps: 0,
     metrics: null,
     error: null,
-    steps: [],
+    steps: emptyLog<TrainStep>(),
     evals: [],
     checkpoints: [],
     cancel: null
@@ -215,22 +254,67 @@ export function runList(state: State): RunState[] {
   return state.order.map(id => state.runs[id]);
 }
 
+/** The text of the tokens a run keeps (all of them unless the cap dropped some). */
+export function runText(run: RunState): string {
+  const parts: string[] = [];
+  logForEach(run.tokens, t => parts.push(t.text));
+  return parts.join('');
+}
+
+/** Tokens received for a run, kept or dropped by the cap. */
+export function tokenCount(run: RunState): number {
+  return logTotal(run.tokens);
+}
+
+/**
+ * `order` with `id` placed by start time: after every run that started at or before it (ties keep
+ * arrival order), before runs whose start is unknown yet (placeholders), which stay last.
+ */
+function placeByStart(
+  order: readonly string[],
+  runs: Readonly<{ [id: string]: RunState }>,
+  id: string
+): string[] {
+  const rest = order.filter(x => x !== id);
+  const t0 = runs[id].t0;
+  if (t0 === null) {
+    rest.push(id);
+    return rest;
+  }
+  let at = rest.length;
+  for (let k = 0; k < rest.length; k++) {
+    const other = runs[rest[k]].t0;
+    if (other === null || other > t0) {
+      at = k;
+      break;
+    }
+  }
+  rest.splice(at, 0, id);
+  return rest;
+}
+
 function withRun(state: State, id: string, update: (run: RunState) => RunState): State {
   const existing = state.runs[id];
   const run = update(existing ?? newRun(id));
   if (run === existing) {
     return state;
   }
-  const next: State = {
-    ...state,
-    runs: { ...state.runs, [id]: run },
-    order: existing ? state.order : [...state.order, id]
-  };
-  return existing ? next : capRuns(next);
+  const runs = { ...state.runs, [id]: run };
+  const moved = existing === undefined || existing.t0 !== run.t0;
+  const next: State = { ...state, runs, order: moved ? placeByStart(state.order, runs, id) : state.order };
+  if (existing === undefined) {
+    return capRuns(next, run.t0 ?? Infinity);
+  }
+  // A run that ends may now be the one to drop (a replayed run older than the ones kept).
+  return existing.status === 'running' && run.status !== 'running' ? capRuns(next) : next;
 }
 
-/** Drop the oldest ended runs while there are more than `state.maxRuns`. */
-function capRuns(state: State): State {
+/**
+ * Drop the oldest ended runs (by start time) while there are more than `state.maxRuns`; running
+ * runs are never dropped. `startedBy`: only runs that started no later than this (a run just
+ * added drops older ones, never newer ones: a replayed old run is dropped once it has ended).
+ */
+function capRuns(state: State, startedBy = Infinity): State {
   let excess = state.order.length - Math.max(1, state.maxRuns);
   if (excess <= 0) {
     return state;
@@ -240,7 +324,11 @@ function capRuns(state: State): State {
     if (excess <= 0) {
       break;
     }
-    if (state.runs[id].status !== 'running') {
+    const run = state.runs[id];
+    if (run.t0 !== null && run.t0 > startedBy) {
+      break; // in start order: every later run started later too
+    }
+    if (run.status !== 'running') {
       drop.add(id);
       excess--;
     }
@@ -269,7 +357,7 @@ function tokenOf(item: TokenItem): TokenItem {
   return token;
 }
 
-function appendTokens(run: RunState, msg: TokensMessage): RunState {
+function appendTokens(run: RunState, msg: TokensMessage, cap: number): RunState {
   if (msg.items.length === 0) {
     return run;
   }
@@ -277,7 +365,6 @@ function appendTokens(run: RunState, msg: TokensMessage): RunState {
   let dups = run.dups;
   let gaps = run.gaps;
   const added: TokenItem[] = [];
-  let text = '';
   let logprobs = run.logprobs;
   for (const item of msg.items) {
     if (item.i < next) {
@@ -290,7 +377,6 @@ function appendTokens(run: RunState, msg: TokensMessage): RunState {
     const token = tokenOf(item);
     added.push(token);
     logprobs = logprobs || token.logprob !== undefined;
-    text += item.text;
     next = item.i + 1;
   }
   if (added.length === 0) {
@@ -298,8 +384,8 @@ function appendTokens(run: RunState, msg: TokensMessage): RunState {
   }
   return {
     ...run,
-    tokens: run.tokens.concat(added),
-    text: run.text + text,
+    tokens: appendLog(run.tokens, added, cap),
+    firstToken: run.firstToken ?? added[0],
     logprobs,
     nextIndex: next,
     dups,
@@ -322,12 +408,35 @@ function startRun(run: RunState, msg: RunStartMessage): RunState {
   };
 }
 
+function sameMetrics(a: RunMetrics | null, b: RunMetrics): boolean {
+  return (
+    a !== null &&
+    (Object.keys(b) as (keyof RunMetrics)[]).every(k => a[k] === b[k]) &&
+    Object.keys(a).length === Object.keys(b).length
+  );
+}
+
 function endRun(run: RunState, msg: RunEndMessage): RunState {
+  if (run.status === msg.status && run.error === msg.error && sameMetrics(run.metrics, msg.metrics)) {
+    return run; // the same run.end again (a replay)
+  }
   return { ...run, status: msg.status, metrics: msg.metrics, error: msg.error };
 }
 
 function isNewStep(items: readonly { step: number }[], step: number): boolean {
   return items.length === 0 || step > items[items.length - 1].step;
+}
+
+function isNewLogStep(log: ChunkLog<{ step: number }>, step: number): boolean {
+  const last = logLast(log);
+  return last === undefined || step > last.step;
+}
+
+/** Messages about one run: ignored once the user cleared that run (a replay must not revive it). */
+function clearedRun(state: State, msg: KernelToPanelMessage): boolean {
+  return msg.type !== 'hello' && msg.type !== 'ack' && msg.type !== 'data.step' && msg.run !== null
+    ? state.cleared.has(msg.run)
+    : false;
 }
 
 function applyAck(state: State, msg: AckMessage): State {
@@ -359,6 +468,9 @@ function applyAck(state: State, msg: AckMessage): State {
 }
 
 function applyMessage(state: State, msg: KernelToPanelMessage): State {
+  if (clearedRun(state, msg)) {
+    return state;
+  }
   switch (msg.type) {
     case 'hello':
       return {
@@ -375,7 +487,7 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
     case 'run.start':
       return withRun(state, msg.run, run => startRun(run, msg));
     case 'tokens':
-      return withRun(state, msg.run, run => appendTokens(run, msg));
+      return withRun(state, msg.run, run => appendTokens(run, msg, state.maxTokens));
     case 'run.end':
       return withRun(state, msg.run, run => endRun(run, msg));
     // A step at or below the last one recorded is a replay (history request) of what is
@@ -383,7 +495,7 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
     case 'train.step': {
       const step: TrainStep = { step: msg.step, loss: msg.loss, lr: msg.lr, tok_s: msg.tok_s };
       return withRun(state, msg.run, run =>
-        isNewStep(run.steps, msg.step) ? { ...run, steps: [...run.steps, step] } : run
+        isNewLogStep(run.steps, msg.step) ? { ...run, steps: appendLog(run.steps, [step]) } : run
       );
     }
     case 'train.eval': {
@@ -524,14 +636,42 @@ export function reduce(state: State, action: Action): State {
       for (const id of order) {
         runs[id] = state.runs[id];
       }
-      return { ...state, runs, order };
+      const cleared = new Set(state.cleared);
+      for (const id of state.order) {
+        if (runs[id] === undefined) {
+          cleared.delete(id); // re-added last: forgotten last
+          cleared.add(id);
+        }
+      }
+      for (const id of cleared) {
+        if (cleared.size <= MAX_CLEARED) {
+          break;
+        }
+        cleared.delete(id);
+      }
+      return { ...state, runs, order, cleared };
     }
     case 'limits': {
       const maxRuns = Math.max(1, Math.floor(action.maxRuns));
-      if (maxRuns === state.maxRuns) {
+      const maxTokens =
+        action.maxTokens === undefined ? state.maxTokens : Math.max(1, Math.floor(action.maxTokens));
+      if (maxRuns === state.maxRuns && maxTokens === state.maxTokens) {
         return state;
       }
-      return capRuns({ ...state, maxRuns });
+      let next: State = { ...state, maxRuns, maxTokens };
+      if (maxTokens < state.maxTokens) {
+        let runs: { [id: string]: RunState } | null = null;
+        for (const id of state.order) {
+          const run = state.runs[id];
+          const tokens = capLog(run.tokens, maxTokens);
+          if (tokens !== run.tokens) {
+            runs = runs ?? { ...state.runs };
+            runs[id] = { ...run, tokens };
+          }
+        }
+        next = runs === null ? next : { ...next, runs };
+      }
+      return capRuns(next);
     }
   }
 }

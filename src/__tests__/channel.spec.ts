@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { ChannelManager, KernelChannel, MessageSink, REQUEST_TIMEOUT_MS, newRequestId } from '../channel';
 import { CONTROL_TIMEOUT_MS } from '../sideshell';
-import { Store } from '../store';
+import { Store, runText } from '../store';
 import { fixture, loadFixtures } from './fixtures';
 
 /** Just enough of a comm for KernelChannel. */
@@ -215,7 +215,7 @@ describe('KernelChannel', () => {
     comm.deliver(fixture('valid', 'run_start_generate.json'));
     comm.deliver(fixture('valid', 'tokens.json'));
     comm.deliver({ v: 1, type: 'tokens', run: 'gen-7f3a', items: [{ i: 3 }] });
-    expect(channel.store.state.runs['gen-7f3a'].text).toBe('Once upon a ✓');
+    expect(runText(channel.store.state.runs['gen-7f3a'])).toBe('Once upon a ✓');
     expect(channel.store.state.connection.ignored).toBe(1);
     expect(String(warn.mock.calls[0][0])).toContain('ignored malformed message');
   });
@@ -353,7 +353,7 @@ describe('KernelChannel', () => {
     const comm2 = fake.open(fixture('valid', 'hello.json'), 'comm-2');
     expect(channel.store.state.connection.connected).toBe(true);
     comm2.deliver(fixture('valid', 'run_start_train.json'));
-    expect(channel.store.state.order).toEqual(['gen-7f3a', 'train-01']);
+    expect(channel.store.state.order).toEqual(['train-01', 'gen-7f3a']); // by start time
     void channel.cancel('train-01').catch(() => undefined);
     await settle();
     // The old subshell died with the kernel: a new one carries the new comm's requests.
@@ -454,6 +454,23 @@ describe('KernelChannel', () => {
     fake.connectionStatusChanged.emit('connected');
     await settle();
     expect(sent(fake, comm)).toHaveLength(2); // answered: no third request
+  });
+
+  it('makes one history request per attach, however often the socket reports connected', async () => {
+    const { fake, channel } = makeChannel();
+    const comm = fake.open(fixture('valid', 'hello.json'));
+    await settle();
+    // 'connected' again without a loss in between (services re-reports it): no second request.
+    fake.connectionStatusChanged.emit('connected');
+    fake.connectionStatusChanged.emit('connected');
+    await settle();
+    expect(sent(fake, comm).map(r => (r.data as { type: string }).type)).toEqual(['history']);
+    expect(channel.store.state.connection.history?.state).toBe('pending');
+    // A comm found again by the lookup (the reconnect path) is the same attach: still one.
+    fake.existingComms = { 'comm-1': { target_name: 'aigc_lab' } };
+    fake.connectionStatusChanged.emit('connected');
+    await settle();
+    expect(sent(fake, comm)).toHaveLength(1);
   });
 
   it('request ids are unique', () => {

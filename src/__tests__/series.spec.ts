@@ -1,12 +1,16 @@
 import { describe, expect, it } from 'vitest';
 
+import { logToArray } from '../chunklog';
 import { TokenItem } from '../protocol';
 import {
   CSV_COLUMNS,
   historyCsv,
   historyRows,
+  CHART_MAX_POINTS,
   latencySeries,
+  latencySummary,
   lossSeries,
+  lossSummary,
   PROB_BOUNDS,
   TOKEN_CSV_COLUMNS,
   percentile,
@@ -218,7 +222,7 @@ describe('token probabilities and the tokens CSV', () => {
 
   it('writes every token with its logprob, prob and top alternatives as JSON', () => {
     const s = reduceAll(initialState(), [fx('tokens_logprobs.json')]);
-    const lines = tokensCsv(s.runs['gen-7f3a'].tokens).split('\r\n');
+    const lines = tokensCsv(logToArray(s.runs['gen-7f3a'].tokens)).split('\r\n');
     expect(lines[0]).toBe('i,id,text,ms,logprob,prob,top');
     expect(TOKEN_CSV_COLUMNS.join(',')).toBe(lines[0]);
     expect(lines[1]).toBe(
@@ -302,5 +306,68 @@ describe('loss colours', () => {
   it('gives a run\'s eval loss the colour next to its train loss', () => {
     const s = session();
     expect(lossSeries([s.runs['t1']]).series.map(x => x.colorIndex)).toEqual([0, 1]);
+  });
+});
+
+describe('downsampled charts', () => {
+  function longRun(): State {
+    const items: TokenItem[] = [];
+    let ms = 40;
+    for (let i = 0; i < 5000; i++) {
+      ms += i === 2500 ? 300 : 5;
+      items.push({ i, id: i, text: 'x', ms });
+    }
+    const steps: Action[] = [];
+    for (let step = 1; step <= 2000; step++) {
+      steps.push({
+        type: 'message',
+        message: { v: 1, type: 'train.step', run: 't', step, loss: 5 / Math.sqrt(step), lr: 1e-3, tok_s: null, epoch: null, eta_s: null }
+      });
+      if (step % 100 === 0) {
+        steps.push({
+          type: 'message',
+          message: { v: 1, type: 'train.eval', run: 't', step, val_loss: 6 / Math.sqrt(step), ppl: null, metrics: {} }
+        });
+      }
+    }
+    return reduceAll(initialState(), [
+      { type: 'limits', maxRuns: 10, maxTokens: 1e9 },
+      start('g', 'generate'),
+      { type: 'message', message: { v: 1, type: 'tokens', run: 'g', items } },
+      start('t', 'train'),
+      ...steps
+    ]);
+  }
+
+  it('latency: at most CHART_MAX_POINTS, the stall and the last token exact', () => {
+    const s = longRun();
+    const d = latencySeries([s.runs['g']]);
+    expect(d.x.length).toBeLessThanOrEqual(CHART_MAX_POINTS);
+    const v = d.series[0].values.filter((x): x is number => x !== null);
+    expect(Math.max(...v)).toBe(300);
+    expect(d.x[d.x.length - 1]).toBe(4999);
+    expect(d.series[0].values[d.x.length - 1]).toBe(5);
+  });
+
+  it('loss: LTTB per run, the last step and every eval exact', () => {
+    const s = longRun();
+    const d = lossSeries([s.runs['t']]);
+    expect(d.x.length).toBeLessThanOrEqual(CHART_MAX_POINTS + 20);
+    const [train, ev] = d.series;
+    expect(d.x[d.x.length - 1]).toBe(2000);
+    expect(train.values[train.values.length - 1]).toBe(5 / Math.sqrt(2000));
+    expect(ev.values.filter(x => x !== null).length).toBe(20);
+    expect(pointCount(d)).toBeLessThanOrEqual(CHART_MAX_POINTS + 20);
+  });
+
+  it('summarises the charts in words', () => {
+    const s = longRun();
+    expect(lossSummary([s.runs['t']])).toBe(
+      'Loss chart: train loss 0.112 at step 2000, min 0.112 at step 2000, eval loss 0.134 at step 2000.'
+    );
+    expect(latencySummary([s.runs['g']])).toMatch(
+      /^Inter-token latency chart: 5000 tokens, TTFT 45\.0 ms, inter-token latency p50 5\.0 ms, p95 5\.0 ms, max 300 ms\.$/
+    );
+    expect(lossSummary([])).toMatch(/no training steps/);
   });
 });

@@ -13,8 +13,12 @@ import {
   linkSummary,
   reduce,
   reduceAll,
-  runList
+  runList,
+  runText,
+  tokenCount,
+  DEFAULT_MAX_TOKENS
 } from '../store';
+import { logAt, logToArray } from '../chunklog';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -65,8 +69,8 @@ describe('run lifecycle over the fixtures', () => {
     expect(run.config).toEqual({ max_new_tokens: 64, temperature: 0.8, top_k: 50 });
     expect(run.t0).toBe(1795460400123.5);
     expect(run.status).toBe('ok');
-    expect(run.tokens.map(t => t.i)).toEqual([0, 1, 2]);
-    expect(run.text).toBe('Once upon a ✓');
+    expect(logToArray(run.tokens).map(t => t.i)).toEqual([0, 1, 2]);
+    expect(runText(run)).toBe('Once upon a ✓');
     expect(run.metrics?.tok_s).toBe(180.2);
     expect(run.error).toBeNull();
     expect([run.dups, run.gaps]).toEqual([0, 0]);
@@ -88,15 +92,15 @@ describe('run lifecycle over the fixtures', () => {
       fx('train_eval.json'),
       fx('checkpoint.json')
     ]);
-    expect(s.order).toEqual(['gen-7f3a', 'train-01']);
+    expect(s.order).toEqual(['train-01', 'gen-7f3a']); // by start time, not arrival
     const run = s.runs['train-01'];
     expect(run.kind).toBe('train');
     expect(run.model?.quant).toBe('int8');
-    expect(run.steps).toEqual([{ step: 10, loss: 3.25, lr: 0.0002, tok_s: 5120 }]);
+    expect(logToArray(run.steps)).toEqual([{ step: 10, loss: 3.25, lr: 0.0002, tok_s: 5120 }]);
     expect(run.evals).toEqual([{ step: 50, val_loss: 2.9, ppl: 18.17, metrics: { accuracy: 0.42 } }]);
     expect(run.checkpoints).toEqual([{ step: 50, path: 'runs/train-01/checkpoint-50' }]);
     expect(run.status).toBe('running');
-    expect(runList(s).map(r => r.id)).toEqual(['gen-7f3a', 'train-01']);
+    expect(runList(s).map(r => r.id)).toEqual(['train-01', 'gen-7f3a']); // by start time
   });
 
   it('a repeated run.start changes nothing', () => {
@@ -118,7 +122,7 @@ describe('token stream', () => {
     }
     const run = s.runs['gen-7f3a'];
     expect(run.tokens.length).toBe(2000);
-    expect(run.tokens.every((t, n) => t.i === n)).toBe(true);
+    expect(logToArray(run.tokens).every((t, n) => t.i === n)).toBe(true);
     expect(run.dups).toBe(0);
     expect(run.gaps).toBe(0);
     expect(run.nextIndex).toBe(2000);
@@ -126,8 +130,8 @@ describe('token stream', () => {
     for (let n = 0; n < 2000; n++) {
       expected += `t${n} `;
     }
-    expect(run.text).toBe(expected);
-    expect(run.text).toBe(run.tokens.map(t => t.text).join(''));
+    expect(runText(run)).toBe(expected);
+    expect(runText(run)).toBe(logToArray(run.tokens).map(t => t.text).join(''));
   });
 
   it('preserves whitespace and unicode exactly', () => {
@@ -136,7 +140,7 @@ describe('token stream', () => {
       initialState(),
       tokens('r', 0, pieces.length, i => pieces[i])
     );
-    expect(s.runs['r'].text).toBe(pieces.join(''));
+    expect(runText(s.runs['r'])).toBe(pieces.join(''));
   });
 
   it('a duplicated batch is counted as dups and not appended', () => {
@@ -146,11 +150,11 @@ describe('token stream', () => {
     expect(run.dups).toBe(10);
     expect(run.gaps).toBe(0);
     expect(run.tokens.length).toBe(10);
-    expect(run.text).toBe(once.runs['gen-7f3a'].text);
+    expect(runText(run)).toBe(runText(once.runs['gen-7f3a']));
     // A batch overlapping the end: old part dropped, new part appended.
     const overlap = reduce(twice, tokens('gen-7f3a', 8, 5)).runs['gen-7f3a'];
     expect(overlap.dups).toBe(12);
-    expect(overlap.tokens.map(t => t.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(logToArray(overlap.tokens).map(t => t.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
   });
 
   it('a gap is counted and the later tokens are still appended', () => {
@@ -162,9 +166,9 @@ describe('token stream', () => {
     const run = s.runs['gen-7f3a'];
     expect(run.gaps).toBe(1);
     expect(run.dups).toBe(0);
-    expect(run.tokens.map(t => t.i)).toEqual([0, 1, 2, 3, 4, 8, 9]);
+    expect(logToArray(run.tokens).map(t => t.i)).toEqual([0, 1, 2, 3, 4, 8, 9]);
     expect(run.nextIndex).toBe(10);
-    expect(run.text).toBe('t0 t1 t2 t3 t4 t8 t9 ');
+    expect(runText(run)).toBe('t0 t1 t2 t3 t4 t8 t9 ');
     // A late arrival of a dropped index is then below the expected index: a dup.
     expect(reduce(s, tokens('gen-7f3a', 6, 1)).runs['gen-7f3a'].dups).toBe(1);
   });
@@ -177,7 +181,7 @@ describe('token stream', () => {
     expect(run.kind).toBe('unknown');
     expect(run.model).toBeNull();
     expect(run.status).toBe('running');
-    expect(run.text).toBe('Once upon a ✓');
+    expect(runText(run)).toBe('Once upon a ✓');
     // run.start arriving late fills the placeholder in, keeping its tokens and position.
     const filled = reduce(s, fx('run_start_generate.json')).runs['gen-7f3a'];
     expect(filled.placeholder).toBe(false);
@@ -188,12 +192,12 @@ describe('token stream', () => {
   it('keeps each token\'s logprob and top alternatives, and marks the run as having logprobs', () => {
     let s = reduce(initialState(), fx('tokens.json'));
     expect(s.runs['gen-7f3a'].logprobs).toBe(false);
-    expect(Object.keys(s.runs['gen-7f3a'].tokens[0]).sort()).toEqual(['i', 'id', 'ms', 'text']);
+    expect(Object.keys(logAt(s.runs['gen-7f3a'].tokens, 0)).sort()).toEqual(['i', 'id', 'ms', 'text']);
     s = reduce(initialState(), fx('tokens_logprobs.json'));
     const run = s.runs['gen-7f3a'];
     expect(run.logprobs).toBe(true);
-    expect(run.text).toBe('Once upon a✓');
-    expect(run.tokens[1]).toEqual({
+    expect(runText(run)).toBe('Once upon a✓');
+    expect(logAt(run.tokens, 1)).toEqual({
       i: 1,
       id: 2402,
       text: ' upon',
@@ -204,8 +208,8 @@ describe('token stream', () => {
         { id: 2402, text: ' upon', logprob: -3.5 }
       ]
     });
-    expect(run.tokens[2]).toMatchObject({ logprob: -0.01, top: [] });
-    expect(Object.keys(run.tokens[3]).sort()).toEqual(['i', 'id', 'ms', 'text']); // the tail
+    expect(logAt(run.tokens, 2)).toMatchObject({ logprob: -0.01, top: [] });
+    expect(Object.keys(logAt(run.tokens, 3)).sort()).toEqual(['i', 'id', 'ms', 'text']); // the tail
     // A later batch without logprobs (the tail alone) does not unset the flag.
     const later = reduce(s, tokens('gen-7f3a', 4, 1));
     expect(later.runs['gen-7f3a'].logprobs).toBe(true);
@@ -235,7 +239,7 @@ describe('connection and restarts', () => {
     expect(s.connection.kernel).toBeNull();
     expect(s.connection.restarts).toBe(1);
     // History survives the restart; a new hello reconnects.
-    expect(s.order).toEqual(['gen-7f3a', 'train-01']);
+    expect(s.order).toEqual(['train-01', 'gen-7f3a']); // by start time
     expect(reduce(s, fx('hello.json')).connection.connected).toBe(true);
   });
 
@@ -348,7 +352,8 @@ describe('purity and efficiency', () => {
       s = reduce(s, tokens('gen-7f3a', i, 1));
     }
     const elapsed = performance.now() - t0;
-    expect(s.runs['gen-7f3a'].tokens.length).toBe(20000);
+    expect(tokenCount(s.runs['gen-7f3a'])).toBe(20000);
+    expect(s.runs['gen-7f3a'].tokens.length).toBeLessThanOrEqual(DEFAULT_MAX_TOKENS);
     // Generous bound: catches accidental quadratic blow-ups, not machine speed.
     expect(elapsed).toBeLessThan(5000);
   });
@@ -438,7 +443,7 @@ describe('history replay, caps and clearing (issue 6)', () => {
     expect(twice.runs['train-01'].steps).toEqual(once.runs['train-01'].steps);
     expect(twice.runs['train-01'].evals).toEqual(once.runs['train-01'].evals);
     expect(twice.runs['train-01'].checkpoints).toEqual(once.runs['train-01'].checkpoints);
-    expect(twice.runs['gen-7f3a'].text).toBe(once.runs['gen-7f3a'].text);
+    expect(runText(twice.runs['gen-7f3a'])).toBe(runText(once.runs['gen-7f3a']));
     expect(twice.runs['gen-7f3a'].dups).toBe(3); // counted, not appended
   });
 
@@ -489,5 +494,97 @@ describe('connection state', () => {
     ).toBe('waiting');
     const s = reduce(initialState(), { type: 'link', link: 'ok' });
     expect(s).toBe(reduce(s, { type: 'link', link: 'ok' }));
+  });
+});
+
+function startAt(run: string, t0: number): Action {
+  return msg({
+    v: 1,
+    type: 'run.start',
+    run,
+    kind: 'generate',
+    model: { name: 'm', params: 1, dtype: 'float32', quant: null, device: 'cpu' },
+    config: {},
+    t0
+  });
+}
+
+function endOk(run: string): Action {
+  return msg({
+    v: 1,
+    type: 'run.end',
+    run,
+    status: 'ok',
+    metrics: { ttft_ms: null, tokens: 0, tok_s: null, itl_p50_ms: null, itl_p95_ms: null, peak_mem_mb: null },
+    error: null
+  });
+}
+
+describe('bounded token storage', () => {
+  it('keeps at most maxTokens per run, the newest, and counts the rest', () => {
+    const cap = 1000;
+    let s = reduce(initialState(), { type: 'limits', maxRuns: 10, maxTokens: cap });
+    s = reduce(s, startAt('r', 1));
+    for (let i = 0; i < 5000; i += 40) {
+      s = reduce(s, tokens('r', i, 40));
+    }
+    const run = s.runs['r'];
+    expect(tokenCount(run)).toBe(5000);
+    expect(run.tokens.length).toBeLessThanOrEqual(cap);
+    expect(run.tokens.dropped).toBe(5000 - run.tokens.length);
+    expect(logAt(run.tokens, 0).i).toBe(run.tokens.dropped);
+    expect(runText(run).startsWith(`t${run.tokens.dropped} `)).toBe(true);
+    expect(runText(run).endsWith('t4999 ')).toBe(true);
+    // TTFT and the rate still see the first token.
+    expect(run.firstToken?.i).toBe(0);
+    // A replay of every token adds nothing (duplicates by index).
+    const replayed = reduceAll(s, [tokens('r', 0, 5000)]);
+    expect(tokenCount(replayed.runs['r'])).toBe(5000);
+    expect(replayed.runs['r'].dups).toBe(5000);
+  });
+
+  it('a lower tokensPerRun caps the runs already kept', () => {
+    let s = reduceAll(initialState(), [startAt('r', 1), tokens('r', 0, 3000)]);
+    expect(s.runs['r'].tokens.length).toBe(3000);
+    s = reduce(s, { type: 'limits', maxRuns: 100, maxTokens: 512 });
+    expect(s.runs['r'].tokens.length).toBeLessThanOrEqual(512);
+    expect(tokenCount(s.runs['r'])).toBe(3000);
+    expect(s.maxTokens).toBe(512);
+  });
+});
+
+describe('idempotent replays', () => {
+  it('cleared runs stay cleared when the kernel replays its history', () => {
+    const replay: Action[] = [startAt('a', 100), tokens('a', 0, 3), endOk('a'), startAt('b', 200), endOk('b')];
+    let s = reduceAll(initialState(), replay);
+    s = reduce(s, startAt('live', 300)); // running: survives the clear
+    s = reduce(s, { type: 'runs.cleared' });
+    expect(s.order).toEqual(['live']);
+    const again = reduceAll(s, replay);
+    expect(again.order).toEqual(['live']);
+    expect(again.runs['a']).toBeUndefined();
+    // A new run still appears.
+    expect(reduce(again, startAt('c', 400)).order).toEqual(['live', 'c']);
+  });
+
+  it('orders runs by start time, whatever order their run.start arrives in', () => {
+    // Live runs first, then the replay of older ones (a panel attached late).
+    let s = reduceAll(initialState(), [startAt('new', 300), startAt('newer', 400)]);
+    s = reduceAll(s, [startAt('old', 100), endOk('old'), startAt('mid', 350)]);
+    expect(s.order).toEqual(['old', 'new', 'mid', 'newer']);
+    // A run whose tokens came before its run.start waits at the end, then takes its place.
+    s = reduce(s, tokens('early', 0, 2));
+    expect(s.order[s.order.length - 1]).toBe('early');
+    s = reduce(s, startAt('early', 200));
+    expect(s.order).toEqual(['old', 'early', 'new', 'mid', 'newer']);
+    // The same replay again changes nothing.
+    expect(reduceAll(s, [startAt('old', 100), endOk('old'), startAt('mid', 350)])).toBe(s);
+  });
+
+  it('the history cap drops the oldest by start time, not by arrival', () => {
+    let s = reduce(initialState(), { type: 'limits', maxRuns: 2 });
+    s = reduceAll(s, [startAt('b', 200), endOk('b'), startAt('c', 300), endOk('c')]);
+    s = reduceAll(s, [startAt('a', 100), endOk('a')]); // replayed, older than both
+    expect(s.order).toEqual(['b', 'c']);
   });
 });

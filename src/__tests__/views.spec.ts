@@ -1,12 +1,14 @@
 // @vitest-environment jsdom
 import { Kernel } from '@jupyterlab/services';
 import { Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { KernelChannel } from '../channel';
 import { AigcLabPanel } from '../panel';
 import { TokenItem } from '../protocol';
-import { Action, RunState, initialState, reduce, reduceAll, runList } from '../store';
+import { appendLog, emptyLog, logToArray } from '../chunklog';
+import { Action, RunState, initialState, reduce, reduceAll, runList, runText } from '../store';
 import {
   cancelLabel,
   formatMs,
@@ -33,6 +35,11 @@ const fx = fixtureAction;
 function tokens(run: string, from: number, pieces: string[]): Action {
   const items: TokenItem[] = pieces.map((text, k) => ({ i: from + k, id: null, text, ms: 10 + k }));
   return { type: 'message', message: { v: 1, type: 'tokens', run, items } };
+}
+
+/** A state that keeps every token (no per-run cap), for tests of the DOM layout of long runs. */
+function uncapped(): ReturnType<typeof initialState> {
+  return reduce(initialState(), { type: 'limits', maxRuns: 100, maxTokens: 1e9 });
 }
 
 describe('RunView', () => {
@@ -140,7 +147,7 @@ describe('RunView', () => {
   it('renders 5000 tokens with tinting off as one text node per chunk', () => {
     const view = new RunView('r', () => undefined);
     view.tinting = false;
-    let s = initialState();
+    let s = uncapped();
     for (let i = 0; i < 5000; i += 50) {
       s = reduce(s, tokens('r', i, Array.from({ length: 50 }, (_, k) => `${i + k} `)));
       view.update(s.runs['r']);
@@ -154,7 +161,7 @@ describe('RunView', () => {
       expect(c.firstChild?.nodeType).toBe(Node.TEXT_NODE);
     }
     expect(text.querySelectorAll('span').length).toBe(0);
-    expect(text.textContent).toBe(s.runs['r'].text);
+    expect(text.textContent).toBe(runText(s.runs['r']));
     expect(view.node.getAttribute('data-token-count')).toBe('5000');
   });
 
@@ -166,7 +173,8 @@ describe('RunView', () => {
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
     view.update(run);
     expect(text.querySelectorAll('span.aigc-tok').length).toBe(SPANS_PER_FRAME);
-    expect(view.node.getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
+    expect(view.node.getAttribute('data-token-count')).toBe(String(n)); // received
+    expect(view.node.getAttribute('data-rendered-count')).toBe(String(SPANS_PER_FRAME));
     expect(view.pending).toBe(true);
     let updates = 1;
     while (view.pending) {
@@ -176,15 +184,15 @@ describe('RunView', () => {
     }
     expect(updates).toBe(4);
     expect(text.querySelectorAll('span.aigc-tok').length).toBe(n);
-    expect(text.textContent).toBe(run.text);
-    expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+    expect(text.textContent).toBe(runText(run));
+    expect(view.node.getAttribute('data-rendered-count')).toBe(String(n));
     view.update(run);
     expect(text.querySelectorAll('span.aigc-tok').length).toBe(n); // nothing appended twice
   });
 
   it('caps tinted spans and appends the rest as text', () => {
     const view = new RunView('r', () => undefined);
-    let s = initialState();
+    let s = uncapped();
     const n = TINT_MAX_TOKENS + 700;
     for (let i = 0; i < n; i += 100) {
       s = reduce(s, tokens('r', i, Array.from({ length: 100 }, (_, k) => `${i + k} `)));
@@ -200,9 +208,42 @@ describe('RunView', () => {
       .filter(c => c.nodeType === Node.TEXT_NODE)
       .map(c => c.textContent)
       .join('');
-    expect(plain).toBe(s.runs['r'].tokens.slice(TINT_MAX_TOKENS).map(t => t.text).join(''));
-    expect(text.textContent).toBe(s.runs['r'].text);
+    expect(plain).toBe(logToArray(s.runs['r'].tokens).slice(TINT_MAX_TOKENS).map(t => t.text).join(''));
+    expect(text.textContent).toBe(runText(s.runs['r']));
     expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+  });
+
+  it('follows the per-run cap: drops the DOM of tokens the store dropped and says so', () => {
+    const view = new RunView('r', () => undefined);
+    const cap = 1024;
+    let s = reduce(initialState(), { type: 'limits', maxRuns: 10, maxTokens: cap });
+    const n = 4000;
+    for (let i = 0; i < n; i += 100) {
+      s = reduce(s, tokens('r', i, Array.from({ length: 100 }, (_, k) => `${i + k} `)));
+      while (view.update(s.runs['r']), view.stale) {
+        // a frame per budget
+      }
+    }
+    const run = s.runs['r'];
+    const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
+    const spans = text.querySelectorAll('span.aigc-tok');
+    // The DOM holds the kept tokens (plus at most the rest of one DOM chunk), never all of them.
+    expect(spans.length).toBeGreaterThanOrEqual(run.tokens.length);
+    expect(spans.length).toBeLessThanOrEqual(run.tokens.length + CHUNK_MAX_TOKENS);
+    expect(text.textContent?.endsWith(runText(run))).toBe(true);
+    expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+    expect(view.node.getAttribute('data-elided')).toBe(String(run.tokens.dropped));
+    const note = view.node.querySelector('.aigc-run-elided') as HTMLElement;
+    expect(note.hidden).toBe(false);
+    expect(note.textContent).toContain(run.tokens.dropped.toLocaleString('en'));
+    expect(note.textContent).toMatch(/full text is in the kernel/);
+    // Released (card hidden) and rebuilt (shown again) from what the store keeps.
+    view.release();
+    expect(text.childNodes.length).toBe(0);
+    while (view.update(run), view.stale) {
+      // rebuilt over frames
+    }
+    expect(text.textContent).toBe(runText(run));
   });
 
   it('closes a chunk at a line end once it is long enough, and at the hard limit otherwise', () => {
@@ -222,7 +263,7 @@ describe('RunView', () => {
       expect(c.querySelectorAll('span.aigc-tok').length).toBe(soft);
       expect(c.textContent?.endsWith('\n')).toBe(true); // invisible boundary: after a line end
     }
-    expect(text.textContent).toBe(s.runs['r'].text);
+    expect(text.textContent).toBe(runText(s.runs['r']));
   });
 
   it('titles a token with index, id, piece and latency', () => {
@@ -344,7 +385,7 @@ describe('token inspector', () => {
     expect(spans(view).length).toBe(n);
     const classes = spans(view).map(s => s.className);
     expect(classes.every(c => /aigc-prob-1/.test(c) && !/aigc-tint/.test(c))).toBe(true);
-    expect(view.node.querySelector('.aigc-run-text')?.textContent).toBe(run.text);
+    expect(view.node.querySelector('.aigc-run-text')?.textContent).toBe(runText(run));
   });
 
   it('opens a tooltip popover with the alternatives on focus, and Escape closes it', () => {
@@ -441,11 +482,11 @@ describe('token inspector', () => {
   });
 
   it('finds a token by index, also across a gap', () => {
-    const t = [0, 1, 2, 5, 6].map(i => ({ i, id: i, text: 'x', ms: i }));
+    const t = appendLog(emptyLog<TokenItem>(), [0, 1, 2, 5, 6].map(i => ({ i, id: i, text: 'x', ms: i })));
     expect(findToken(t, 5)).toBe(3);
     expect(findToken(t, 0)).toBe(0);
     expect(findToken(t, 3)).toBe(-1);
-    expect(findToken([], 0)).toBe(-1);
+    expect(findToken(emptyLog<TokenItem>(), 0)).toBe(-1);
   });
 });
 
@@ -466,31 +507,33 @@ describe('HistoryTable', () => {
     ]);
     table.update(runList(s), new Set(['gen-7f3a']), null);
     const rows = () => Array.from(table.node.querySelectorAll('tr.aigc-history-row')) as HTMLElement[];
-    expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['train-01', 'gen-7f3a']);
-    expect(rows().map(r => r.getAttribute('data-selected'))).toEqual(['false', 'true']);
+    // Newest first by start time: the generate run started 123 ms after the training run.
+    expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['gen-7f3a', 'train-01']);
+    expect(rows().map(r => r.getAttribute('data-selected'))).toEqual(['true', 'false']);
     const cells = (r: HTMLElement) => Array.from(r.querySelectorAll('td')).map(c => c.textContent);
-    expect(cells(rows()[1]).slice(1, 6)).toEqual([
+    expect(cells(rows()[0]).slice(1, 6)).toEqual([
       'generate',
       'starter:gpt-tiny float32',
       'ok',
       '12.5 ms',
       '180'
     ]);
-    expect(cells(rows()[0])[6]).toMatch(/^\d+\.\d{3}$/); // final loss
-    const check = rows()[0].querySelector('input.aigc-select') as HTMLInputElement;
+    expect(cells(rows()[1])[6]).toMatch(/^\d+\.\d{3}$/); // final loss
+    const check = rows()[1].querySelector('input.aigc-select') as HTMLInputElement;
     check.click();
     expect(toggles).toEqual([['train-01', true]]);
-    rows()[1].querySelector('td.aigc-col-model')?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+    rows()[0].querySelector('td.aigc-col-model')?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
     expect(focus).toEqual(['gen-7f3a']);
     // Rows are kept (not rebuilt) across updates; removed runs disappear.
-    const kept = rows()[1];
+    const kept = rows()[0];
     s = reduce(s, { type: 'runs.cleared' });
     table.update(runList(s), new Set(), null);
     expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['train-01']);
-    s = reduce(s, fx('run_start_generate.json'));
+    // A run of that id again (another kernel's state): a new row.
+    s = reduceAll(initialState(), [fx('run_start_train.json'), fx('run_start_generate.json')]);
     table.update(runList(s), new Set(), null);
     expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['gen-7f3a', 'train-01']);
-    expect(rows()[1]).not.toBe(kept);
+    expect(rows()[0]).not.toBe(kept);
   });
 });
 
@@ -510,14 +553,25 @@ describe('AigcLabPanel', () => {
     return k as unknown as Kernel.IKernelConnection;
   }
 
-  it('exposes the root attributes, banner and runs (newest first), batched per frame', async () => {
+  const frame = (): Promise<unknown> => new Promise(r => requestAnimationFrame(() => r(undefined)));
+
+  /** A panel attached to the page (a hidden or detached panel renders nothing), no time limit per frame. */
+  function shownPanel(): AigcLabPanel {
     const panel = new AigcLabPanel();
+    Widget.attach(panel, document.body);
+    panel.scheduler.budgetMs = Infinity; // jsdom is slow: only the span budget counts here
+    return panel;
+  }
+
+  it('exposes the root attributes, banner and runs (newest first), batched per frame', async () => {
+    const panel = shownPanel();
     const root = panel.node;
     expect(root.id).toBe('aigc-lab-panel');
     expect(panel.title.label).toBe('AIGC Lab');
     expect(root.getAttribute('data-kernel-id')).toBe('');
     expect(root.getAttribute('data-connected')).toBe('false');
     expect(root.getAttribute('data-run-count')).toBe('0');
+    expect(root.getAttribute('data-reduced-motion')).toBe('false');
 
     const channel = new KernelChannel(fakeKernel());
     panel.follow(channel);
@@ -528,17 +582,16 @@ describe('AigcLabPanel', () => {
     channel.store.dispatch(fx('run_start_train.json'));
     // Nothing rendered until the next animation frame.
     expect(root.getAttribute('data-connected')).toBe('false');
-    await new Promise(r => requestAnimationFrame(() => r(undefined)));
-    await new Promise(r => setTimeout(r, 0));
+    await frame();
     expect(root.getAttribute('data-connected')).toBe('true');
     expect(root.getAttribute('data-run-count')).toBe('2');
     const ids = Array.from(root.querySelectorAll('.aigc-run')).map(e => e.getAttribute('data-run-id'));
-    expect(ids).toEqual(['train-01', 'gen-7f3a']);
+    expect(ids).toEqual(['gen-7f3a', 'train-01']); // newest start first
 
     const banner = root.querySelector('.aigc-banner') as HTMLElement;
     expect(banner.hidden).toBe(true);
     channel.store.dispatch({ type: 'protocol.mismatch', version: 2, reason: 'kernel speaks protocol v2; update' });
-    await new Promise(r => requestAnimationFrame(() => r(undefined)));
+    await frame();
     expect(banner.hidden).toBe(false);
     expect(banner.textContent).toContain('v2');
 
@@ -546,18 +599,95 @@ describe('AigcLabPanel', () => {
     const n = 2 * SPANS_PER_FRAME + 5;
     channel.store.dispatch(tokens('gen-7f3a', 0, Array.from({ length: n }, (_, k) => `${k} `)));
     const gen = (): Element => root.querySelector('.aigc-run[data-run-id="gen-7f3a"]') as Element;
-    const frame = (): Promise<unknown> => new Promise(r => requestAnimationFrame(() => r(undefined)));
     await frame();
-    expect(gen().getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
+    expect(gen().getAttribute('data-token-count')).toBe(String(n)); // received
+    expect(gen().getAttribute('data-rendered-count')).toBe(String(SPANS_PER_FRAME));
     await frame();
-    expect(gen().getAttribute('data-token-count')).toBe(String(2 * SPANS_PER_FRAME));
+    expect(gen().getAttribute('data-rendered-count')).toBe(String(2 * SPANS_PER_FRAME));
     await frame();
-    expect(gen().getAttribute('data-token-count')).toBe(String(n));
+    expect(gen().getAttribute('data-rendered-count')).toBe(String(n));
 
     panel.follow(null);
     expect(root.getAttribute('data-kernel-id')).toBe('');
     expect(root.getAttribute('data-run-count')).toBe('0');
     expect(root.querySelectorAll('.aigc-run').length).toBe(0);
+    panel.dispose();
+  });
+
+  it('renders nothing while hidden and catches up when shown', async () => {
+    const panel = shownPanel();
+    const channel = new KernelChannel(fakeKernel());
+    panel.follow(channel);
+    channel.store.dispatch(fx('hello.json'));
+    channel.store.dispatch(fx('run_start_generate.json'));
+    await frame();
+    const frames = panel.scheduler.frames;
+    panel.hide();
+    channel.store.dispatch(tokens('gen-7f3a', 0, ['a', 'b', 'c']));
+    channel.store.dispatch(fx('run_start_train.json'));
+    await frame();
+    await frame();
+    expect(panel.scheduler.frames).toBe(frames); // no frame at all
+    expect(panel.node.getAttribute('data-run-count')).toBe('1');
+    expect(panel.node.querySelector('.aigc-run[data-run-id="gen-7f3a"]')?.getAttribute('data-token-count')).toBe('0');
+    panel.show();
+    await frame();
+    expect(panel.node.getAttribute('data-run-count')).toBe('2');
+    const gen = panel.node.querySelector('.aigc-run[data-run-id="gen-7f3a"]') as HTMLElement;
+    expect(gen.getAttribute('data-token-count')).toBe('3');
+    panel.dispose();
+  });
+
+  it('renders only the shown card, releases hidden ones, keeps views across notebooks', async () => {
+    const panel = shownPanel();
+    const one = new KernelChannel(fakeKernel());
+    const other = new KernelChannel({ ...fakeKernel(), id: 'k-456' } as unknown as Kernel.IKernelConnection);
+    panel.follow(one);
+    one.store.dispatch(fx('run_start_train.json'));
+    one.store.dispatch(fx('run_start_generate.json'));
+    one.store.dispatch(tokens('gen-7f3a', 0, ['x', 'y']));
+    await frame();
+    const card = (id: string) => panel.node.querySelector(`.aigc-run[data-run-id="${id}"]`) as HTMLElement;
+    const gen = card('gen-7f3a');
+    const span = gen.querySelector('span.aigc-tok');
+    expect(span).not.toBeNull();
+    // Tokens for a hidden card: its header follows (cheap), its text is not rendered.
+    one.store.dispatch(tokens('train-01', 0, ['p', 'q']));
+    await frame();
+    expect(card('train-01').hidden).toBe(true);
+    expect(card('train-01').getAttribute('data-token-count')).toBe('2');
+    expect(card('train-01').querySelector('.aigc-run-text')?.childNodes.length).toBe(0);
+    // Another notebook and back: the same card and spans, not rebuilt.
+    panel.follow(other);
+    await frame();
+    expect(card('gen-7f3a')).toBeNull();
+    panel.follow(one);
+    await frame();
+    expect(card('gen-7f3a')).toBe(gen);
+    expect(gen.querySelector('span.aigc-tok')).toBe(span);
+    // Focus the other card: the newest is hidden and releases its token DOM.
+    panel.focusRun('train-01');
+    await frame();
+    expect(gen.hidden).toBe(true);
+    expect(gen.querySelector('.aigc-run-text')?.childNodes.length).toBe(0);
+    expect(card('train-01').querySelector('.aigc-run-text')?.textContent).toBe('pq');
+    panel.dispose();
+  });
+
+  it('summarises each chart as text for screen readers', async () => {
+    const panel = shownPanel();
+    const channel = new KernelChannel(fakeKernel());
+    panel.follow(channel);
+    channel.store.dispatch(fx('run_start_train.json'));
+    channel.store.dispatch(fx('train_step.json'));
+    channel.store.dispatch(fx('train_eval.json'));
+    await frame();
+    const loss = panel.node.querySelector('.aigc-loss-chart') as HTMLElement;
+    expect(loss.getAttribute('role')).toBe('figure');
+    const summary = document.getElementById(loss.getAttribute('aria-describedby') ?? '') as HTMLElement;
+    expect(summary.textContent).toMatch(/train loss 3\.25 at step 10 of 300, min 3\.25 at step 10/);
+    expect(summary.textContent).toMatch(/eval loss [\d.]+ at step \d+/);
+    expect(loss.querySelector('.aigc-chart-plot')?.getAttribute('aria-hidden')).toBe('true');
     panel.dispose();
   });
 });

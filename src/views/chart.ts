@@ -8,6 +8,13 @@
  * Colours, fonts and grid are read from the computed `--jp-*` variables when the plot is built;
  * `retheme()` rebuilds it (called on a JupyterLab theme change). Data updates use `setData`
  * (one redraw), structure changes (other series) rebuild the plot.
+ *
+ * Accessibility: the chart is a `figure` labelled by its title and described by a text summary
+ * (`summary`, e.g. "train loss 2.31 at step 400 of 2000, min 1.90 at step 380") in a visually
+ * hidden element that screen readers read; the canvas itself is hidden from them. Nothing here
+ * animates; `prefersReducedMotion()` is what the panel asks before any smooth scrolling.
+ *
+ *   .aigc-chart[role=figure][aria-describedby] > .aigc-chart-summary (visually hidden)
  */
 
 import uPlot from 'uplot';
@@ -52,6 +59,33 @@ export function readTheme(node: Element = document.body): ChartTheme {
   };
 }
 
+/** Whether the user asked for reduced motion (`prefers-reduced-motion: reduce`). */
+export function prefersReducedMotion(): boolean {
+  if (motionQuery === undefined) {
+    motionQuery = typeof matchMedia === 'function' ? matchMedia('(prefers-reduced-motion: reduce)') : null;
+  }
+  return motionQuery !== null && motionQuery.matches === true;
+}
+
+let motionQuery: MediaQueryList | null | undefined;
+
+/** Visually hidden but read by screen readers (the usual clip pattern, inline: no stylesheet needed). */
+function visuallyHidden(node: HTMLElement): void {
+  const st = node.style;
+  st.position = 'absolute';
+  st.width = '1px';
+  st.height = '1px';
+  st.margin = '-1px';
+  st.padding = '0';
+  st.overflow = 'hidden';
+  st.clip = 'rect(0 0 0 0)';
+  st.clipPath = 'inset(50%)';
+  st.whiteSpace = 'nowrap';
+  st.border = '0';
+}
+
+let chartCount = 0;
+
 /** Whether a canvas can be drawn here (not in jsdom). */
 function canDraw(): boolean {
   return (
@@ -80,9 +114,17 @@ export class LiveChart {
     title.textContent = options.title;
     this._plotBox = document.createElement('div');
     this._plotBox.className = 'aigc-chart-plot';
+    this._plotBox.setAttribute('aria-hidden', 'true');
     this._empty = document.createElement('div');
     this._empty.className = 'aigc-chart-empty';
-    this.node.append(title, this._empty, this._plotBox);
+    this._summary = document.createElement('p');
+    this._summary.className = 'aigc-chart-summary';
+    this._summary.id = `aigc-chart-summary-${++chartCount}`;
+    visuallyHidden(this._summary);
+    this.node.setAttribute('role', 'figure');
+    this.node.setAttribute('aria-label', options.title);
+    this.node.setAttribute('aria-describedby', this._summary.id);
+    this.node.append(title, this._empty, this._plotBox, this._summary);
     this._setAttrs();
     if (canDraw()) {
       this._observer = new ResizeObserver(() => this._onResize());
@@ -96,6 +138,17 @@ export class LiveChart {
   set emptyText(text: string) {
     if (this._empty.textContent !== text) {
       this._empty.textContent = text;
+    }
+  }
+
+  /** The chart's text summary for screen readers. */
+  get summary(): string {
+    return this._summary.textContent ?? '';
+  }
+
+  set summary(text: string) {
+    if (this._summary.textContent !== text) {
+      this._summary.textContent = text;
     }
   }
 
@@ -272,6 +325,7 @@ export class LiveChart {
   private _options: ChartOptions;
   private _plotBox: HTMLDivElement;
   private _empty: HTMLDivElement;
+  private _summary: HTMLParagraphElement;
   private _plot: uPlot | null = null;
   private _key = '';
   private _data: ChartData = { x: [], series: [], markers: [] };

@@ -1,7 +1,9 @@
 /**
- * Pure formatting helpers for the panel (no DOM; unit-tested).
+ * Pure formatting helpers for the panel (no DOM; unit-tested), and `TEXT`: the user-visible
+ * sentences of the render path (elision note, chart summaries) in one place, for translation.
  */
 
+import { logLast, logTotal } from '../chunklog';
 import { RunState } from '../store';
 
 export function formatParams(n: number): string {
@@ -45,11 +47,13 @@ export function tokensPerSecond(run: RunState): number | null {
   if (run.metrics !== null && run.metrics.tok_s !== null) {
     return run.metrics.tok_s;
   }
-  const n = run.tokens.length;
-  if (n < 2) {
+  const n = logTotal(run.tokens);
+  const first = run.firstToken;
+  const last = logLast(run.tokens);
+  if (n < 2 || first === null || last === undefined) {
     return null;
   }
-  const span = run.tokens[n - 1].ms - run.tokens[0].ms;
+  const span = last.ms - first.ms;
   return span > 0 ? ((n - 1) * 1000) / span : null;
 }
 
@@ -58,7 +62,7 @@ export function timeToFirstToken(run: RunState): number | null {
   if (run.metrics !== null && run.metrics.ttft_ms !== null) {
     return run.metrics.ttft_ms;
   }
-  return run.tokens.length > 0 ? run.tokens[0].ms : null;
+  return run.firstToken !== null ? run.firstToken.ms : null;
 }
 
 export function modelLabel(run: RunState): string {
@@ -124,3 +128,22 @@ export function formatProb(logprob: number): string {
   }
   return '< 0.01%';
 }
+
+/** User-visible sentences of the run cards and charts (one place, for translation). */
+export const TEXT = {
+  /** The card's note when the per-run cap dropped the oldest tokens. */
+  elided: (dropped: number, kept: number): string =>
+    `${dropped.toLocaleString('en')} earlier token${dropped === 1 ? '' : 's'} not kept in the panel ` +
+    `(it keeps the last ${kept.toLocaleString('en')}; setting "Tokens per run"). ` +
+    'The full text is in the kernel: the TokenStream (.text, .tokens) and aigc_lab.recorder.',
+  lossChart: 'Loss chart',
+  latencyChart: 'Inter-token latency chart',
+  noSteps: 'Loss chart: no training steps yet.',
+  noTokens: 'Inter-token latency chart: no tokens yet.',
+  lossAt: (loss: string, step: number, planned: number | null): string =>
+    `train loss ${loss} at step ${step}${planned === null ? '' : ` of ${planned}`}`,
+  lossMin: (loss: string, step: number): string => `min ${loss} at step ${step}`,
+  evalAt: (loss: string, step: number): string => `eval loss ${loss} at step ${step}`,
+  latencyRun: (tokens: number, ttft: string, p50: string, p95: string, max: string): string =>
+    `${tokens} token${tokens === 1 ? '' : 's'}, TTFT ${ttft}, inter-token latency p50 ${p50}, p95 ${p95}, max ${max}`
+};

@@ -18,15 +18,24 @@
  * background change, no layout). The spans form one tab stop (roving tabindex: Tab reaches the
  * current token, arrow keys / Home / End move between tokens); hovering or focusing one opens the
  * popover of `inspector.ts` with its alternatives. "Tokens CSV" downloads every token of a
- * generate run (`tokensCsv`).
+ * generate run that the panel keeps (`tokensCsv`).
+ *
+ * Bounded: the header (`updateHeader`) is cheap and kept current for every card; the token stream
+ * is rendered only for the card on screen (`update` with the frame's `Budget`, shared by the
+ * whole panel), and `release()` drops it when the card is hidden (it is rebuilt, budgeted, when
+ * shown again). When the store's per-run cap drops the oldest tokens, their DOM chunks go too, and
+ * `.aigc-run-elided` says how many are not kept and that the kernel holds the full text.
  *
  * DOM contract (used by the UI tests):
  *   .aigc-run[data-run-id][data-kind][data-status][data-token-count][data-dups][data-gaps]
+ *            data-token-count: tokens received (kept or elided); [data-rendered-count] tokens
+ *            rendered or elided in this card's DOM; [data-elided] tokens dropped by the cap
  *            [data-step-count][data-last-step]   training steps received, and the last one's number
  *            [data-t0]          the run's start (ms since the epoch, kernel clock; '' until run.start)
  *     .aigc-run-header   kind, status, model, cancel button
  *     .aigc-metrics      .aigc-metric[data-metric=model|ttft|toks|p50|p95|tokens|status]
- *     .aigc-run-text     textContent == concatenation of every token piece received
+ *     .aigc-run-elided   shown when the cap dropped tokens: how many, where the full text is
+ *     .aigc-run-text     textContent == concatenation of every token piece kept (`runText`)
  *       div.aigc-chunk   blocks of consecutive tokens (see `_chunkFor`)
  *         span.aigc-tok[data-i][title]   (tinted tokens)
  *     button.aigc-cancel shown while running only; label 'cancelling…' / 'cancel acknowledged' …;
@@ -41,7 +50,9 @@
  *     span.aigc-tok.aigc-tok-lp.aigc-prob-N[tabindex]  tokens with logprobs (no title: popover)
  */
 
+import { ChunkLog, logAt, logLast, logToArray, logTotal } from '../chunklog';
 import { TokenItem } from '../protocol';
+import { Budget, SPANS_PER_FRAME } from '../scheduler';
 import {
   percentile,
   probLegend,
@@ -51,8 +62,10 @@ import {
   tokensCsv
 } from '../series';
 import { RunState } from '../store';
+import { prefersReducedMotion } from './chart';
 import { downloadText } from './download';
 import {
+  TEXT,
   cancelLabel,
   formatMs,
   formatParams,
@@ -65,13 +78,13 @@ import { TokenPopover } from './inspector';
 /** Tokens beyond this many per run are appended as plain text (no span, no tint). */
 export const TINT_MAX_TOKENS = 5000;
 
-/**
- * Tinted token spans appended per update (the panel updates once per animation frame). A burst
- * of thousands of tokens arriving within one frame is spread over several frames instead of
- * one long frame: creating, styling and laying out a span costs about 0.1 ms on a 2-core
- * machine, so 2,000 spans in one frame stalled the page for over 100 ms.
- */
-export const SPANS_PER_FRAME = 256;
+/** The panel's per-frame span budget (`scheduler.ts`), the default budget of `update`. */
+export { SPANS_PER_FRAME };
+
+/** A budget of one frame's spans and no time limit (an update outside the panel's scheduler). */
+function frameUnits(): Budget {
+  return new Budget(Infinity, SPANS_PER_FRAME);
+}
 
 /** A chunk of the token stream is closed at the next line end once it holds this many tokens. */
 export const CHUNK_SOFT_TOKENS = 128;
@@ -110,12 +123,12 @@ export function tokenTitle(item: TokenItem, latency: number, first: boolean): st
 }
 
 /** The index in `tokens` (ascending by `i`, as the store keeps them) of token `i`, or -1. */
-export function findToken(tokens: readonly TokenItem[], i: number): number {
+export function findToken(tokens: ChunkLog<TokenItem>, i: number): number {
   let lo = 0;
   let hi = tokens.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    const at = tokens[mid].i;
+    const at = logAt(tokens, mid).i;
     if (at === i) {
       return mid;
     }
@@ -242,10 +255,12 @@ export class RunView {
     csv.textContent = 'Tokens CSV';
     csv.title = "Download this run's tokens as CSV: i, id, text, ms, logprob, prob, top";
     csv.addEventListener('click', () =>
-      download(tokensCsvName(this.runId), tokensCsv(this._last?.tokens ?? []))
+      download(tokensCsvName(this.runId), tokensCsv(this._last === null ? [] : logToArray(this._last.tokens)))
     );
     this.probability = false;
 
+    this._elided = el('div', 'aigc-run-elided', this.node);
+    this._elided.hidden = true;
     this._textBox = el('div', 'aigc-run-text', this.node);
     this._textNode = document.createTextNode('');
     this._listenForInspection();
@@ -278,51 +293,84 @@ export class RunView {
 
   /** True while tokens of the last `update` are still waiting for a later frame. */
   get pending(): boolean {
-    return this._last !== null && this._rendered < this._last.tokens.length;
+    return this._last !== null && this._renderedAbs < logTotal(this._last.tokens);
+  }
+
+  /** Whether the token stream lags the run of the last update: tokens to render, or to prune. */
+  get stale(): boolean {
+    return this._last !== null && (this.pending || this._prunable(this._last.tokens.dropped));
+  }
+
+  /** Whether the token stream's DOM was released (`release`) and not rebuilt since. */
+  get released(): boolean {
+    return this._renderedAbs === 0 && this._domChunks.length === 0;
   }
 
   /**
-   * Bring the DOM up to date with `run`. Cheap when little changed. Appends at most
-   * `SPANS_PER_FRAME` tinted tokens: while `pending`, call again (next frame) with the same run.
+   * Bring the card up to date with `run`: the header, then the token stream within `budget`
+   * (default: one frame's spans). While `pending`, call again (next frame) with the same run.
    */
-  update(run: RunState): void {
+  update(run: RunState, budget: Budget = frameUnits()): void {
+    this.updateHeader(run);
+    if (this._renderedAbs > logTotal(run.tokens)) {
+      // Cannot happen with the reducer (tokens only grow), but stay correct if it does.
+      this.release();
+    }
+    if (this.stale) {
+      this._appendTokens(run, budget);
+    }
+    setAttr(this.node, 'data-rendered-count', String(this._renderedAbs));
+  }
+
+  /**
+   * Drop the token stream's DOM (the card is hidden): it is rebuilt from the store, within the
+   * frame budget, the next time the card is rendered.
+   */
+  release(): void {
+    this._popover.hide();
+    if (this.released) {
+      return;
+    }
+    this._textBox.replaceChildren();
+    this._textNode = document.createTextNode('');
+    this._chunk = null;
+    this._chunkTokens = 0;
+    this._domChunks = [];
+    this._plain = false;
+    this._renderedAbs = 0;
+    this._tabStop = null;
+    setAttr(this.node, 'data-rendered-count', '0');
+  }
+
+  /** The cheap part of `update`: attributes, header, metrics, training summary (no token DOM). */
+  updateHeader(run: RunState): void {
     if (this.node.hidden) {
       this._popover.hide(); // the panel hid this card: no popover left floating over another
     }
-    if (run === this._last && !this.pending) {
+    if (run === this._last) {
       return;
     }
     const previous = this._last;
     this._last = run;
     const n = this.node;
-
-    const tokens = run.tokens;
-    if (previous !== null && tokens.length < this._rendered) {
-      // Cannot happen with the reducer (tokens only grow), but stay correct if it does.
-      this._textBox.replaceChildren();
-      this._textNode = document.createTextNode('');
-      this._chunk = null;
-      this._chunkTokens = 0;
-      this._plain = false;
-      this._rendered = 0;
-      this._tabStop = null;
-      this._popover.hide();
-    }
-    if (tokens.length > this._rendered) {
-      this._appendTokens(run);
-    }
+    const total = logTotal(run.tokens);
 
     setAttr(n, 'data-kind', run.kind);
     setAttr(n, 'data-status', run.status);
-    setAttr(n, 'data-token-count', String(this._rendered));
+    setAttr(n, 'data-token-count', String(total));
+    setAttr(n, 'data-elided', String(run.tokens.dropped));
     setAttr(n, 'data-dups', String(run.dups));
     setAttr(n, 'data-gaps', String(run.gaps));
     setAttr(n, 'data-t0', run.t0 === null ? '' : String(run.t0));
     setAttr(n, 'data-logprobs', run.logprobs ? 'true' : 'false');
     this._tools.hidden = run.kind !== 'generate' && !run.logprobs;
     this._probToggle.hidden = !run.logprobs;
+    const lastStep = logLast(run.steps);
     setAttr(n, 'data-step-count', String(run.steps.length));
-    setAttr(n, 'data-last-step', String(run.steps.length > 0 ? run.steps[run.steps.length - 1].step : 0));
+    setAttr(n, 'data-last-step', String(lastStep !== undefined ? lastStep.step : 0));
+
+    this._elided.hidden = run.tokens.dropped === 0;
+    setText(this._elided, run.tokens.dropped === 0 ? '' : TEXT.elided(run.tokens.dropped, run.tokens.length));
 
     setText(this._kind, run.kind);
     const m = run.model;
@@ -362,42 +410,88 @@ export class RunView {
     this._updateTrain(run, previous);
   }
 
-  private _appendTokens(run: RunState): void {
-    const tokens = run.tokens;
+  /** Whether the first DOM chunk holds only tokens the store dropped (before `dropped`). */
+  private _prunable(dropped: number): boolean {
+    return this._domChunks.length > 0 && this._domChunks[0].end <= dropped;
+  }
+
+  /** Remove the DOM chunks whose tokens the store no longer keeps (all before `dropped`). */
+  private _prune(dropped: number): void {
+    let k = 0;
+    while (k < this._domChunks.length && this._domChunks[k].end <= dropped) {
+      const chunk = this._domChunks[k].node;
+      chunk.remove();
+      if (chunk === this._chunk) {
+        this._chunk = null;
+        this._chunkTokens = 0;
+      }
+      if (this._tabStop !== null && chunk.contains(this._tabStop)) {
+        this._tabStop = this._textBox.querySelector<HTMLElement>('.aigc-tok-lp');
+        if (this._tabStop !== null) {
+          this._tabStop.tabIndex = 0;
+        }
+      }
+      k++;
+    }
+    if (k > 0) {
+      this._domChunks = this._domChunks.slice(k);
+    }
+  }
+
+  private _appendTokens(run: RunState, budget: Budget): void {
+    const log = run.tokens;
     const box = this._textBox;
     const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
-    const start = this._rendered;
-    let k = start;
+    this._prune(log.dropped);
+    if (this._renderedAbs < log.dropped) {
+      this._renderedAbs = log.dropped; // dropped by the cap before this card rendered them
+    }
+    const n = log.length;
+    let k = this._renderedAbs - log.dropped;
     // Spans for tinting, and for inspection when the run has logprobs (even with tinting off).
-    const spanned = (this._tinting || run.logprobs) && !this._plain && k < TINT_MAX_TOKENS;
+    const spanned =
+      (this._tinting || run.logprobs) && !this._plain && this._renderedAbs < TINT_MAX_TOKENS;
     if (spanned) {
       if (this._tinting) {
         this._refreshTintRef(run);
       }
-      const end = Math.min(tokens.length, TINT_MAX_TOKENS, start + SPANS_PER_FRAME);
-      for (; k < end; k++) {
-        this._chunkFor(tokens, k).appendChild(this._tokenSpan(tokens, k));
+      const end = Math.min(n, TINT_MAX_TOKENS - log.dropped, k + Math.max(0, budget.units));
+      let made = 0;
+      while (k < end) {
+        this._chunkFor(log, k).appendChild(this._tokenSpan(log, k));
+        k++;
+        made++;
+        // The time budget is checked every 32 spans (reading the clock costs too).
+        if ((made & 31) === 0 && budget.exhausted) {
+          break;
+        }
       }
+      budget.take(made);
     }
-    if (k < tokens.length && (!spanned || k >= TINT_MAX_TOKENS)) {
+    if (k < n && (!spanned || k + log.dropped >= TINT_MAX_TOKENS)) {
       // Untinted tokens go into one Text node per chunk: cheap, so no per-frame budget here.
       this._plain = true;
       let text = '';
-      for (; k < tokens.length; k++) {
-        const chunk = this._chunkFor(tokens, k);
+      for (; k < n; k++) {
+        const chunk = this._chunkFor(log, k);
         if (chunk !== this._textNode.parentNode) {
           this._textNode.appendData(text);
           text = '';
           this._textNode = document.createTextNode('');
           chunk.appendChild(this._textNode);
         }
-        text += tokens[k].text;
+        text += logAt(log, k).text;
       }
       this._textNode.appendData(text);
     }
-    this._rendered = k;
+    this._renderedAbs = log.dropped + k;
     if (atBottom) {
-      box.scrollTop = box.scrollHeight;
+      // Follow the stream; never smoothly when the user asked for reduced motion.
+      if (typeof box.scrollTo === 'function') {
+        box.scrollTo({ top: box.scrollHeight, behavior: prefersReducedMotion() ? 'instant' : 'auto' });
+      } else {
+        box.scrollTop = box.scrollHeight;
+      }
     }
   }
 
@@ -414,10 +508,10 @@ export class RunView {
    * The span of token `k`: latency tint (with tinting on), and with logprobs the probability class
    * and the roving tabindex (the first such span is the tab stop until another is focused).
    */
-  private _tokenSpan(tokens: readonly TokenItem[], k: number): HTMLSpanElement {
-    const item = tokens[k];
-    const first = k === 0;
-    const latency = first ? item.ms : Math.max(0, item.ms - tokens[k - 1].ms);
+  private _tokenSpan(tokens: ChunkLog<TokenItem>, k: number): HTMLSpanElement {
+    const item = logAt(tokens, k);
+    const first = tokens.dropped + k === 0;
+    const latency = first ? item.ms : k === 0 ? 0 : Math.max(0, item.ms - logAt(tokens, k - 1).ms);
     const span = document.createElement('span');
     let cls = 'aigc-tok';
     if (this._tinting) {
@@ -472,14 +566,18 @@ export class RunView {
 
   /** Open the popover on `span`'s token. */
   private _inspect(span: HTMLElement): void {
-    const tokens = this._last?.tokens ?? [];
+    if (this._last === null) {
+      return;
+    }
+    const tokens = this._last.tokens;
     const k = findToken(tokens, Number(span.getAttribute('data-i')));
     if (k < 0) {
       return;
     }
-    const item = tokens[k];
-    const latency = k === 0 ? item.ms : Math.max(0, item.ms - tokens[k - 1].ms);
-    this._popover.show(span, item, tokenTitle(item, latency, k === 0));
+    const item = logAt(tokens, k);
+    const first = tokens.dropped + k === 0;
+    const latency = first ? item.ms : k === 0 ? 0 : Math.max(0, item.ms - logAt(tokens, k - 1).ms);
+    this._popover.show(span, item, tokenTitle(item, latency, first));
   }
 
   /**
@@ -543,14 +641,17 @@ export class RunView {
    * `CHUNK_SOFT_TOKENS`, and after `CHUNK_MAX_TOKENS` in any case (a paragraph that long without
    * a newline then wraps at the boundary; the text itself is unchanged).
    */
-  private _chunkFor(tokens: readonly TokenItem[], k: number): HTMLDivElement {
+  private _chunkFor(tokens: ChunkLog<TokenItem>, k: number): HTMLDivElement {
     const n = this._chunkTokens;
-    const lineEnded = k > 0 && tokens[k - 1].text.endsWith('\n');
+    const lineEnded = k > 0 && logAt(tokens, k - 1).text.endsWith('\n');
+    const abs = tokens.dropped + k;
     if (this._chunk === null || n >= CHUNK_MAX_TOKENS || (n >= CHUNK_SOFT_TOKENS && lineEnded)) {
       this._chunk = el('div', 'aigc-chunk', this._textBox);
       this._chunkTokens = 0;
+      this._domChunks.push({ node: this._chunk, start: abs, end: abs });
     }
     this._chunkTokens++;
+    this._domChunks[this._domChunks.length - 1].end = abs + 1;
     return this._chunk;
   }
 
@@ -582,7 +683,7 @@ export class RunView {
     if (ended && run.metrics !== null && run.metrics.itl_p50_ms !== null) {
       p50 = run.metrics.itl_p50_ms;
       p95 = run.metrics.itl_p95_ms;
-    } else if (run.tokens.length > 1) {
+    } else if (run.tokens.length > 1 && !this.node.hidden) {
       // Live figures over the recent tokens, refreshed at most 4 times a second.
       const now = performance.now();
       if (this._live === null || ended || now - this._liveAt > 250) {
@@ -594,7 +695,8 @@ export class RunView {
     }
     set('p50', formatMs(p50));
     set('p95', formatMs(p95));
-    const count = run.metrics !== null ? Math.max(run.metrics.tokens, this._rendered) : this._rendered;
+    const total = logTotal(run.tokens);
+    const count = run.metrics !== null ? Math.max(run.metrics.tokens, total) : total;
     set('tokens', String(count));
     set('status', run.status);
   }
@@ -612,7 +714,7 @@ export class RunView {
       return;
     }
     const parts: string[] = [];
-    const last = run.steps[run.steps.length - 1];
+    const last = logLast(run.steps);
     if (last !== undefined) {
       parts.push(`step ${last.step}`, `loss ${last.loss.toFixed(4)}`, `lr ${last.lr.toExponential(2)}`);
       if (last.tok_s !== null) {
@@ -634,7 +736,11 @@ export class RunView {
   }
 
   private _last: RunState | null = null;
-  private _rendered = 0;
+  /** Tokens (since the run's start) rendered or skipped as elided: the next one to render. */
+  private _renderedAbs = 0;
+  /** The token stream's DOM chunks, oldest first, with the tokens each holds ([start, end)). */
+  private _domChunks: { node: HTMLDivElement; start: number; end: number }[] = [];
+  private _elided: HTMLDivElement;
   private _tinting = true;
   private _tintRef: number | null = null;
   private _tintRefAt = 0;
