@@ -26,6 +26,7 @@ _LAZY = {
     "chat": ("aigc_lab.infer.chat", "chat"),
     "Conversation": ("aigc_lab.infer.chat", "Conversation"),
     "quantize": ("aigc_lab.models.quantize", "quantize"),
+    "prune": ("aigc_lab.bench.pruning", "prune"),  # the surgery is models/prune.py; the report needs the engine
     "compare": ("aigc_lab.bench.compare", "compare"),
     "train": ("aigc_lab.train", None),
     "finetune": ("aigc_lab.train", "finetune"),
