@@ -22,7 +22,17 @@ Prints ONE JSON object (medians over ``--reps`` repetitions for the timings).
 extension (kernel websockets keep Nagle's algorithm, Jupyter's default) and reports both p95s and
 their ratio, measured in the same run.
 
+``--soak`` measures the panel at scale instead (its own JSON): two notebooks on two kernels; the
+followed one publishes ``--soak-runs`` generate runs of ``--soak-tokens`` tokens each (every run a
+burst, as fast as the kernel publishes), then ``--soak-train`` training runs of ``--soak-steps``
+steps (an eval every 100 steps), then the panel switches ``--soak-switches`` times between the two
+notebooks. A requestAnimationFrame loop records the longest frame of each phase; the JS heap
+(``JSHeapUsedSize`` from the Chrome DevTools Protocol's ``Performance.getMetrics``, after a forced
+garbage collection) and the DOM's element count are read before, at checkpoints and after.
+
     .venv/bin/python benchmarks/ui_stream.py [--tokens 2000] [--rate 500] [--reps 3] [--compare-nagle]
+    .venv/bin/python benchmarks/ui_stream.py --soak [--soak-runs 50 --soak-tokens 5000 --soak-train 20
+                                                     --soak-steps 2000 --soak-switches 10]
 """
 
 from __future__ import annotations
@@ -195,6 +205,7 @@ def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None)
                 page.evaluate("async () => { await window.jupyterapp.restored; }")
                 page.evaluate(h._JS_INSTALL)
                 lab = h.Lab(page=page, server=server)
+                open_panel(page)
                 nb = lab.open_notebook()
                 nb.wait_panel_follows()
                 nb.execute("import aigc_lab")
@@ -220,6 +231,218 @@ def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None)
     return paced, burst, idle, nodelay
 
 
+def open_panel(page) -> None:
+    """Open the panel with its command (the layout restorer does not force it open) and wait for it."""
+    page.evaluate("() => window.jupyterapp.commands.execute('aigc-lab:open')")
+    page.wait_for_selector("#aigc-lab-panel", state="visible", timeout=30_000)
+
+
+SOAK_GEN_CODE = """
+import json as _json, time as _time
+from aigc_lab import bus as _bus, events as _ev
+_model = _ev.ModelInfo(name="soak", params=1, dtype="float32", quant=None, device="cpu")
+_ids = []
+for _r in range({first}, {last}):
+    _run = f"soak-gen-{{_r:03d}}"
+    _ids.append(_run)
+    _t0 = _time.time() * 1000
+    _bus.publish(_ev.RunStart(run=_run, kind="generate", model=_model, config={{"n": {n}}}, t0=_t0))
+    for _i in range({n}):
+        _bus.publish(_ev.Token(run=_run, i=_i, id=_i % 50000, text=f" w{{_i}}" + ("\\n" if _i % 40 == 39 else ""),
+                               ms=_time.time() * 1000 - _t0))
+    _bus.publish(_ev.RunEnd(run=_run, status="ok", metrics=_ev.RunMetrics(tokens={n})))
+print(_json.dumps({{"runs": _ids}}))
+"""
+
+SOAK_TRAIN_CODE = """
+import json as _json, math as _math, time as _time
+from aigc_lab import bus as _bus, events as _ev
+_model = _ev.ModelInfo(name="soak-train", params=1, dtype="float32", quant=None, device="cpu")
+_ids = []
+for _r in range({runs}):
+    _run = f"soak-train-{{_r:03d}}"
+    _ids.append(_run)
+    _bus.publish(_ev.RunStart(run=_run, kind="train", model=_model, config={{"max_steps": {steps}}},
+                              t0=_time.time() * 1000))
+    for _s in range(1, {steps} + 1):
+        _bus.publish(_ev.TrainStep(run=_run, step=_s, loss=4.0 / _math.sqrt(_s) + 0.01 * (_s % 7), lr=1e-4))
+        if _s % 100 == 0:
+            _bus.publish(_ev.TrainEval(run=_run, step=_s, val_loss=4.2 / _math.sqrt(_s)))
+    _bus.publish(_ev.RunEnd(run=_run, status="ok", metrics=_ev.RunMetrics()))
+print(_json.dumps({{"runs": _ids}}))
+"""
+
+JS_FRAMES_START = """
+() => {
+  const st = {max: 0, over50: 0, over33: 0, n: 0, stop: false, render: 0, longtask: 0};
+  window.__soakFrames = st;
+  // The panel's own share: the longest run of its frame scheduler (its whole render path).
+  const panel = window.jupyterapp.shell.widgets('right').find(w => w.id === 'aigc-lab-panel')
+    || [...window.jupyterapp.shell.widgets('main')].find(w => w.id === 'aigc-lab-panel');
+  const sched = panel && panel.scheduler;
+  if (sched && !sched.__soakWrapped) {
+    const run = sched.runFrame.bind(sched);
+    sched.runFrame = () => { const t = performance.now(); run(); const d = performance.now() - t;
+      const s = window.__soakFrames; if (s && d > s.render) s.render = d; };
+    sched.__soakWrapped = true;
+  }
+  try {
+    st.po = new PerformanceObserver(list => { for (const e of list.getEntries())
+      if (e.duration > st.longtask) st.longtask = e.duration; });
+    st.po.observe({type: 'longtask', buffered: false});
+  } catch (e) { /* no longtask */ }
+  let last = performance.now();
+  const tick = (t) => { const d = t - last; last = t; st.n++;
+    if (d > st.max) st.max = d; if (d > 50) st.over50++; if (d > 33.4) st.over33++;
+    if (!st.stop) requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+}
+"""
+
+JS_FRAMES_STOP = """
+() => { const st = window.__soakFrames; st.stop = true; if (st.po) st.po.disconnect();
+        const r = (x) => Math.round(x * 10) / 10;
+        return {max_frame_ms: r(st.max), frames: st.n, frames_over_50ms: st.over50,
+                frames_over_33ms: st.over33, panel_render_max_ms: r(st.render),
+                max_longtask_ms: r(st.longtask)}; }
+"""
+
+JS_PANEL_DONE = """
+([run, status, attr, count]) => {
+  const el = document.querySelector(`#aigc-lab-panel .aigc-run[data-run-id="${run}"]`);
+  return !!el && el.getAttribute('data-status') === status && Number(el.getAttribute(attr)) >= count;
+}
+"""
+
+JS_DOM = """
+() => ({elements: document.getElementsByTagName('*').length,
+        panel_elements: document.querySelector('#aigc-lab-panel').getElementsByTagName('*').length,
+        token_spans: document.querySelectorAll('#aigc-lab-panel .aigc-tok').length,
+        cards: document.querySelectorAll('#aigc-lab-panel .aigc-run').length})
+"""
+
+
+def soak(h, args) -> dict:
+    """The soak (``--soak``): many long runs, then notebook switches; frames, heap and DOM size."""
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    server = h.start_server()
+    try:
+        with sync_playwright() as pw:
+            context, user_dir = h.launch_browser(pw)
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                page.goto(f"{server.url}lab?reset", wait_until="domcontentloaded",
+                          timeout=h.STEP_TIMEOUT * 1000)
+                page.wait_for_function("() => !!window.jupyterapp", timeout=h.STEP_TIMEOUT * 1000)
+                page.evaluate("async () => { await window.jupyterapp.restored; }")
+                page.evaluate(h._JS_INSTALL)
+                lab = h.Lab(page=page, server=server)
+                open_panel(page)
+                cdp = context.new_cdp_session(page)
+                cdp.send("Performance.enable")
+
+                def heap_mb() -> float:
+                    cdp.send("HeapProfiler.collectGarbage")
+                    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+                    return round(metrics["JSHeapUsedSize"] / 2**20, 1)
+
+                other = lab.open_notebook()
+                other.wait_panel_follows()
+                other.execute("import aigc_lab")
+                lab.wait_attr("#aigc-lab-panel", "data-connected", "true")
+                nb = lab.open_notebook()
+                nb.wait_panel_follows()
+                nb.execute("import aigc_lab")
+                lab.wait_attr("#aigc-lab-panel", "data-connected", "true")
+                other_kernel, nb_kernel = other.kernel_id, nb.kernel_id
+                heap = {"before": heap_mb()}
+                dom = {"before": page.evaluate(JS_DOM)}
+                phases: dict[str, dict] = {}
+
+                # Generate runs, in slices so the heap can be read on the way (bounded, not growing).
+                t = time.monotonic()
+                done = 0
+                slices = []
+                checkpoints = sorted({max(1, args.soak_runs // 5), args.soak_runs // 2, args.soak_runs})
+                for upto in checkpoints:
+                    page.evaluate(JS_FRAMES_START)  # frames recorded while streaming, not while GC is forced
+                    ids = nb.execute(SOAK_GEN_CODE.format(first=done, last=upto, n=args.soak_tokens),
+                                     timeout=600).json_lines()[-1]["runs"]
+                    page.wait_for_function(JS_PANEL_DONE, arg=[ids[-1], "ok", "data-rendered-count",
+                                                               args.soak_tokens], timeout=300_000)
+                    lab.next_frames(3)
+                    slices.append(page.evaluate(JS_FRAMES_STOP))
+                    done = upto
+                    heap[f"after_{upto}_generate_runs"] = heap_mb()
+                phases["generate"] = {
+                    **{k: max(x[k] for x in slices) for k in slices[0] if k != "frames"},
+                    "frames": sum(x["frames"] for x in slices),
+                    "frames_over_50ms": sum(x["frames_over_50ms"] for x in slices),
+                    "frames_over_33ms": sum(x["frames_over_33ms"] for x in slices),
+                    "wall_s": round(time.monotonic() - t, 1)}
+                last_card = page.evaluate(
+                    "(run) => { const el = document.querySelector(`#aigc-lab-panel .aigc-run[data-run-id=\"${run}\"]`);"
+                    " return {tokens: Number(el.getAttribute('data-token-count')),"
+                    " elided: Number(el.getAttribute('data-elided')),"
+                    " in_dom: el.querySelectorAll('.aigc-tok').length}; }", ids[-1])
+                dom["after_generate"] = page.evaluate(JS_DOM)
+
+                # Training runs.
+                t = time.monotonic()
+                page.evaluate(JS_FRAMES_START)
+                ids = nb.execute(SOAK_TRAIN_CODE.format(runs=args.soak_train, steps=args.soak_steps),
+                                 timeout=600).json_lines()[-1]["runs"]
+                page.wait_for_function(JS_PANEL_DONE, arg=[ids[-1], "ok", "data-last-step", args.soak_steps],
+                                       timeout=300_000)
+                page.wait_for_function(
+                    "(n) => Number(document.querySelector('#aigc-lab-panel .aigc-loss-chart')"
+                    ".getAttribute('data-point-count')) > 0", arg=1, timeout=60_000)
+                phases["train"] = {**page.evaluate(JS_FRAMES_STOP), "wall_s": round(time.monotonic() - t, 1)}
+                loss_points = int(page.get_attribute("#aigc-lab-panel .aigc-loss-chart", "data-point-count"))
+                heap["after_train_runs"] = heap_mb()
+                dom["after_train"] = page.evaluate(JS_DOM)
+
+                # Switches between the two notebooks (the panel follows the active one).
+                t = time.monotonic()
+                page.evaluate(JS_FRAMES_START)
+                for _ in range(args.soak_switches):
+                    for target, kid in ((other, other_kernel), (nb, nb_kernel)):
+                        target.activate()
+                        lab.wait_attr("#aigc-lab-panel", "data-kernel-id", kid)
+                        lab.next_frames(2)
+                phases["switches"] = {**page.evaluate(JS_FRAMES_STOP), "wall_s": round(time.monotonic() - t, 1)}
+                heap["after_switches"] = heap_mb()
+                dom["after_switches"] = page.evaluate(JS_DOM)
+                run_count = int(page.get_attribute("#aigc-lab-panel", "data-run-count"))
+            finally:
+                context.close()
+                shutil.rmtree(user_dir, ignore_errors=True)
+    finally:
+        h.stop_server(server)
+        shutil.rmtree(server.tmp, ignore_errors=True)
+    return {
+        "soak": True,
+        "generate_runs": args.soak_runs,
+        "tokens_per_run": args.soak_tokens,
+        "train_runs": args.soak_train,
+        "steps_per_run": args.soak_steps,
+        "switches": args.soak_switches,
+        "max_frame_ms": max(p["max_frame_ms"] for p in phases.values()),
+        "phases": phases,
+        "js_heap_mb": heap,
+        "js_heap_growth_mb": round(heap["after_switches"] - heap["before"], 1),
+        "dom": dom,
+        "last_generate_card": last_card,
+        "loss_chart_points": loss_points,
+        "runs_in_panel": run_count,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=2000)
@@ -228,9 +451,18 @@ def main() -> int:
     ap.add_argument("--no-tint", action="store_true", help="turn the token tinting setting off")
     ap.add_argument("--compare-nagle", action="store_true",
                     help="also measure the paced phase without aigc_lab's TCP_NODELAY server extension")
+    ap.add_argument("--soak", action="store_true", help="the soak instead (see the module docstring)")
+    ap.add_argument("--soak-runs", type=int, default=50)
+    ap.add_argument("--soak-tokens", type=int, default=5000)
+    ap.add_argument("--soak-train", type=int, default=20)
+    ap.add_argument("--soak-steps", type=int, default=2000)
+    ap.add_argument("--soak-switches", type=int, default=10)
     args = ap.parse_args()
 
     h = load_harness()
+    if args.soak:
+        print(json.dumps(soak(h, args)))
+        return 0
     started = time.monotonic()
     paced, burst, idle, nodelay = session(h, args, burst_phase=True)
     nagle: list[dict] = []

@@ -75,7 +75,7 @@ export interface PanelSettings {
    * Tokens kept per run (setting `tokensPerRun`, default `DEFAULT_MAX_TOKENS`); beyond it the
    * oldest are dropped and the card says so (the kernel keeps the full text).
    */
-  tokensPerRun?: number;
+  tokensPerRun: number;
 }
 
 /** The views of one kernel's runs, kept while the panel follows another kernel. */
@@ -289,6 +289,12 @@ export class AigcLabPanel extends Widget {
     }
     this._unsubscribe?.();
     this._unsubscribe = null;
+    // The kernel left keeps its cards and headers, not its token DOM: a detached subtree of
+    // thousands of spans would cost memory, and a full style and layout pass when it comes back.
+    // Its shown card is rebuilt within the frame budget when it is followed again.
+    for (const view of this._cv?.views.values() ?? []) {
+      view.release();
+    }
     this._channel = channel;
     // A different kernel: show its views (kept from the last time it was followed, if it was).
     this._cv = channel === null ? null : this._viewsFor(channel);
@@ -361,7 +367,7 @@ export class AigcLabPanel extends Widget {
     return {
       type: 'limits',
       maxRuns: this._settings.historySize,
-      maxTokens: this._settings.tokensPerRun ?? DEFAULT_MAX_TOKENS
+      maxTokens: this._settings.tokensPerRun
     };
   }
 

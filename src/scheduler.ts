@@ -8,6 +8,12 @@
  * that waited, so one long stream cannot starve the others. Once the budget is spent, the tasks
  * not yet run wait for the next frame (the first task of a frame always runs).
  *
+ * The unit budget adapts to what the frames really cost: the time budget only sees the tasks'
+ * own JavaScript, not the style, layout and paint of what they appended, nor the page's other
+ * work. So when two busy frames follow each other further apart than `SLOW_FRAME_MS`, the next
+ * frame gets half the units (down to `MIN_UNITS`); below `FAST_FRAME_MS` the units grow back
+ * (up to `units`).
+ *
  * While paused (the panel is hidden) no frame is requested; dirty tasks wait and run on resume.
  * The clock is injectable, so the tests drive frames and time by hand.
  */
@@ -33,6 +39,15 @@ export const FRAME_BUDGET_MS = 8;
  * about 0.1 ms on a 2-core machine: 2,000 spans in one frame stalled the page for over 100 ms.
  */
 export const SPANS_PER_FRAME = 256;
+
+/** Two busy frames further apart than this halve the next frame's units. */
+export const SLOW_FRAME_MS = 33;
+
+/** ... and closer than this let them grow back. */
+export const FAST_FRAME_MS = 20;
+
+/** The fewest units a frame gets. */
+export const MIN_UNITS = 32;
 
 /** The render budget of one frame, shared by every task of that frame. */
 export class Budget {
@@ -75,6 +90,7 @@ export class FrameScheduler {
     this._clock = clock;
     this._budgetMs = options.budgetMs ?? FRAME_BUDGET_MS;
     this._units = options.units ?? SPANS_PER_FRAME;
+    this._frameUnits = this._units;
   }
 
   /** Tasks waiting for a frame. */
@@ -85,6 +101,11 @@ export class FrameScheduler {
   /** Whether `key` waits for a frame. */
   isDirty(key: string): boolean {
     return this._dirty.has(key);
+  }
+
+  /** Units the next frame gets (adapted to the cost of the last frames). */
+  get units(): number {
+    return this._frameUnits;
   }
 
   /** Frames run so far (tests, benchmarks). */
@@ -127,6 +148,9 @@ export class FrameScheduler {
   /** Forget the task under `key`. */
   unmark(key: string): void {
     this._dirty.delete(key);
+    if (this._dirty.size === 0) {
+      this._busySince = null; // idle from here: the next gap says nothing about frame cost
+    }
   }
 
   /**
@@ -140,7 +164,9 @@ export class FrameScheduler {
       return;
     }
     this._frames++;
-    const budget = new Budget(this._clock.now() + this._budgetMs, this._units, () => this._clock.now());
+    const start = this._clock.now();
+    this._adapt(start);
+    const budget = new Budget(start + this._budgetMs, this._frameUnits, () => this._clock.now());
     const ran = new Set<string>();
     const again: [string, Task][] = [];
     for (;;) {
@@ -173,8 +199,26 @@ export class FrameScheduler {
         this._dirty.set(key, task);
       }
     }
+    // Still busy: the next frame's distance from this one tells what this one cost.
+    this._busySince = this._dirty.size > 0 ? start : null;
     if (this._dirty.size > 0) {
       this._request();
+    }
+  }
+
+  /** Whether the units adapt to the frames' cost (tests that count units per frame turn it off). */
+  adaptive = true;
+
+  /** Halve the units after a slow busy frame, grow them back after fast ones. */
+  private _adapt(now: number): void {
+    if (this._busySince === null || !this.adaptive) {
+      return;
+    }
+    const gap = now - this._busySince;
+    if (gap > SLOW_FRAME_MS) {
+      this._frameUnits = Math.max(Math.min(MIN_UNITS, this._units), Math.floor(this._frameUnits / 2));
+    } else if (gap < FAST_FRAME_MS) {
+      this._frameUnits = Math.min(this._units, Math.ceil(this._frameUnits * 1.25));
     }
   }
 
@@ -201,6 +245,9 @@ export class FrameScheduler {
   private _clock: FrameClock;
   private _budgetMs: number;
   private _units: number;
+  private _frameUnits: number;
+  /** Start of the last frame if it left work for the next one, else null. */
+  private _busySince: number | null = null;
   private _dirty = new Map<string, Task>();
   private _frame: number | null = null;
   private _frames = 0;

@@ -15,6 +15,7 @@ export function readSettings(settings: ISettingRegistry.ISettings): PanelSetting
   return {
     historySize: num('historySize', DEFAULT_SETTINGS.historySize, 1),
     tinting: typeof tint === 'boolean' ? tint : DEFAULT_SETTINGS.tinting,
-    chartWindow: num('chartWindow', DEFAULT_SETTINGS.chartWindow, 0)
+    chartWindow: num('chartWindow', DEFAULT_SETTINGS.chartWindow, 0),
+    tokensPerRun: num('tokensPerRun', DEFAULT_SETTINGS.tokensPerRun, 1)
   };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { Budget, FrameClock, FrameScheduler } from '../scheduler';
+import { Budget, FrameClock, FrameScheduler, MIN_UNITS } from '../scheduler';
 
 /** A clock driven by hand: frames run when the test says, time moves when a task says. */
 class ManualClock implements FrameClock {
@@ -145,5 +145,36 @@ describe('FrameScheduler', () => {
     }
     expect(seen).toEqual(['good']);
     expect(s.pending).toBe(0);
+  });
+
+  it('gives fewer units after slow busy frames and more again after fast ones', () => {
+    const clock = new ManualClock();
+    const s = new FrameScheduler(clock, { units: 256, budgetMs: 1000 });
+    const log: string[] = [];
+    const a = units(100000, log, 'a');
+    s.mark('a', a.task);
+    clock.frame();
+    expect(log).toEqual(['a:256']);
+    clock.t += 80; // the frame (layout, paint, other work) took 80 ms
+    clock.frame();
+    expect(log[1]).toBe('a:128');
+    for (let k = 0; k < 10; k++) {
+      clock.t += 80;
+      clock.frame();
+    }
+    expect(s.units).toBe(MIN_UNITS);
+    for (let k = 0; k < 20; k++) {
+      clock.t += 16; // fast again
+      clock.frame();
+    }
+    expect(s.units).toBe(256);
+    // An idle gap (no work left between frames) is not a slow frame.
+    const b = units(10, log, 'b');
+    s.unmark('a');
+    s.mark('b', b.task);
+    clock.t += 5000;
+    clock.frame();
+    expect(log[log.length - 1]).toBe('b:10');
+    expect(s.units).toBe(256);
   });
 });

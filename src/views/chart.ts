@@ -173,6 +173,7 @@ export class LiveChart {
 
   /** Rebuild with the current theme (JupyterLab theme changed). */
   retheme(): void {
+    this._theme = null;
     this._destroy();
     if (this._data.series.length > 0) {
       this._build();
@@ -223,7 +224,9 @@ export class LiveChart {
       // Hidden or not laid out yet: built when the resize observer sees a width.
       return;
     }
-    const theme = readTheme(this.node);
+    // Read once per theme (`retheme`): getComputedStyle forces a style pass over the page.
+    const theme = this._theme ?? readTheme(this.node);
+    this._theme = theme;
     this.node.setAttribute('data-theme-axis', theme.axis);
     const color = (k: number) => theme.series[k % theme.series.length];
     const markers = (): ChartMarker[] => this._data.markers;
@@ -326,6 +329,7 @@ export class LiveChart {
   private _plotBox: HTMLDivElement;
   private _empty: HTMLDivElement;
   private _summary: HTMLParagraphElement;
+  private _theme: ChartTheme | null = null;
   private _plot: uPlot | null = null;
   private _key = '';
   private _data: ChartData = { x: [], series: [], markers: [] };
