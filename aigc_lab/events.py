@@ -45,6 +45,10 @@ class RunMetrics:
     itl_p50_ms: float | None = None
     itl_p95_ms: float | None = None
     peak_mem_mb: float | None = None
+    # speculative decoding only (sent only then: additive in v1): share of the draft's proposals the target
+    # accepted, and generated tokens per target forward
+    draft_acceptance: float | None = None
+    tokens_per_step: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,7 @@ class Token:
     ms: float
     logprob: float | None = None
     top: tuple[TopToken, ...] = ()
+    draft: bool = False  # speculative decoding: proposed by the draft and accepted by the target
     type: ClassVar[str] = "token"
 
 
@@ -190,7 +195,12 @@ def _token_item(t: Token) -> Message:
     if t.logprob is not None:  # optional fields (additive in v1): only runs with logprobs on carry them
         item["logprob"] = t.logprob
         item["top"] = [{"id": a.id, "text": a.text, "logprob": a.logprob} for a in t.top]
+    if t.draft:  # optional (additive in v1): only speculative runs mark the draft's accepted tokens
+        item["draft"] = True
     return item
+
+
+_SPECULATIVE_METRICS = ("draft_acceptance", "tokens_per_step")
 
 
 def to_message(event: Event) -> Message:
@@ -206,7 +216,8 @@ def to_message(event: Event) -> Message:
             continue
         value = getattr(event, name)
         if isinstance(value, (ModelInfo, RunMetrics)):
-            value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+            value = {k: getattr(value, k) for k in value.__dataclass_fields__
+                     if k not in _SPECULATIVE_METRICS or getattr(value, k) is not None}
         msg[name] = value
     return msg
 
@@ -355,7 +366,8 @@ def from_message(msg: Any) -> Event:
         return Tokens(run=run, items=tuple(items))
     if kind == "run.end":
         _check_fields(msg["metrics"], _METRIC_FIELDS, "run.end.metrics")
-        metrics = RunMetrics(**{k: msg["metrics"][k] for k in _METRIC_FIELDS})
+        metrics = RunMetrics(**{k: msg["metrics"][k] for k in _METRIC_FIELDS},
+                             **{k: msg["metrics"][k] for k in _SPECULATIVE_METRICS if _is_num(msg["metrics"].get(k))})
         return RunEnd(run=run, status=msg["status"], metrics=metrics, error=msg["error"])
     if kind == "train.eval":
         if not all(_is_num(x) for x in msg["metrics"].values()):

@@ -92,6 +92,7 @@ class TokenStream:
         self.prompt = prompt
         self.params = params
         self.plan = plan  # the layers and stepper that run it (infer/backends.py), recorded in run.start
+        self.speculation: dict[str, Any] | None = None  # speculative decoding's counts (infer/speculative.py)
         self.chat = chat  # al.chat: the conversation's turns and template, recorded in run.start for the panel
         self.run = runs.new_run_id("generate")
         self.tokens: list[Token] = []
@@ -186,6 +187,8 @@ class TokenStream:
                   "stop_token_ids": list(self.params.stop_token_ids)}
         if self.plan is not None:
             config.update(self.plan.record())
+        if self.speculation is not None:
+            config["draft"] = self.speculation["draft"]
         if self.chat is not None:
             config["chat"] = self.chat
         self._bus.publish(RunStart(run=self.run, kind="generate", model=self.handle.info(), config=config,
@@ -204,6 +207,10 @@ class TokenStream:
         runs.unregister(self.run)
         # the held-back tail (id None) is text, not a generated token: it does not count in the metrics
         self._metrics = summarize([t.ms for t in self.tokens if t.id is not None], peak_mem_mb=peak_memory_mb())
+        spec = self.speculation
+        if spec is not None and spec["target_steps"]:
+            self._metrics = replace(self._metrics, tokens_per_step=self._metrics.tokens / spec["target_steps"],
+                                    draft_acceptance=spec["accepted"] / spec["proposed"] if spec["proposed"] else None)
         self.status = status
         self.error = exc
         error = f"{type(exc).__name__}: {exc}" if exc is not None and status == "error" else None
@@ -225,7 +232,10 @@ def generate(model: Any, prompt: str | Sequence[str], *, background: bool = Fals
     (k: each token's log-probability and its k most likely alternatives on ``Token.logprob`` / ``.top``, shown
     by the panel's token inspector; None = off), ``cpu_kernel``
     (single-prompt CPU decoding on the engine's C++ kernel: None = when built, True = required, False = never;
-    ``al.infer.explain`` shows what runs and why), ``stepper`` (a registry entry's name, to force one). With
+    ``al.infer.explain`` shows what runs and why), ``stepper`` (a registry entry's name, to force one), ``draft``
+    (speculative decoding: a smaller model sharing the tokenizer, or ``"prompt"`` for prompt lookup; greedy output
+    identical to the target alone, sampling with the target's distribution; ``num_draft_tokens``: k or "auto").
+    With
     ``background=True`` it runs on a worker thread and returns at once; otherwise tokens are produced as
     you iterate (or on ``.text`` / ``.metrics`` / ``.wait()``).
     """
@@ -271,8 +281,10 @@ def explain(model: Any, prompt: str | Sequence[str] = "", **params: Any) -> Plan
 
 def start_generation(model: Any, prompt: str | Sequence[str], *, background: bool = False,
                      event_bus: EventBus | None = None, chats: Sequence[dict[str, Any]] | None = None,
-                     **params: Any) -> Any:
+                     draft: Any = None, **params: Any) -> Any:
     """``generate``, plus what ``al.chat`` records of each prompt's conversation (``chats``, one per prompt)."""
+    from .speculative import draft_of, rewindable, speculative_decode
+
     gp = _params(params)
     batch = not isinstance(prompt, str)
     prompts = _prompts(prompt)
@@ -284,7 +296,16 @@ def start_generation(model: Any, prompt: str | Sequence[str], *, background: boo
         raise GenerationConfigError("one chat record per prompt")
     streams = [TokenStream(handle, x, gp, event_bus=bus, chat=None if chats is None else chats[i], plan=chosen)
                for i, x in enumerate(prompts)]
-    driver = _Driver(decode(streams, handle, chosen), background, [s.run for s in streams])
+    if draft is None:
+        loop = decode(streams, handle, chosen)
+    else:
+        if batch or handle.kind != "causal" or not rewindable(chosen.stepper.name):
+            raise GenerationConfigError(f"speculative decoding (draft=...) runs one prompt of a causal model whose "
+                                        f"cache can rewind; this generation runs on {chosen.stepper.name!r}")
+        source = draft_of(draft, handle, gp.cpu_kernel)
+        streams[0].speculation = {"draft": source.label, "proposed": 0, "accepted": 0, "target_steps": 0}
+        loop = speculative_decode(streams[0], handle, chosen, source)
+    driver = _Driver(loop, background, [s.run for s in streams])
     for s in streams:
         s._driver = driver
     return streams if batch else streams[0]

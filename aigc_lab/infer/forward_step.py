@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kv_cache import reserved_cache
-from .lean_step import prefill
+from .kv_cache import all_reserved, reserved_cache
+from .lean_step import extend, prefill, rewind
 from .stepper import last_logits
 
 
@@ -52,6 +52,18 @@ class ForwardStepper:
             out = self.model(input_ids=inp, use_cache=True, **extra, **cache_kwargs(self.cache))
         self._carry(out)
         return last_logits(out)
+
+    @property
+    def rewindable(self) -> bool:
+        """One sequence in the engine's reserved cache (not an LSTM's state, not a batch)."""
+        return self.mask is None and all_reserved(self.cache)
+
+    def extend(self, ids: list[int]) -> Any:
+        logits = extend(self.model, self.cache, ids)
+        return logits
+
+    def rewind(self, n: int) -> None:
+        rewind(self.cache, n)
 
 
 class Seq2SeqStepper:

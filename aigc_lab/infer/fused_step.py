@@ -27,7 +27,7 @@ from typing import Any
 from .kernel_build import kernels
 from .kernel_layers import is_twin, kernel_product
 from .kv_cache import reserved_cache
-from .lean_step import gpt2_refusal, llama_refusal, prefill
+from .lean_step import extend, gpt2_refusal, llama_refusal, prefill, rewind
 from .stepper import last_logits
 
 # config.activation_function -> torch's GELU approximation (what transformers runs for it)
@@ -125,7 +125,8 @@ class FusedStepper:
 
     def _attach(self) -> None:
         self.decoder = self.build(self.model, self.cache)
-        self.capacity = self.cache.layers[0].storage[0].shape[-2]
+        self.buffer = self.cache.layers[0].storage[0]
+        self.capacity = self.buffer.shape[-2]
 
     def prefill(self, ids: Any, mask: Any | None) -> Any:
         out = prefill(self.model, ids, mask, self.cache)  # the twin's layers run many rows on torch's path
@@ -143,6 +144,15 @@ class FusedStepper:
         for layer in layers:  # the cache holds the new position, as after the full forward
             layer.advance()
         return logits.view(1, -1)
+
+    def extend(self, ids: list[int]) -> Any:
+        logits = extend(self.model, self.cache, ids)  # several rows: the twin's layers on torch's path
+        if self.cache.layers[0].storage[0] is not self.buffer:  # the forward outgrew the buffers: new decoder
+            self._attach()
+        return logits
+
+    def rewind(self, n: int) -> None:
+        rewind(self.cache, n)
 
 
 def _buffers(cache: Any) -> tuple[list[Any], list[Any]]:

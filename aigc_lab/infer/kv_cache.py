@@ -53,6 +53,11 @@ def _layer_class() -> type:
             end = self.get_seq_length() + n
             self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
 
+        def rewind(self, n: int) -> None:
+            """Forget the last ``n`` positions (speculative decoding's rejected draft tokens)."""
+            end = self.get_seq_length() - n
+            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             import torch
 

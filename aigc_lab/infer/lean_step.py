@@ -87,6 +87,22 @@ def prefill(model: Any, ids: Any, mask: Any | None, cache: Any) -> Any:
         return model(input_ids=ids, use_cache=True, **extra)
 
 
+def extend(model: Any, cache: Any, ids: list[int]) -> Any:
+    """The model's forward over several new tokens of one sequence into ``cache``; logits [len(ids), vocab]."""
+    import torch
+
+    from ..models.compat import cache_kwargs
+
+    with torch.inference_mode():
+        return model(input_ids=torch.tensor([ids]), use_cache=True, **cache_kwargs(cache)).logits[0]
+
+
+def rewind(cache: Any, n: int) -> None:
+    """Drop the last ``n`` positions of every layer of the engine's reserved ``cache``."""
+    for layer in cache.layers:
+        layer.rewind(n)
+
+
 class LeanStepper:
     """One sequence of GPT-2 or a Llama-family model: the model's own layers called in order for each token."""
 
@@ -105,6 +121,12 @@ class LeanStepper:
 
         with torch.inference_mode():
             return self._step(torch.tensor([ids]))[:, -1, :]
+
+    def extend(self, ids: list[int]) -> Any:
+        return extend(self.model, self.cache, ids)
+
+    def rewind(self, n: int) -> None:
+        rewind(self.cache, n)
 
 
 def llama_step(model: Any, cache: Any) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import GenerationConfigError
 
+MAX_DRAFT_TOKENS = 16  # speculative decoding's proposals per round at most
 MAX_LOGPROBS = 20  # alternatives per token (vLLM's default cap): each is sent to the panel with the token
 
 
@@ -31,6 +32,8 @@ class GenerationParams:
     # run this stepper of infer/backends.py's registry (its name), or fail saying why it cannot; None = the first
     # that applies. For tests and comparisons: the default is always the fastest that applies.
     stepper: str | None = None
+    # speculative decoding (generate's ``draft=``): proposals per target forward, or "auto" (adapted each round)
+    num_draft_tokens: int | str = 4
 
     def __post_init__(self) -> None:
         problems = []
@@ -48,6 +51,9 @@ class GenerationParams:
             problems.append("stop_token_ids must be non-negative token ids")
         if self.logprobs is not None and not (type(self.logprobs) is int and 0 <= self.logprobs <= MAX_LOGPROBS):
             problems.append(f"logprobs must be None (off) or an integer from 0 to {MAX_LOGPROBS}")
+        if self.num_draft_tokens != "auto" and not (type(self.num_draft_tokens) is int
+                                                    and 1 <= self.num_draft_tokens <= MAX_DRAFT_TOKENS):
+            problems.append(f"num_draft_tokens must be \"auto\" or an integer from 1 to {MAX_DRAFT_TOKENS}")
         if problems:
             raise GenerationConfigError("; ".join(problems))
 

@@ -8,8 +8,9 @@ from ..events import TopToken
 from .params import GenerationParams
 
 
-def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
-    """The next token id from one row of last-position logits (shape [1, vocab])."""
+def shaped(logits: Any, history: list[int], p: GenerationParams) -> Any:
+    """One row of last-position logits ([1, vocab]) as the sampler sees them: the repetition penalty, then (when
+    sampling) temperature, top-k and top-p applied; fp32, never written in place."""
     import torch
 
     logits = logits[0].float()
@@ -19,7 +20,7 @@ def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
         vals = logits[idx]
         logits[idx] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
     if p.temperature == 0:
-        return int(torch.argmax(logits))
+        return logits
     logits = logits / p.temperature
     if p.top_k:
         kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
@@ -29,8 +30,23 @@ def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
         probs = torch.softmax(sorted_logits, dim=-1)
         drop = probs.cumsum(-1) - probs > p.top_p  # keep the token that crosses top_p
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-    probs = torch.softmax(logits, dim=-1).cpu()
-    return int(torch.multinomial(probs, 1, generator=gen))
+    return logits
+
+
+def probabilities(logits: Any, history: list[int], p: GenerationParams) -> Any:
+    """The distribution ``pick`` samples from (``temperature > 0``), on the CPU."""
+    import torch
+
+    return torch.softmax(shaped(logits, history, p), dim=-1).cpu()
+
+
+def pick(logits: Any, history: list[int], p: GenerationParams, gen: Any) -> int:
+    """The next token id from one row of last-position logits (shape [1, vocab])."""
+    import torch
+
+    if p.temperature == 0:
+        return int(torch.argmax(shaped(logits, history, p)))
+    return int(torch.multinomial(probabilities(logits, history, p), 1, generator=gen))
 
 
 def logprobs_of(logits: Any, chosen: int, k: int, piece: Any) -> tuple[float, tuple[TopToken, ...]]:

@@ -33,6 +33,18 @@ class Stepper(Protocol):
         ...
 
 
+class Rewindable(Stepper, Protocol):
+    """A one-sequence stepper that speculative decoding can drive: several tokens in one forward, and back."""
+
+    def extend(self, ids: list[int]) -> Any:
+        """Append several tokens of the one sequence in one forward; logits [len(ids), vocab], one row after each."""
+        ...
+
+    def rewind(self, n: int) -> None:
+        """Forget the last ``n`` tokens appended."""
+        ...
+
+
 def last_logits(out: Any) -> Any:
     """The last position's logits [n, vocab] of a model output."""
     return out.logits[:, -1, :]
