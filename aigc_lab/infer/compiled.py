@@ -5,9 +5,9 @@ here, by a warm-up that traces prefill and decode with dynamic shapes (so later 
 lengths reuse the graphs), and it is reported as ``handle.compile_s``.
 
 On a CPU where the engine's kernel is built, the default path is the faster one: it runs each GPT-2 or
-Llama-family decode step as one C++ call, and measured 5-7x this compiled path on the tiny GPT-2 shape
-(``benchmarks/decode.py``: ``compiled_vs_eager_tiny`` 0.15-0.21). A compiled handle decodes through torch's
-layers, not the kernel.
+Llama-family decode step as one C++ call on the kernel's products, where a compiled graph still runs the
+products on torch's own matrix-vector path (``benchmarks/decode.py`` reports ``compiled_vs_eager_tiny``;
+figures in benchmarks/RESULTS.md). A compiled handle decodes through torch's layers, not the kernel.
 """
 
 from __future__ import annotations

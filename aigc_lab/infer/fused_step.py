@@ -2,9 +2,9 @@
 (Llama, Mistral, Qwen2, Qwen3: ``LlamaDecoder``), both in ``cpu_kernels.cpp``.
 
 The lean step (``lean_step.py``) still dispatches a tensor operation for every layer norm, split and view,
-cache append, SDPA, GELU and residual add around GPT-2-small's 49 matrix-vector products. On a
-2-core CPU that is ~2.2 ms of a ~13 ms step (SDPA ~0.9 ms, the rest ~1.3 ms), a sixth of the time the
-weights could stream in. ``Gpt2Decoder`` does the same computation for one new token of one sequence in
+cache append, SDPA, GELU and residual add around GPT-2-small's 49 matrix-vector products. On a small
+CPU that is a sizeable share of each step, time in which no weight streams (figures in
+benchmarks/RESULTS.md). ``Gpt2Decoder`` does the same computation for one new token of one sequence in
 C++: the products on the layers' own kernel ``Product`` s (fp32 Linear / Conv1D, or dynamic int8, as the
 twin made them; no weight is copied), layer norms and residuals in place, the new key and value written
 straight into the engine's reserved cache, attention over it with the heads split over the threads, and

@@ -63,7 +63,7 @@ def _our_ninja_first() -> Iterator[None]:
     """Build with the ``ninja`` installed with this package, whatever PATH says. torch runs the ``ninja`` it
     finds on PATH, and ninja 1.11 (Debian's) and 1.12+ (pip's) hash a build's command line differently: a
     process started with the venv on PATH (``make``, an activated venv) and one without would each see "command
-    line changed" and rebuild the kernel, 30 s, every time (measured: "loaded in 27.4 s" twice in a row)."""
+    line changed" and rebuild the kernel, 30 s, every time (figures in benchmarks/RESULTS.md)."""
     try:
         import ninja
 

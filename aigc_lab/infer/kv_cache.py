@@ -1,11 +1,10 @@
 """A key/value cache that appends in place: transformers' ``DynamicCache`` with room reserved up front.
 
 ``DynamicLayer.update`` appends each new token's keys and values with ``torch.cat``, which copies the
-whole cache of that layer at every step: O(n^2) bytes over a generation. On GPT-2-small at 100 cached
-tokens that was 768 copies and about 1.8 ms of every 24 ms decode step on a 2-core CPU. The engine
-knows the final length (prompt + ``max_new_tokens``), so ``ReservedLayer`` allocates it once and
-writes each step into place; attention reads a view of the filled part. The values, and so the
-tokens, are exactly those of ``DynamicCache``.
+whole cache of that layer at every step: O(n^2) bytes over a generation, a cost that grows with every
+token (figures in benchmarks/RESULTS.md). The engine knows the final length (prompt + ``max_new_tokens``),
+so ``ReservedLayer`` allocates it once and writes each step into place; attention reads a view of the
+filled part. The values, and so the tokens, are exactly those of ``DynamicCache``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """A lean decode step: one new token of one sequence through the model's own layers, without transformers'
 generic forward around them.
 
-At batch 1 a decode step is ~50 matrix-vector products (GPT-2-small: ~17 ms of weights on a 2-core CPU
-with the engine's kernel); transformers' model-level forward adds mask and position bookkeeping, cache
-plumbing, output dataclasses, decorators and (GPT-2) ~150 ``nn.Module.__call__`` s around them: ~2 ms a
-token, a tenth of the step (measured: 19.6 vs 17.6 ms, and 4.9x instead of 2.4x HF ``generate`` on the
-tiny shape, where the products are small). Two families are mirrored, each exactly as its forward runs for
-one new token of one unpadded sequence:
+At batch 1 a decode step is ~50 matrix-vector products; transformers' model-level forward adds mask and
+position bookkeeping, cache plumbing, output dataclasses, decorators and (GPT-2) ~150
+``nn.Module.__call__`` s around them: Python work in which no weight streams, which matters most on small
+shapes, where the products are small (figures in benchmarks/RESULTS.md). Two families are mirrored, each
+exactly as its forward runs for one new token of one unpadded sequence:
 
 * GPT-2 (``GPT2LMHeadModel``): embedding + position, then per block layer norm, ``c_attn``, cache append,
   SDPA, ``c_proj``, residual, layer norm, MLP, residual; final norm; ``lm_head``. Each layer's

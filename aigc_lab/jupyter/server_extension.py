@@ -2,10 +2,9 @@
 
 Jupyter server does not turn on ``TCP_NODELAY`` for the kernel websockets, so a small message sent
 while an earlier one is unacknowledged waits for the browser's delayed ACK (about 40 ms on Linux).
-A token stream is a steady series of small messages: measured in the browser at 500 tokens/s,
-about one tokens message in twelve arrived 50 ms after the previous one instead of 17 ms, which set
-the panel's 95th-percentile latency. With ``set_nodelay(True)`` each message goes out when written.
-It costs a few more packets on a busy socket, which matters for nothing a notebook sends.
+A token stream is a steady series of small messages, so every few of them wait that long, and those
+waits set the panel's tail latency (figures in benchmarks/RESULTS.md). With ``set_nodelay(True)`` each
+message goes out when written. It costs a few more packets on a busy socket, which matters for nothing a notebook sends.
 
 Enabled by ``jupyter-config/server-config/aigc_lab.json`` (installed with the package), or by hand
 with ``jupyter server extension enable aigc_lab``. If the server's websocket handler is not the one

@@ -3,10 +3,11 @@
 GPT-2's ``NewGELUActivation`` (``gelu_new``) computes the tanh approximation of GELU as six tensor
 operations, and autograd keeps each one's output for the backward. ``torch.nn.functional.gelu(x,
 approximate="tanh")`` is the same formula in one kernel with a fused backward: equal to ~2e-7 forward
-and ~1e-6 in the gradient, 3.4x faster forward + backward on a [8, 128, 2048] block on a 2-core CPU
-(19.3 vs 5.7 ms), and ~20 us less per layer per decoded token. transformers ships that op as the
-``gelu_pytorch_tanh`` activation. Only the module objects passed in change (an engine twin or a
-training run's copy): the config, the saved weights and the caller's model stay as they were.
+and ~1e-6 in the gradient, and faster in training and in decoding alike: one pass over the activation
+where six ops each made one and autograd kept each output (figures in benchmarks/RESULTS.md).
+transformers ships that op as the ``gelu_pytorch_tanh`` activation. Only the module objects passed in
+change (an engine twin or a training run's copy): the config, the saved weights and the caller's model
+stay as they were.
 """
 
 from __future__ import annotations

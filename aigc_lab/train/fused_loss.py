@@ -1,12 +1,12 @@
 """Causal-LM loss with the output layer and cross-entropy fused: less work per step than the model's own loss.
 
 A causal LM's own loss computes ``logits = hidden @ W.T`` for every position, then ``log_softmax`` and its
-backward over the whole ``[tokens, vocab]`` matrix: on a 16k vocabulary those passes are about a tenth of
-a small model's training step on a CPU. Here the forward computes the loss *and* its gradients in one go,
-reusing one logits buffer per chunk of rows (max, exp, sum, scale: the softmax becomes the gradient in place),
-and skips rows whose label is ignored (padding, the last position). The backward then only scales the saved
-gradients. The matrix products are the same three as the unfused path (logits, grad of hidden, grad of
-``W``), so the result equals the model's loss to float rounding.
+backward over the whole ``[tokens, vocab]`` matrix: on a large vocabulary those passes are a noticeable share
+of a small model's training step on a CPU (figures in benchmarks/RESULTS.md). Here the forward computes the
+loss *and* its gradients in one go, reusing one logits buffer per chunk of rows (max, exp, sum, scale: the
+softmax becomes the gradient in place), and skips rows whose label is ignored (padding, the last position).
+The backward then only scales the saved gradients. The matrix products are the same three as the unfused path
+(logits, grad of hidden, grad of ``W``), so the result equals the model's loss to float rounding.
 
 ``causal_lm_loss(model, batch)`` returns that loss for the architectures whose forward is exactly
 "base model -> output layer -> shifted cross-entropy" (``FUSABLE``, with transformers' own ``forward``);
@@ -34,7 +34,7 @@ def _torch() -> Any:
 
 
 def _softmax_(x: Any) -> None:
-    """Row softmax of a 2-D float tensor, in place: one fused pass (5x the separate max/sub/exp/sum/div ops)."""
+    """Row softmax of a 2-D float tensor, in place: one fused pass, not one per max/sub/exp/sum/div op."""
     torch = _torch()
     try:
         torch.ops.aten._softmax.out(x, 1, False, out=x)
