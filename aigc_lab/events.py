@@ -310,6 +310,23 @@ def _check_fields(obj: dict[str, Any], spec: dict[str, Check], where: str) -> No
             raise ProtocolError(f"{where}: field {name!r} has an invalid value {_brief(obj[name])}")
 
 
+def _draft_field(item: dict[str, Any], n: int) -> dict[str, Any]:
+    """A token item's optional ``draft`` flag (speculative decoding), validated."""
+    if "draft" not in item:
+        return {}
+    if not isinstance(item["draft"], bool):
+        raise ProtocolError(f"tokens.items[{n}]: 'draft' must be true or false")
+    return {"draft": item["draft"]}
+
+
+def _speculative_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``run.end.metrics``' optional speculative-decoding figures (numbers or null), validated."""
+    for k in _SPECULATIVE_METRICS:
+        if k in metrics and not _opt(_is_num)(metrics[k]):
+            raise ProtocolError(f"run.end.metrics: '{k}' must be a number or null")
+    return {k: metrics[k] for k in _SPECULATIVE_METRICS if k in metrics}
+
+
 def _logprob_fields(item: dict[str, Any], n: int) -> dict[str, Any]:
     """A token item's optional ``logprob`` and ``top`` (both or neither), validated."""
     if "logprob" not in item and "top" not in item:
@@ -362,12 +379,12 @@ def from_message(msg: Any) -> Event:
             if not isinstance(item, dict):
                 raise ProtocolError(f"tokens.items[{n}] must be an object")
             _check_fields(item, _ITEM_FIELDS, f"tokens.items[{n}]")
-            items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}, **_logprob_fields(item, n)))
+            items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}, **_logprob_fields(item, n),
+                               **_draft_field(item, n)))
         return Tokens(run=run, items=tuple(items))
     if kind == "run.end":
         _check_fields(msg["metrics"], _METRIC_FIELDS, "run.end.metrics")
-        metrics = RunMetrics(**{k: msg["metrics"][k] for k in _METRIC_FIELDS},
-                             **{k: msg["metrics"][k] for k in _SPECULATIVE_METRICS if _is_num(msg["metrics"].get(k))})
+        metrics = RunMetrics(**{k: msg["metrics"][k] for k in _METRIC_FIELDS}, **_speculative_metrics(msg["metrics"]))
         return RunEnd(run=run, status=msg["status"], metrics=metrics, error=msg["error"])
     if kind == "train.eval":
         if not all(_is_num(x) for x in msg["metrics"].values()):

@@ -42,6 +42,10 @@ export interface RunMetrics {
   itl_p50_ms: number | null;
   itl_p95_ms: number | null;
   peak_mem_mb: number | null;
+  /** Speculative runs only (optional, added within v1): share of the draft's proposals accepted. */
+  draft_acceptance?: number | null;
+  /** Speculative runs only: generated tokens per target forward. */
+  tokens_per_step?: number | null;
 }
 
 export interface TokenItem {
@@ -60,6 +64,8 @@ export interface TokenItem {
   logprob?: number;
   /** The k most likely tokens at this position, most likely first (empty for k = 0). */
   top?: TopToken[];
+  /** Speculative runs (optional, added within v1): true when the draft proposed it and the target accepted. */
+  draft?: boolean;
 }
 
 /** One of the most likely tokens at a position (`top` of a token item). */
@@ -223,15 +229,9 @@ const TOP_FIELDS: Spec = { id: isInt, text: isStr, logprob: isNum };
 /** type -> [check of `run`, field checks] */
 const SPECS: { [type in MessageType]: [Check, Spec] } = {
   hello: [isNull, { version: isInt, kernel: isObject }],
-  'run.start': [
-    isStr,
-    { kind: oneOf(...RUN_KINDS), model: isObject, config: isObject, t0: isNum }
-  ],
+  'run.start': [isStr, { kind: oneOf(...RUN_KINDS), model: isObject, config: isObject, t0: isNum }],
   tokens: [isStr, { items: isArr }],
-  'run.end': [
-    isStr,
-    { status: oneOf(...RUN_END_STATUSES), metrics: isObject, error: opt(isStr) }
-  ],
+  'run.end': [isStr, { status: oneOf(...RUN_END_STATUSES), metrics: isObject, error: opt(isStr) }],
   'train.step': [
     isStr,
     { step: isInt, loss: isNum, lr: isNum, tok_s: opt(isNum), epoch: opt(isNum), eta_s: opt(isNum) }
@@ -295,6 +295,24 @@ function checkLogprobFields(item: { [key: string]: unknown }, where: string): vo
   });
 }
 
+/** A token item's optional `draft` flag (as `_draft_field` in events.py). */
+function checkDraftField(item: { [key: string]: unknown }, where: string): void {
+  if ('draft' in item && typeof item['draft'] !== 'boolean') {
+    throw new ProtocolError(`${where}: 'draft' must be true or false`);
+  }
+}
+
+const SPECULATIVE_METRICS = ['draft_acceptance', 'tokens_per_step'] as const;
+
+/** `run.end.metrics`' optional speculative figures: numbers or null (as `_speculative_metrics`). */
+function checkSpeculativeMetrics(metrics: { [key: string]: unknown }): void {
+  for (const name of SPECULATIVE_METRICS) {
+    if (name in metrics && !(metrics[name] === null || isNum(metrics[name]))) {
+      throw new ProtocolError(`run.end.metrics: '${name}' must be a number or null`);
+    }
+  }
+}
+
 function isKnownType(x: unknown): x is MessageType {
   return typeof x === 'string' && Object.prototype.hasOwnProperty.call(SPECS, x);
 }
@@ -335,6 +353,7 @@ function validate(x: unknown): Message {
       break;
     case 'run.end':
       checkFields(x['metrics'] as { [key: string]: unknown }, METRIC_FIELDS, 'run.end.metrics');
+      checkSpeculativeMetrics(x['metrics'] as { [key: string]: unknown });
       break;
     case 'tokens': {
       const items = x['items'] as unknown[];
@@ -345,6 +364,7 @@ function validate(x: unknown): Message {
         }
         checkFields(item, ITEM_FIELDS, `tokens.items[${n}]`);
         checkLogprobFields(item, `tokens.items[${n}]`);
+        checkDraftField(item, `tokens.items[${n}]`);
       }
       break;
     }
