@@ -683,6 +683,9 @@ bus.publish(events.RunEnd(run={train!r}, status="ok"))
     lab.page.evaluate(_JS_OPEN, {"path": nb.path, "timeout": STEP_TIMEOUT * 1000})
     nb.wait_panel_follows()
     lab.wait_attr("#aigc-lab-panel", "data-connected", "true")
+    # Only the shown card renders its tokens: show the generate run (the training run is newer).
+    lab.wait_run(train, "ok")
+    lab.page.locator(f'#aigc-lab-panel tr.aigc-history-row[data-run-id="{run}"] td.aigc-col-model').click()
     assert_fake_run(lab, run, 50)  # replayed: all tokens, in order, no dups, no gaps
     select_runs(lab, [train])
     wait_chart(lab, ".aigc-loss-chart", series=1, runs=[train], points=10)

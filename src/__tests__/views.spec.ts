@@ -173,7 +173,8 @@ describe('RunView', () => {
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
     view.update(run);
     expect(text.querySelectorAll('span.aigc-tok').length).toBe(SPANS_PER_FRAME);
-    expect(view.node.getAttribute('data-token-count')).toBe(String(n)); // received
+    // A shown card counts what it shows, so the count and the text agree.
+    expect(view.node.getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
     expect(view.node.getAttribute('data-rendered-count')).toBe(String(SPANS_PER_FRAME));
     expect(view.pending).toBe(true);
     let updates = 1;
@@ -188,6 +189,30 @@ describe('RunView', () => {
     expect(view.node.getAttribute('data-rendered-count')).toBe(String(n));
     view.update(run);
     expect(text.querySelectorAll('span.aigc-tok').length).toBe(n); // nothing appended twice
+  });
+
+  it('a shown card says the run ended only once its text is complete', () => {
+    const view = new RunView('gen-7f3a', () => undefined);
+    const n = SPANS_PER_FRAME + 10;
+    const s = reduceAll(initialState(), [
+      fx('run_start_generate.json'),
+      tokens('gen-7f3a', 0, Array.from({ length: n }, (_, k) => `${k} `)),
+      fx('run_end_ok.json')
+    ]);
+    const run = s.runs['gen-7f3a'];
+    view.update(run);
+    expect(view.pending).toBe(true);
+    expect(view.node.getAttribute('data-status')).toBe('running');
+    view.update(run);
+    expect(view.pending).toBe(false);
+    expect(view.node.getAttribute('data-status')).toBe('ok');
+    expect(view.node.getAttribute('data-token-count')).toBe(String(n));
+    // A hidden card renders nothing and says at once what the run is.
+    const hidden = new RunView('gen-7f3a', () => undefined);
+    hidden.node.hidden = true;
+    hidden.updateHeader(run);
+    expect(hidden.node.getAttribute('data-status')).toBe('ok');
+    expect(hidden.node.getAttribute('data-token-count')).toBe(String(n));
   });
 
   it('caps tinted spans and appends the rest as text', () => {
@@ -601,12 +626,13 @@ describe('AigcLabPanel', () => {
     channel.store.dispatch(tokens('gen-7f3a', 0, Array.from({ length: n }, (_, k) => `${k} `)));
     const gen = (): Element => root.querySelector('.aigc-run[data-run-id="gen-7f3a"]') as Element;
     await frame();
-    expect(gen().getAttribute('data-token-count')).toBe(String(n)); // received
+    expect(gen().getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
     expect(gen().getAttribute('data-rendered-count')).toBe(String(SPANS_PER_FRAME));
     await frame();
     expect(gen().getAttribute('data-rendered-count')).toBe(String(2 * SPANS_PER_FRAME));
     await frame();
     expect(gen().getAttribute('data-rendered-count')).toBe(String(n));
+    expect(gen().getAttribute('data-token-count')).toBe(String(n));
 
     panel.follow(null);
     expect(root.getAttribute('data-kernel-id')).toBe('');

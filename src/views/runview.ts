@@ -28,8 +28,10 @@
  *
  * DOM contract (used by the UI tests):
  *   .aigc-run[data-run-id][data-kind][data-status][data-token-count][data-dups][data-gaps]
- *            data-token-count: tokens received (kept or elided); [data-rendered-count] tokens
- *            rendered or elided in this card's DOM; [data-elided] tokens dropped by the cap
+ *            data-token-count: tokens received, less those a shown card has still to render (so
+ *            it agrees with the text once it equals the kernel's count; a hidden card renders
+ *            nothing and shows the received count); [data-rendered-count] tokens rendered or
+ *            elided in this card's DOM; [data-elided] tokens dropped by the cap
  *            [data-step-count][data-last-step]   training steps received, and the last one's number
  *            [data-t0]          the run's start (ms since the epoch, kernel clock; '' until run.start)
  *     .aigc-run-header   kind, status, model, cancel button
@@ -319,7 +321,33 @@ export class RunView {
     if (this.stale) {
       this._appendTokens(run, budget);
     }
+    this._writeCounts();
+  }
+
+  /**
+   * The card's status: a shown card still rendering the tokens of a run that ended says
+   * 'running' until its text is complete, so its status, count and text always agree.
+   */
+  private _writeStatus(): void {
+    const run = this._last;
+    if (run === null) {
+      return;
+    }
+    const status = run.status !== 'running' && !this.node.hidden && this.pending ? 'running' : run.status;
+    setAttr(this.node, 'data-status', status);
+    setText(this._status, status);
+    const cls = `aigc-run-status aigc-status-${status}`;
+    if (this._status.className !== cls) {
+      this._status.className = cls;
+    }
+  }
+
+  /** `data-token-count` and `data-rendered-count` (see the DOM contract). */
+  private _writeCounts(): void {
+    const total = this._last === null ? 0 : logTotal(this._last.tokens);
+    setAttr(this.node, 'data-token-count', String(this.node.hidden ? total : Math.min(total, this._renderedAbs)));
     setAttr(this.node, 'data-rendered-count', String(this._renderedAbs));
+    this._writeStatus();
   }
 
   /**
@@ -339,7 +367,7 @@ export class RunView {
     this._plain = false;
     this._renderedAbs = 0;
     this._tabStop = null;
-    setAttr(this.node, 'data-rendered-count', '0');
+    this._writeCounts();
   }
 
   /** The cheap part of `update`: attributes, header, metrics, training summary (no token DOM). */
@@ -348,16 +376,16 @@ export class RunView {
       this._popover.hide(); // the panel hid this card: no popover left floating over another
     }
     if (run === this._last) {
+      this._writeCounts(); // the card may have been shown or hidden since
       return;
     }
     const previous = this._last;
     this._last = run;
     const n = this.node;
-    const total = logTotal(run.tokens);
+    this._writeCounts();
 
     setAttr(n, 'data-kind', run.kind);
-    setAttr(n, 'data-status', run.status);
-    setAttr(n, 'data-token-count', String(total));
+    this._writeStatus();
     setAttr(n, 'data-elided', String(run.tokens.dropped));
     setAttr(n, 'data-dups', String(run.dups));
     setAttr(n, 'data-gaps', String(run.gaps));
@@ -375,8 +403,6 @@ export class RunView {
     setText(this._kind, run.kind);
     const m = run.model;
     setText(this._model, m === null ? '(model unknown)' : m.name);
-    setText(this._status, run.status);
-    this._status.className = `aigc-run-status aigc-status-${run.status}`;
     this._updateMetrics(run);
 
     const extra: string[] = [];
