@@ -128,3 +128,18 @@ def test_what_it_cannot_do_is_refused_clearly(gpt_tiny, llama_tiny):
             al.models.ModelHandle(gpt_tiny.model, gpt_tiny.tokenizer, "as-rnn", "rnn"), PROMPT, draft="prompt")
     with pytest.raises(GenerationConfigError, match="num_draft_tokens"):
         al.generate(gpt_tiny, PROMPT, draft="prompt", num_draft_tokens=0)
+
+
+def test_compare_puts_a_model_and_its_speculative_use_in_one_table(gpt_tiny):
+    table = al.compare([gpt_tiny, al.bench.Variant(gpt_tiny, draft="prompt"),
+                        al.bench.Variant(gpt_tiny, label="self-drafted", draft=gpt_tiny, num_draft_tokens=3)],
+                       ["Once upon a time"], max_new_tokens=12, event_bus=EventBus())
+    assert table["model"].tolist() == ["starter:gpt-tiny", "starter:gpt-tiny + draft prompt", "self-drafted"]
+    assert table["greedy_agreement"].tolist() == [1.0, 1.0, 1.0]  # speculative greedy output is the target's
+    assert pd_isna(table["draft_acceptance"].iloc[0]) and table["draft_acceptance"].iloc[2] == 1.0
+
+
+def pd_isna(x):
+    import pandas as pd
+
+    return bool(pd.isna(x))

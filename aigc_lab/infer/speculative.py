@@ -140,11 +140,14 @@ def _speculate(stream: Any, handle: Any, plan: Any, draft: Any) -> Iterator[None
     if not getattr(target, "rewindable", True):
         raise GenerationConfigError("speculative decoding needs one sequence in the engine's reserved cache")
     draft.start(ids, capacity)
-    sequence = list(out.history)  # prompt and every emitted token; the target's cache holds all of it
+    # the prompt and every emitted token; the target's cache holds all but ``pending`` (the last emitted one,
+    # which the next round's forward reads together with the new guesses: one target forward per round)
+    sequence = list(out.history)
     k = 4 if p.num_draft_tokens == "auto" else int(p.num_draft_tokens)
     stats = stream.speculation = {"draft": draft.label, "proposed": 0, "accepted": 0, "target_steps": 0}
     emitted = 0
-    logits = target.prefill(ids, None)  # [1, vocab]: the target's row for the token after ``sequence``
+    logits: Any = target.prefill(ids, None)  # after the prompt: the row for the first token
+    pending: list[int] = []
     while True:
         if stream._cancel_flag.is_set():
             out.end("cancelled")
@@ -153,9 +156,13 @@ def _speculate(stream: Any, handle: Any, plan: Any, draft: Any) -> Iterator[None
         start = len(sequence)
         guesses, dists = draft.propose(sequence, min(k, room - 1), out, gen) if room > 1 else ([], [])
         # rows[j]: the target's logits for the token after sequence + guesses[:j]; the last, after every guess
-        rows = torch.cat([logits, target.extend(guesses)]) if guesses else logits
+        if pending:
+            rows = target.extend(pending + guesses) if guesses else target.step(pending)
+            stats["target_steps"] += 1
+        else:  # the first round: the prompt's forward gave the first row
+            rows = torch.cat([logits, target.extend(guesses)]) if guesses else logits
+            stats["target_steps"] += bool(guesses)
         stats["proposed"] += len(guesses)
-        stats["target_steps"] += 1
         taken, ended = 0, False
         for j, guess in enumerate(guesses):
             row = rows[j:j + 1]
@@ -188,7 +195,7 @@ def _speculate(stream: Any, handle: Any, plan: Any, draft: Any) -> Iterator[None
             break
         target.rewind(len(guesses) - taken)  # the cache keeps the accepted guesses, not the refused ones
         draft.keep(start + taken)
-        logits = target.step([sequence[-1]])
+        pending = [sequence[-1]]
         if p.num_draft_tokens == "auto" and guesses:
             k = min(MAX_DRAFT, k + 2) if taken == len(guesses) else max(1, k - 1)
     out.end("ok")

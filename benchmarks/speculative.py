@@ -1,0 +1,144 @@
+"""Speculative decoding's speed-up on a real target/draft pair, measured side by side in one run.
+
+A target (``--target``, default the ``starter:gpt-small`` shape) and a draft (the same architecture with
+``--draft-layers`` layers of width ``--draft-width``, on the same tokenizer) are both trained on the same corpus
+(the bundled Python docs) for ``--steps`` steps, so the draft's acceptance is real, not that of random weights.
+The trained pair is cached under ``~/.cache/aigc_lab/bench`` (``--retrain`` to train again).
+
+Then, interleaved over ``--rounds`` rounds (medians reported), greedy decoding of ``--tokens`` tokens on the
+engine's default (kernel) path: the target alone, the target with the draft at k = 2, 4, 8 and "auto", and
+prompt lookup (``draft="prompt"``) on a summarisation-like prompt (a passage, then a request to restate it),
+where the output copies spans of the prompt. Every speculative output is checked to equal the target's own.
+
+Prints ONE JSON object: tok/s of each variant, acceptance and tokens per target forward, and ``ratios``
+(speculative over plain, same prompt, measured in the same run).
+
+    .venv/bin/python benchmarks/speculative.py [--steps 300] [--tokens 128] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PROMPTS = {
+    "story": "The interpreter reads the source file, compiles it to bytecode and then",
+    "summary": ("A list is a mutable sequence: items can be appended, inserted, removed and sorted in place. "
+                "A tuple is an immutable sequence: once created, its items cannot be changed, which makes it "
+                "hashable when its items are. Both support indexing, slicing and iteration.\n"
+                "In short: a list is a mutable sequence and a tuple is an immutable sequence; both support"),
+}
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows],
+                                  sort_keys=True).encode()).hexdigest()[:10]
+    root = os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab")
+    return Path(root) / "bench" / f"speculative-{key}"
+
+
+def trained_pair(args: argparse.Namespace) -> tuple:
+    """(target, draft): trained on the same rows, same tokenizer; from the cache when there."""
+    import aigc_lab as al
+    from aigc_lab.bus import EventBus
+    from aigc_lab.data.samples import python_docs
+
+    folder = _cache_dir(args)
+    if (folder / "target").exists() and (folder / "draft").exists() and not args.retrain:
+        return al.models.load(str(folder / "target")), al.models.load(str(folder / "draft")), True
+    corpus = python_docs()[: args.rows]
+    target = al.models.build_starter(args.target, corpus)
+    heads = max(1, args.draft_width // 64)
+    draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
+                                    n_head=heads)
+    assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()
+    hp = dict(max_steps=args.steps, lr=1e-3, batch_size=8, max_length=128, background=False, event_bus=EventBus())
+    trained = []
+    for handle in (target, draft):
+        run = al.finetune(handle, corpus, "full", **hp)
+        trained.append(run.model)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, handle in zip(("target", "draft"), trained, strict=True):
+        handle.save(folder / name)
+    return trained[0], trained[1], False
+
+
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="starter:gpt-small")
+    ap.add_argument("--draft-layers", type=int, default=2)
+    ap.add_argument("--draft-width", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rows", type=int, default=2000, help="corpus rows both models train on")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--retrain", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    import aigc_lab as al
+    from aigc_lab.bus import EventBus
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    t = time.perf_counter()
+    target, draft, cached = trained_pair(args)
+    setup_s = time.perf_counter() - t
+    quiet = EventBus()
+
+    def gen(prompt: str, **kw):
+        return al.generate(target, prompt, max_new_tokens=args.tokens, event_bus=quiet, **kw).wait()
+
+    variants = {"plain": {}, "k2": {"draft": draft, "num_draft_tokens": 2},
+                "k4": {"draft": draft, "num_draft_tokens": 4}, "k8": {"draft": draft, "num_draft_tokens": 8},
+                "auto": {"draft": draft, "num_draft_tokens": "auto"}}
+    for kw in ({}, variants["k4"], {"draft": "prompt"}):
+        gen(PROMPTS["story"], **kw)  # warm-up: twins, kernels, caches
+    times: dict[str, list[float]] = {}
+    info: dict[str, dict] = {}
+    identical = True
+    plan = None
+    for _ in range(args.rounds):
+        for prompt_name, prompt in PROMPTS.items():
+            names = list(variants) if prompt_name == "story" else ["plain", "prompt", "k4"]
+            for name in names:
+                kw = {"draft": "prompt"} if name == "prompt" else variants[name]
+                seconds, stream = timed(lambda kw=kw, prompt=prompt: gen(prompt, **kw))
+                key = f"{prompt_name}_{name}"
+                times.setdefault(key, []).append(len(stream.ids) / seconds)
+                m = stream.metrics
+                info[key] = {"tokens": len(stream.ids), "acceptance": m.draft_acceptance,
+                             "tokens_per_target_step": m.tokens_per_step}
+                plan = plan or stream.plan.record()
+                if name == "plain":
+                    info[key]["ids"] = stream.ids
+                elif stream.ids != info[f"{prompt_name}_plain"]["ids"]:
+                    identical = False
+    tok_s = {k: round(statistics.median(v), 1) for k, v in times.items()}
+    for v in info.values():
+        v.pop("ids", None)
+    ratios = {f"{k}_vs_plain": round(tok_s[k] / tok_s[f"{k.split('_')[0]}_plain"], 3)
+              for k in tok_s if not k.endswith("_plain")}
+    best = max((v for k, v in ratios.items() if k.startswith("story_k") or k.startswith("story_auto")), default=None)
+    print(json.dumps({"target": args.target, "target_params": target.params, "draft_params": draft.params,
+                      "train_steps": args.steps, "pair_from_cache": cached, "setup_s": round(setup_s, 1),
+                      "tokens": args.tokens, "rounds": args.rounds, "target_layers": plan and plan["layers"],
+                      "target_stepper": plan and plan["stepper"], "greedy_identical": identical, "tok_s": tok_s,
+                      "speculation": info, "ratios": ratios, "best_model_draft_ratio": best}, indent=1))
+    sys.exit(0 if identical else 1)
+
+
+if __name__ == "__main__":
+    main()
