@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import aigc_lab as al
 from aigc_lab.bus import EventBus, Recorder
@@ -19,13 +19,22 @@ from aigc_lab.models import ModelHandle
 from aigc_lab.models.prune import PrunedModel, prune_model
 
 TEXTS = al.data.samples.python_docs()[:16]
-CAL = 1024  # calibration tokens: enough to rank blocks and neurons of these tiny models
+CAL = 512  # calibration tokens: enough to rank blocks and neurons of these tiny models
 IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 64, 11, 300, 23, 8]])
 
 
 def logits(model, ids=IDS):
     with torch.no_grad():
         return model(input_ids=ids).logits
+
+
+@pytest.fixture(scope="module")
+def gpt(gpt_tiny):
+    """A small GPT-2 (4 blocks of width 64) on ``starter:gpt-tiny``'s tokenizer: the starter's shape, less compute."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(gpt_tiny.tokenizer), n_positions=256, n_embd=64, n_layer=4, n_head=4,
+                        bos_token_id=0, eos_token_id=0)
+    return ModelHandle(GPT2LMHeadModel(config).eval(), gpt_tiny.tokenizer, "gpt", "causal")
 
 
 def gqa_llama(tok, layers=4):
@@ -114,16 +123,33 @@ def test_starter_llama_prunes_heads_and_reloads(llama_tiny, tmp_path):
     assert torch.equal(logits(model), logits(pruned.model))
 
 
+@pytest.mark.parametrize("model_type", ["mistral", "qwen2", "qwen3"])
+def test_the_rest_of_the_llama_family_prunes_and_reloads(model_type, llama_tiny, tmp_path):
+    """Mistral, Qwen2 (q/k/v biases, layer_types) and Qwen3 (per-head q/k norms) share the Llama layout."""
+    from transformers import AutoConfig
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=len(llama_tiny.tokenizer), hidden_size=64,
+                                  intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                                  num_key_value_heads=2, head_dim=16, max_position_embeddings=128)
+    handle = ModelHandle(AutoModelForCausalLM.from_config(config).eval(), llama_tiny.tokenizer, model_type, "causal")
+    pruned = prune_model(handle, TEXTS, drop_blocks=1, mlp_ratio=0.5, heads_ratio=0.5, calibration_tokens=CAL)
+    torch.testing.assert_close(logits(pruned.model), logits(masked(handle, pruned)), atol=1e-4, rtol=1e-4)
+    model, _ = reload(pruned, tmp_path)
+    assert model.config.model_type == model_type and model.config.num_key_value_heads == 1
+    assert torch.equal(logits(model), logits(pruned.model))
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_ratio_one_keeps_the_model_exactly(arch, gpt_tiny, llama_tiny):
-    handle = gpt_tiny if arch == "gpt2" else gqa_llama(llama_tiny.tokenizer)
+def test_ratio_one_keeps_the_model_exactly(arch, gpt, llama_tiny):
+    handle = gpt if arch == "gpt2" else gqa_llama(llama_tiny.tokenizer)
     same = prune_model(handle, TEXTS, drop_blocks=0, mlp_ratio=1.0, heads_ratio=1.0, calibration_tokens=CAL)
     assert same.params == handle.params and torch.equal(logits(same.model), logits(handle.model))
     assert same.model is not handle.model
 
 
-def test_the_block_that_barely_changes_its_input_is_dropped_first(gpt_tiny):
-    handle = ModelHandle(copy.deepcopy(gpt_tiny.model), gpt_tiny.tokenizer, "gpt", "causal")
+def test_the_block_that_barely_changes_its_input_is_dropped_first(gpt):
+    handle = ModelHandle(copy.deepcopy(gpt.model), gpt.tokenizer, "gpt", "causal")
     natural = prune_model(handle, TEXTS, drop_blocks=1, mlp_ratio=1.0, calibration_tokens=CAL).plan
     target = 1 if natural.dropped_blocks != (1,) else 2  # a block measurement alone would keep
     with torch.no_grad():
@@ -153,8 +179,8 @@ def test_neurons_and_groups_that_contribute_nothing_are_the_ones_removed(llama_t
 
 def test_pruned_llama_decodes_identically_on_every_stepper(llama_tiny):
     """Heads removed leave hidden_size != heads * head_dim: every decode path must handle that shape."""
-    pruned = prune_model(gqa_llama(llama_tiny.tokenizer), TEXTS, drop_blocks=1, mlp_ratio=0.5, heads_ratio=0.5,
-                         calibration_tokens=CAL)
+    pruned = prune_model(gqa_llama(llama_tiny.tokenizer, layers=3), TEXTS, drop_blocks=1, mlp_ratio=0.5,
+                         heads_ratio=0.5, calibration_tokens=CAL)
     ids = pruned.tokenizer("Once upon a time", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         ref = pruned.model.generate(ids, max_new_tokens=10, min_new_tokens=10, do_sample=False,
@@ -172,7 +198,7 @@ def test_pruned_llama_decodes_identically_on_every_stepper(llama_tiny):
     assert {"fused-llama", "lean-llama", "forward"} <= tried
 
 
-def test_what_cannot_be_pruned_is_refused_before_any_work(gpt_tiny, llama_tiny):
+def test_what_cannot_be_pruned_is_refused_before_any_work(gpt, llama_tiny):
     from transformers import T5Config, T5ForConditionalGeneration
 
     t5 = ModelHandle(T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=32, d_ff=64, d_kv=8, num_layers=1,
@@ -183,38 +209,39 @@ def test_what_cannot_be_pruned_is_refused_before_any_work(gpt_tiny, llama_tiny):
             al.prune(handle, TEXTS)
     # data=None would fail later: every one of these must fail on its own check first
     cases = [
-        (al.quantize(gpt_tiny, "bf16"), {}, "quantized"),
-        (gpt_tiny, {"heads_ratio": 0.5}, "GPT-2's attention width"),
-        (gpt_tiny, {"mlp_ratio": 0}, "mlp_ratio must be a fraction"),
-        (gpt_tiny, {"mlp_ratio": 1.5}, "mlp_ratio must be a fraction"),
+        (al.quantize(gpt, "bf16"), {}, "quantized"),
+        (gpt, {"heads_ratio": 0.5}, "GPT-2's attention width"),
+        (gpt, {"mlp_ratio": 0}, "mlp_ratio must be a fraction"),
+        (gpt, {"mlp_ratio": 1.5}, "mlp_ratio must be a fraction"),
         (llama_tiny, {"heads_ratio": -1}, "heads_ratio must be a fraction"),
-        (gpt_tiny, {"drop_blocks": 4}, "drop_blocks must be a whole number from 0 to 3"),
-        (gpt_tiny, {"drop_blocks": 1, "keep_blocks": [0]}, "not both"),
-        (gpt_tiny, {"keep_blocks": [0, 4]}, "keep_blocks must be distinct block indices in 0..3"),
-        (gpt_tiny, {"calibration_tokens": 0}, "calibration_tokens"),
+        (gpt, {"drop_blocks": 4}, "drop_blocks must be a whole number from 0 to 3"),
+        (gpt, {"drop_blocks": 1, "keep_blocks": [0]}, "not both"),
+        (gpt, {"keep_blocks": [0, 4]}, "keep_blocks must be distinct block indices in 0..3"),
+        (gpt, {"calibration_tokens": 0}, "calibration_tokens"),
         ("starter:gpt-tiny", {}, "ModelHandle"),
     ]
     for handle, kw, match in cases:
         with pytest.raises(PruneError, match=match):
             al.prune(handle, None, **kw)
     with pytest.raises(PruneError, match="calibration data must be"):
-        al.prune(gpt_tiny, [1, 2, 3])
+        al.prune(gpt, [1, 2, 3])
     with pytest.raises(PruneError, match="held-out"):
-        al.prune(gpt_tiny, TEXTS[:1])
+        al.prune(gpt, TEXTS[:1])
     assert issubclass(PruneError, AigcLabError) and issubclass(PruneError, ValueError)
 
 
-def test_report_measures_both_models_the_same_way(gpt_tiny, monkeypatch):
+def test_report_measures_both_models_the_same_way(gpt, monkeypatch):
     monkeypatch.setattr("aigc_lab.bench.pruning.ROUNDS", 1)
-    splits = al.data.load(TEXTS + TEXTS[:4], event_bus=EventBus()).split(val=0.2, test=0.0, seed=0)
-    pruned = al.prune(gpt_tiny, splits, drop_blocks=2, mlp_ratio=0.5, prompt="The interpreter", decode_tokens=8,
+    rows = [t[:400] for t in TEXTS + al.data.samples.python_docs()[16:20]]
+    splits = al.data.load(rows, event_bus=EventBus()).split(val=0.2, test=0.0, seed=0)
+    pruned = al.prune(gpt, splits, drop_blocks=2, mlp_ratio=0.5, prompt="The interpreter", decode_tokens=8,
                       calibration_tokens=CAL)
     r = pruned.report
-    assert r.before.params == gpt_tiny.params and r.after.params == pruned.params < r.before.params
+    assert r.before.params == gpt.params and r.after.params == pruned.params < r.before.params
     assert r.after.memory_mb / r.before.memory_mb == pytest.approx(r.after.params / r.before.params, rel=0.02)
     assert r.before.tok_s > 0 and r.after.tok_s > 0
     assert r.before.ppl > 1 and r.after.ppl > 1 and r.eval_rows == len(splits.val)
-    assert r.before.ppl == pytest.approx(al.bench.text_perplexity(gpt_tiny, splits.val.combined_text().tolist(),
+    assert r.before.ppl == pytest.approx(al.bench.text_perplexity(gpt, splits.val.combined_text().tolist(),
                                                                   max_length=256))
     table = r.table()
     assert table.loc["parameters", "after / before"] == pytest.approx(r.after.params / r.before.params)
@@ -223,13 +250,13 @@ def test_report_measures_both_models_the_same_way(gpt_tiny, monkeypatch):
     assert "<table" in page and "blocks kept" in page
 
 
-def test_distillation_from_the_original_recovers_the_pruned_model(gpt_tiny, tmp_path):
-    pruned = al.prune(gpt_tiny, TEXTS, drop_blocks=2, mlp_ratio=0.5, report=False, calibration_tokens=CAL)
+def test_distillation_from_the_original_recovers_the_pruned_model(gpt, tmp_path):
+    pruned = al.prune(gpt, TEXTS, drop_blocks=2, mlp_ratio=0.5, report=False, calibration_tokens=CAL)
     assert pruned.report is None
-    teacher_state = {k: v.clone() for k, v in gpt_tiny.model.state_dict().items()}
+    teacher_state = {k: v.clone() for k, v in gpt.model.state_dict().items()}
     bus, rec = EventBus(), Recorder()
     bus.subscribe(rec)
-    run = al.finetune(pruned, TEXTS[:12], method="distill", teacher=gpt_tiny, val=TEXTS[12:], max_steps=8,
+    run = al.finetune(pruned, TEXTS[:12], method="distill", teacher=gpt, val=TEXTS[12:], max_steps=8,
                       eval_every=4, lr=3e-3, alpha=0.5, progress=False, batch_size=4, max_length=32, event_bus=bus,
                       output_dir=tmp_path).wait()
     assert run.status == "ok" and run.history.loss.iloc[-1] < run.history.loss.iloc[0]
@@ -237,4 +264,4 @@ def test_distillation_from_the_original_recovers_the_pruned_model(gpt_tiny, tmp_
     assert len(record.steps) == 8 and len(record.evals) >= 2  # the panel's recovery curve: loss and val ppl
     assert record.evals[-1].val_loss < record.evals[0].val_loss
     assert run.model.model.config.n_layer == 2
-    assert all(torch.equal(teacher_state[k], v) for k, v in gpt_tiny.model.state_dict().items())
+    assert all(torch.equal(teacher_state[k], v) for k, v in gpt.model.state_dict().items())

@@ -24,9 +24,9 @@ from .quality import text_perplexity
 EVAL_SHARE = 0.1  # without a split: this share of the rows (the last ones, at least one) is held out
 EVAL_ROWS = 64  # held-out rows scored for perplexity
 DECODE_TOKENS = 64  # tokens decoded per speed measurement
-ROUNDS = 3  # speed measurements per model (the median is reported), after one warm-up
+ROUNDS = 3  # speed measurements per model, interleaved between the models (the median is reported)
 
-__all__ = ["PruneReport", "Side", "prune", "weight_mb"]
+__all__ = ["PruneReport", "Side", "decode_rates", "prune", "weight_mb"]
 
 
 @dataclass(frozen=True)
@@ -60,21 +60,27 @@ class PruneReport:
             rows.append({"": label, "before": b, "after": a, "after / before": a / b if a and b else None})
         return pd.DataFrame(rows).set_index("")
 
-    def __str__(self) -> str:
-        def cell(v: Any) -> str:
-            if v is None:
-                return "-"
-            return f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"
+    def _text_table(self) -> Any:
+        def cell(v: Any, digits: int) -> str:
+            return "-" if v is None or v != v else f"{v:,.{digits}f}"
 
+        table = self.table()
+        out = table.astype(object)
+        for i, label in enumerate(table.index):
+            for col in ("before", "after"):
+                out.loc[label, col] = cell(table.loc[label, col], 0 if i == 0 else 2)
+            out.loc[label, "after / before"] = cell(table.loc[label, "after / before"], 3)
+        return out
+
+    def __str__(self) -> str:
+        table = self._text_table()
         lines = [f"{'':<34}{'before':>14}{'after':>14}{'after/before':>14}"]
-        for label, row in self.table().iterrows():
-            lines.append(f"{label:<34}" + "".join(f"{cell(row[c]):>14}" for c in ("before", "after",
-                                                                                   "after / before")))
+        lines += [f"{label:<34}" + "".join(f"{row[c]:>14}" for c in table.columns) for label, row in table.iterrows()]
         return "\n".join([*lines, self.plan.summary(), _NEXT])
 
     def _repr_html_(self) -> str:
-        return (self.table().to_html(float_format=lambda v: f"{v:,.2f}", na_rep="-")
-                + f"<p>{html.escape(self.plan.summary())}</p><p>{html.escape(_NEXT)}</p>")
+        return (self._text_table().rename_axis(None).to_html() + f"<p>{html.escape(self.plan.summary())}</p>"
+                f"<p>{html.escape(_NEXT)}</p>")
 
 
 _NEXT = "Next: recover quality with al.finetune(pruned, data, method='distill', teacher=original)"
@@ -118,19 +124,25 @@ def calibration_and_held_out(data: Any) -> tuple[list[str], list[str]]:
     return rows[:len(rows) - n_held], rows[len(rows) - n_held:][:EVAL_ROWS]
 
 
-def _tok_s(handle: Any, prompt: str, tokens: int) -> float | None:
+def decode_rates(handles: Sequence[Any], prompt: str, tokens: int) -> list[float | None]:
+    """Median greedy decode tokens/s of each handle on ``prompt``, the rounds interleaved (A B A B ...) so a machine
+    whose load changes mid-measurement slows every model alike; one short warm-up each first."""
     from ..infer import generate
 
     bus = EventBus()  # measurement runs stay off the panel
-    generate(handle, prompt, max_new_tokens=4, ignore_eos=True, event_bus=bus).wait()  # warm-up
-    rates = [generate(handle, prompt, max_new_tokens=tokens, ignore_eos=True, event_bus=bus).metrics.tok_s
-             for _ in range(ROUNDS)]
-    rates = [r for r in rates if r]
-    return statistics.median(rates) if rates else None
+    for handle in handles:
+        generate(handle, prompt, max_new_tokens=4, ignore_eos=True, event_bus=bus).wait()
+    rates: list[list[float]] = [[] for _ in handles]
+    for _ in range(ROUNDS):
+        for i, handle in enumerate(handles):
+            rate = generate(handle, prompt, max_new_tokens=tokens, ignore_eos=True, event_bus=bus).metrics.tok_s
+            if rate:
+                rates[i].append(rate)
+    return [statistics.median(r) if r else None for r in rates]
 
 
-def _measure(handle: Any, held_out: Sequence[str], prompt: str, tokens: int) -> Side:
-    return Side(params=handle.params, memory_mb=weight_mb(handle.model), tok_s=_tok_s(handle, prompt, tokens),
+def _side(handle: Any, held_out: Sequence[str], tok_s: float | None) -> Side:
+    return Side(params=handle.params, memory_mb=weight_mb(handle.model), tok_s=tok_s,
                 ppl=text_perplexity(handle, held_out, max_length=SEQ_LEN))
 
 
@@ -165,7 +177,7 @@ def prune(handle: Any, data: Any, *, drop_blocks: int | None = None, keep_blocks
                          heads_ratio=heads_ratio, calibration_tokens=calibration_tokens)
     if report:
         prompt = prompt if prompt is not None else held_out[0][:200]
-        pruned.report = PruneReport(before=_measure(handle, held_out, prompt, decode_tokens),
-                                    after=_measure(pruned, held_out, prompt, decode_tokens),
+        before, after = decode_rates([handle, pruned], prompt, decode_tokens)
+        pruned.report = PruneReport(before=_side(handle, held_out, before), after=_side(pruned, held_out, after),
                                     plan=pruned.plan, eval_rows=len(held_out), decode_tokens=decode_tokens)
     return pruned
