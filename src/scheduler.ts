@@ -10,9 +10,11 @@
  *
  * The unit budget adapts to what the frames really cost: the time budget only sees the tasks'
  * own JavaScript, not the style, layout and paint of what they appended, nor the page's other
- * work. So when two busy frames follow each other further apart than `SLOW_FRAME_MS`, the next
- * frame gets half the units (down to `MIN_UNITS`); below `FAST_FRAME_MS` the units grow back
- * (up to `units`).
+ * work. So when a busy frame that used more than `MIN_UNITS` units is followed by the next one
+ * further apart than `SLOW_FRAME_MS`, the next frame gets half the units (down to `MIN_UNITS`);
+ * below `FAST_FRAME_MS` the units grow back (up to `units`). A slow frame that used few units was
+ * slow for other reasons (a busy machine): shrinking then would only let a steady stream fall
+ * behind.
  *
  * While paused (the panel is hidden) no frame is requested; dirty tasks wait and run on resume.
  * The clock is injectable, so the tests drive frames and time by hand.
@@ -47,7 +49,7 @@ export const SLOW_FRAME_MS = 33;
 export const FAST_FRAME_MS = 20;
 
 /** The fewest units a frame gets. */
-export const MIN_UNITS = 32;
+export const MIN_UNITS = 64;
 
 /** The render budget of one frame, shared by every task of that frame. */
 export class Budget {
@@ -201,6 +203,7 @@ export class FrameScheduler {
     }
     // Still busy: the next frame's distance from this one tells what this one cost.
     this._busySince = this._dirty.size > 0 ? start : null;
+    this._lastUsed = this._frameUnits - budget.units;
     if (this._dirty.size > 0) {
       this._request();
     }
@@ -215,7 +218,7 @@ export class FrameScheduler {
       return;
     }
     const gap = now - this._busySince;
-    if (gap > SLOW_FRAME_MS) {
+    if (gap > SLOW_FRAME_MS && this._lastUsed > MIN_UNITS) {
       this._frameUnits = Math.max(Math.min(MIN_UNITS, this._units), Math.floor(this._frameUnits / 2));
     } else if (gap < FAST_FRAME_MS) {
       this._frameUnits = Math.min(this._units, Math.ceil(this._frameUnits * 1.25));
@@ -248,6 +251,8 @@ export class FrameScheduler {
   private _frameUnits: number;
   /** Start of the last frame if it left work for the next one, else null. */
   private _busySince: number | null = null;
+  /** Units the last frame used. */
+  private _lastUsed = 0;
   private _dirty = new Map<string, Task>();
   private _frame: number | null = null;
   private _frames = 0;

@@ -168,9 +168,23 @@ describe('FrameScheduler', () => {
       clock.frame();
     }
     expect(s.units).toBe(256);
+    // A slow frame that used few units (a steady stream on a busy machine) keeps the budget.
+    s.unmark('a');
+    const few = (budget: Budget): boolean => {
+      budget.take(10);
+      log.push('few');
+      return false;
+    };
+    s.mark('few', few);
+    clock.frame();
+    for (let k = 0; k < 5; k++) {
+      clock.t += 80;
+      clock.frame();
+    }
+    expect(s.units).toBe(256);
+    s.unmark('few');
     // An idle gap (no work left between frames) is not a slow frame.
     const b = units(10, log, 'b');
-    s.unmark('a');
     s.mark('b', b.task);
     clock.t += 5000;
     clock.frame();
