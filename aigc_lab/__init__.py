@@ -12,9 +12,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from . import errors, events, runs  # noqa: E402
+from . import errors, events, log_filters, runs  # noqa: E402
 from .bus import bus, recorder  # noqa: E402
 from .errors import AigcLabError  # noqa: E402
+
+log_filters.install()
 
 _LAZY = {
     "models": ("aigc_lab.models", None),
