@@ -454,8 +454,8 @@ export class AigcLabPanel extends Widget {
     }
   }
 
-  private _panelTask = (): boolean => {
-    this._renderNow();
+  private _panelTask = (budget: Budget): boolean => {
+    this._renderNow(budget);
     return true;
   };
 
@@ -470,7 +470,7 @@ export class AigcLabPanel extends Widget {
    * stream of the card on screen and the charts for this frame's remaining budget. Nothing while
    * the panel is hidden (it catches up when shown).
    */
-  private _renderNow(): void {
+  private _renderNow(budget: Budget | null = null): void {
     if (this.isDisposed) {
       return;
     }
@@ -537,7 +537,7 @@ export class AigcLabPanel extends Widget {
     }
 
     const runs: RunState[] = state === null ? [] : runList(state);
-    this._syncCards(runs);
+    this._syncCards(runs, budget);
     const selected = this._selection();
     // Forget selections of runs the store dropped (history cap, Clear).
     if (state !== null) {
@@ -564,7 +564,7 @@ export class AigcLabPanel extends Widget {
    * focused one (hide and release the others), update every changed header, and mark the token
    * stream of the focused card for rendering when it is on screen.
    */
-  private _syncCards(runs: readonly RunState[]): void {
+  private _syncCards(runs: readonly RunState[], budget: Budget | null): void {
     const cv = this._cv;
     if (cv === null) {
       return;
@@ -610,7 +610,14 @@ export class AigcLabPanel extends Widget {
       if (!show) {
         view.release(); // nothing rendered for a hidden card; rebuilt when shown again
       } else if (view.stale && this._visibility.isVisible(view.node)) {
-        this._scheduler.mark(`run:${run.id}`, this._cardTask(run.id));
+        // Within this frame's budget right away (no frame's delay for a live stream); what does
+        // not fit continues as the card's own task on the next frames.
+        if (budget !== null && !budget.exhausted) {
+          view.update(run, budget);
+        }
+        if (view.stale) {
+          this._scheduler.mark(`run:${run.id}`, this._cardTask(run.id));
+        }
       }
     }
   }
