@@ -15,15 +15,7 @@
  * time (`t0`), whenever their `run.start` arrives.
  */
 
-import {
-  ChunkLog,
-  appendLog,
-  capLog,
-  emptyLog,
-  logForEach,
-  logLast,
-  logTotal
-} from './chunklog';
+import { ChunkLog, appendLog, capLog, emptyLog, logForEach, logLast, logTotal } from './chunklog';
 
 import {
   AckMessage,
@@ -301,7 +293,11 @@ function withRun(state: State, id: string, update: (run: RunState) => RunState):
   }
   const runs = { ...state.runs, [id]: run };
   const moved = existing === undefined || existing.t0 !== run.t0;
-  const next: State = { ...state, runs, order: moved ? placeByStart(state.order, runs, id) : state.order };
+  const next: State = {
+    ...state,
+    runs,
+    order: moved ? placeByStart(state.order, runs, id) : state.order
+  };
   if (existing === undefined) {
     return capRuns(next, run.t0 ?? Infinity);
   }
@@ -346,13 +342,17 @@ function capRuns(state: State, startedBy = Infinity): State {
 
 /**
  * The store's copy of a token item: the known fields only (extra fields of later v1 additions are
- * not kept), `logprob` and `top` only when present, so a run without logprobs stays as small.
+ * not kept), `logprob` and `top` only when present, so a run without logprobs stays as small; `draft`
+ * only when true.
  */
 function tokenOf(item: TokenItem): TokenItem {
   const token: TokenItem = { i: item.i, id: item.id, text: item.text, ms: item.ms };
   if (item.logprob !== undefined && item.top !== undefined) {
     token.logprob = item.logprob;
     token.top = item.top;
+  }
+  if (item.draft === true) {
+    token.draft = true; // speculative decoding: proposed by the draft, accepted by the target
   }
   return token;
 }
@@ -417,7 +417,11 @@ function sameMetrics(a: RunMetrics | null, b: RunMetrics): boolean {
 }
 
 function endRun(run: RunState, msg: RunEndMessage): RunState {
-  if (run.status === msg.status && run.error === msg.error && sameMetrics(run.metrics, msg.metrics)) {
+  if (
+    run.status === msg.status &&
+    run.error === msg.error &&
+    sameMetrics(run.metrics, msg.metrics)
+  ) {
     return run; // the same run.end again (a replay)
   }
   return { ...run, status: msg.status, metrics: msg.metrics, error: msg.error };
@@ -654,7 +658,9 @@ export function reduce(state: State, action: Action): State {
     case 'limits': {
       const maxRuns = Math.max(1, Math.floor(action.maxRuns));
       const maxTokens =
-        action.maxTokens === undefined ? state.maxTokens : Math.max(1, Math.floor(action.maxTokens));
+        action.maxTokens === undefined
+          ? state.maxTokens
+          : Math.max(1, Math.floor(action.maxTokens));
       if (maxRuns === state.maxRuns && maxTokens === state.maxTokens) {
         return state;
       }
@@ -687,7 +693,10 @@ export function linkSummary(c: ConnectionState): { state: string; text: string }
       return { state: 'websocket-lost', text: 'connection to the kernel lost: reconnecting…' };
     case 'disconnected':
       // JupyterLab gave up (or the server closed the socket on purpose): it will not reconnect by itself
-      return { state: 'disconnected', text: 'disconnected from the kernel: Kernel ▸ Reconnect to Kernel' };
+      return {
+        state: 'disconnected',
+        text: 'disconnected from the kernel: Kernel ▸ Reconnect to Kernel'
+      };
     case 'ok':
       break;
   }
@@ -695,7 +704,10 @@ export function linkSummary(c: ConnectionState): { state: string; text: string }
     return { state: 'connected', text: 'connected' };
   }
   if (c.commClosed) {
-    return { state: 'comm-closed', text: 'aigc_lab comm closed: import aigc_lab again to reconnect' };
+    return {
+      state: 'comm-closed',
+      text: 'aigc_lab comm closed: import aigc_lab again to reconnect'
+    };
   }
   return { state: 'waiting', text: 'waiting for aigc_lab' };
 }

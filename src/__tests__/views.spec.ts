@@ -117,7 +117,11 @@ describe('RunView', () => {
 
   it('a refused or unanswered cancel re-enables Stop and offers to interrupt the kernel', () => {
     const interrupts: string[] = [];
-    const view = new RunView('gen-7f3a', () => undefined, id => interrupts.push(id));
+    const view = new RunView(
+      'gen-7f3a',
+      () => undefined,
+      id => interrupts.push(id)
+    );
     let s = reduce(initialState(), fx('run_start_generate.json'));
     s = reduce(s, { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-1' });
     view.update(s.runs['gen-7f3a']);
@@ -149,7 +153,14 @@ describe('RunView', () => {
     view.tinting = false;
     let s = uncapped();
     for (let i = 0; i < 5000; i += 50) {
-      s = reduce(s, tokens('r', i, Array.from({ length: 50 }, (_, k) => `${i + k} `)));
+      s = reduce(
+        s,
+        tokens(
+          'r',
+          i,
+          Array.from({ length: 50 }, (_, k) => `${i + k} `)
+        )
+      );
       view.update(s.runs['r']);
     }
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
@@ -168,7 +179,14 @@ describe('RunView', () => {
   it('spreads a burst of tinted tokens over several updates, SPANS_PER_FRAME at a time', () => {
     const view = new RunView('r', () => undefined);
     const n = 3 * SPANS_PER_FRAME + 10;
-    const s = reduce(initialState(), tokens('r', 0, Array.from({ length: n }, (_, k) => `${k} `)));
+    const s = reduce(
+      initialState(),
+      tokens(
+        'r',
+        0,
+        Array.from({ length: n }, (_, k) => `${k} `)
+      )
+    );
     const run = s.runs['r'];
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
     view.update(run);
@@ -196,7 +214,11 @@ describe('RunView', () => {
     const n = SPANS_PER_FRAME + 10;
     const s = reduceAll(initialState(), [
       fx('run_start_generate.json'),
-      tokens('gen-7f3a', 0, Array.from({ length: n }, (_, k) => `${k} `)),
+      tokens(
+        'gen-7f3a',
+        0,
+        Array.from({ length: n }, (_, k) => `${k} `)
+      ),
       fx('run_end_ok.json')
     ]);
     const run = s.runs['gen-7f3a'];
@@ -220,7 +242,14 @@ describe('RunView', () => {
     let s = uncapped();
     const n = TINT_MAX_TOKENS + 700;
     for (let i = 0; i < n; i += 100) {
-      s = reduce(s, tokens('r', i, Array.from({ length: 100 }, (_, k) => `${i + k} `)));
+      s = reduce(
+        s,
+        tokens(
+          'r',
+          i,
+          Array.from({ length: 100 }, (_, k) => `${i + k} `)
+        )
+      );
       view.update(s.runs['r']);
     }
     const text = view.node.querySelector('.aigc-run-text') as HTMLElement;
@@ -233,7 +262,12 @@ describe('RunView', () => {
       .filter(c => c.nodeType === Node.TEXT_NODE)
       .map(c => c.textContent)
       .join('');
-    expect(plain).toBe(logToArray(s.runs['r'].tokens).slice(TINT_MAX_TOKENS).map(t => t.text).join(''));
+    expect(plain).toBe(
+      logToArray(s.runs['r'].tokens)
+        .slice(TINT_MAX_TOKENS)
+        .map(t => t.text)
+        .join('')
+    );
     expect(text.textContent).toBe(runText(s.runs['r']));
     expect(view.node.getAttribute('data-token-count')).toBe(String(n));
   });
@@ -244,8 +278,15 @@ describe('RunView', () => {
     let s = reduce(initialState(), { type: 'limits', maxRuns: 10, maxTokens: cap });
     const n = 4000;
     for (let i = 0; i < n; i += 100) {
-      s = reduce(s, tokens('r', i, Array.from({ length: 100 }, (_, k) => `${i + k} `)));
-      while (view.update(s.runs['r']), view.stale) {
+      s = reduce(
+        s,
+        tokens(
+          'r',
+          i,
+          Array.from({ length: 100 }, (_, k) => `${i + k} `)
+        )
+      );
+      while ((view.update(s.runs['r']), view.stale)) {
         // a frame per budget
       }
     }
@@ -265,7 +306,7 @@ describe('RunView', () => {
     // Released (card hidden) and rebuilt (shown again) from what the store keeps.
     view.release();
     expect(text.childNodes.length).toBe(0);
-    while (view.update(run), view.stale) {
+    while ((view.update(run), view.stale)) {
       // rebuilt over frames
     }
     expect(text.textContent).toBe(runText(run));
@@ -332,7 +373,12 @@ describe('token inspector', () => {
     download?: (name: string, text: string) => void
   ): [RunView, RunState] {
     const run = reduceAll(initialState(), actions).runs['gen-7f3a'];
-    const view = new RunView('gen-7f3a', () => undefined, () => undefined, download);
+    const view = new RunView(
+      'gen-7f3a',
+      () => undefined,
+      () => undefined,
+      download
+    );
     views.push(view);
     document.body.appendChild(view.node);
     view.update(run);
@@ -341,7 +387,8 @@ describe('token inspector', () => {
 
   const spans = (v: RunView) =>
     Array.from(v.node.querySelectorAll<HTMLElement>('.aigc-run-text span.aigc-tok'));
-  const toggle = (v: RunView) => v.node.querySelector('button.aigc-prob-toggle') as HTMLButtonElement;
+  const toggle = (v: RunView) =>
+    v.node.querySelector('button.aigc-prob-toggle') as HTMLButtonElement;
   const popover = () => document.querySelector<HTMLElement>('.aigc-tokpop[role="tooltip"]');
 
   it('offers the Probability toggle only for runs with logprobs, Tokens CSV for every generate run', () => {
@@ -424,7 +471,9 @@ describe('token inspector', () => {
     expect(pop.getAttribute('data-i')).toBe('1');
     const head = pop.querySelector('.aigc-tokpop-head')?.textContent;
     expect(head).toMatch(/^#1 · id 2402 · " upon" · 4\.\d ms$/);
-    expect(pop.querySelector('.aigc-tokpop-chosen')?.textContent).toBe('chosen ·upon id 2402 · p 3.02%');
+    expect(pop.querySelector('.aigc-tokpop-chosen')?.textContent).toBe(
+      'chosen ·upon id 2402 · p 3.02%'
+    );
     const rows = Array.from(pop.querySelectorAll('tr.aigc-tokpop-alt')).map(r =>
       Array.from(r.querySelectorAll('td')).map(c => c.textContent)
     );
@@ -488,7 +537,7 @@ describe('token inspector', () => {
     expect(once.hasAttribute('aria-describedby')).toBe(false);
   });
 
-  it('downloads the run\'s tokens as CSV, with empty logprob columns when they were off', () => {
+  it("downloads the run's tokens as CSV, with empty logprob columns when they were off", () => {
     const files: [string, string][] = [];
     const save = (name: string, text: string) => files.push([name, text]);
     const [lp, run] = shown([fx('run_start_generate.json'), fx('tokens_logprobs.json')], save);
@@ -507,7 +556,10 @@ describe('token inspector', () => {
   });
 
   it('finds a token by index, also across a gap', () => {
-    const t = appendLog(emptyLog<TokenItem>(), [0, 1, 2, 5, 6].map(i => ({ i, id: i, text: 'x', ms: i })));
+    const t = appendLog(
+      emptyLog<TokenItem>(),
+      [0, 1, 2, 5, 6].map(i => ({ i, id: i, text: 'x', ms: i }))
+    );
     expect(findToken(t, 5)).toBe(3);
     expect(findToken(t, 0)).toBe(0);
     expect(findToken(t, 3)).toBe(-1);
@@ -531,7 +583,8 @@ describe('HistoryTable', () => {
       fx('train_step.json')
     ]);
     table.update(runList(s), new Set(['gen-7f3a']), null);
-    const rows = () => Array.from(table.node.querySelectorAll('tr.aigc-history-row')) as HTMLElement[];
+    const rows = () =>
+      Array.from(table.node.querySelectorAll('tr.aigc-history-row')) as HTMLElement[];
     // Newest first by start time: the generate run started 123 ms after the training run.
     expect(rows().map(r => r.getAttribute('data-run-id'))).toEqual(['gen-7f3a', 'train-01']);
     expect(rows().map(r => r.getAttribute('data-selected'))).toEqual(['true', 'false']);
@@ -547,7 +600,9 @@ describe('HistoryTable', () => {
     const check = rows()[1].querySelector('input.aigc-select') as HTMLInputElement;
     check.click();
     expect(toggles).toEqual([['train-01', true]]);
-    rows()[0].querySelector('td.aigc-col-model')?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+    rows()[0]
+      .querySelector('td.aigc-col-model')
+      ?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
     expect(focus).toEqual(['gen-7f3a']);
     // Rows are kept (not rebuilt) across updates; removed runs disappear.
     const kept = rows()[0];
@@ -611,19 +666,31 @@ describe('AigcLabPanel', () => {
     await frame();
     expect(root.getAttribute('data-connected')).toBe('true');
     expect(root.getAttribute('data-run-count')).toBe('2');
-    const ids = Array.from(root.querySelectorAll('.aigc-run')).map(e => e.getAttribute('data-run-id'));
+    const ids = Array.from(root.querySelectorAll('.aigc-run')).map(e =>
+      e.getAttribute('data-run-id')
+    );
     expect(ids).toEqual(['gen-7f3a', 'train-01']); // newest start first
 
     const banner = root.querySelector('.aigc-banner') as HTMLElement;
     expect(banner.hidden).toBe(true);
-    channel.store.dispatch({ type: 'protocol.mismatch', version: 2, reason: 'kernel speaks protocol v2; update' });
+    channel.store.dispatch({
+      type: 'protocol.mismatch',
+      version: 2,
+      reason: 'kernel speaks protocol v2; update'
+    });
     await frame();
     expect(banner.hidden).toBe(false);
     expect(banner.textContent).toContain('v2');
 
     // A burst bigger than one frame's budget is finished over the next frames without new messages.
     const n = 2 * SPANS_PER_FRAME + 5;
-    channel.store.dispatch(tokens('gen-7f3a', 0, Array.from({ length: n }, (_, k) => `${k} `)));
+    channel.store.dispatch(
+      tokens(
+        'gen-7f3a',
+        0,
+        Array.from({ length: n }, (_, k) => `${k} `)
+      )
+    );
     const gen = (): Element => root.querySelector('.aigc-run[data-run-id="gen-7f3a"]') as Element;
     await frame();
     expect(gen().getAttribute('data-token-count')).toBe(String(SPANS_PER_FRAME));
@@ -656,7 +723,11 @@ describe('AigcLabPanel', () => {
     await frame();
     expect(panel.scheduler.frames).toBe(frames); // no frame at all
     expect(panel.node.getAttribute('data-run-count')).toBe('1');
-    expect(panel.node.querySelector('.aigc-run[data-run-id="gen-7f3a"]')?.getAttribute('data-token-count')).toBe('0');
+    expect(
+      panel.node
+        .querySelector('.aigc-run[data-run-id="gen-7f3a"]')
+        ?.getAttribute('data-token-count')
+    ).toBe('0');
     panel.show();
     await frame();
     expect(panel.node.getAttribute('data-run-count')).toBe('2');
@@ -668,13 +739,17 @@ describe('AigcLabPanel', () => {
   it('renders only the shown card, releases hidden ones, keeps views across notebooks', async () => {
     const panel = shownPanel();
     const one = new KernelChannel(fakeKernel());
-    const other = new KernelChannel({ ...fakeKernel(), id: 'k-456' } as unknown as Kernel.IKernelConnection);
+    const other = new KernelChannel({
+      ...fakeKernel(),
+      id: 'k-456'
+    } as unknown as Kernel.IKernelConnection);
     panel.follow(one);
     one.store.dispatch(fx('run_start_train.json'));
     one.store.dispatch(fx('run_start_generate.json'));
     one.store.dispatch(tokens('gen-7f3a', 0, ['x', 'y']));
     await frame();
-    const card = (id: string) => panel.node.querySelector(`.aigc-run[data-run-id="${id}"]`) as HTMLElement;
+    const card = (id: string) =>
+      panel.node.querySelector(`.aigc-run[data-run-id="${id}"]`) as HTMLElement;
     const gen = card('gen-7f3a');
     const span = gen.querySelector('span.aigc-tok');
     expect(span).not.toBeNull();
@@ -714,7 +789,9 @@ describe('AigcLabPanel', () => {
     await frame();
     const loss = panel.node.querySelector('.aigc-loss-chart') as HTMLElement;
     expect(loss.getAttribute('role')).toBe('figure');
-    const summary = document.getElementById(loss.getAttribute('aria-describedby') ?? '') as HTMLElement;
+    const summary = document.getElementById(
+      loss.getAttribute('aria-describedby') ?? ''
+    ) as HTMLElement;
     expect(summary.textContent).toMatch(/train loss 3\.25 at step 10 of 300, min 3\.25 at step 10/);
     expect(summary.textContent).toMatch(/eval loss [\d.]+ at step \d+/);
     expect(loss.querySelector('.aigc-chart-plot')?.getAttribute('aria-hidden')).toBe('true');
@@ -748,5 +825,52 @@ describe('format', () => {
     expect(cancelLabel({ ...run, cancel: { id: 'x', state: 'refused', error: 'nope' } })).toBe(
       'cancel refused: nope'
     );
+  });
+});
+
+describe('speculative runs and the stepper', () => {
+  it("shows the stepper that ran, marks the draft's accepted tokens and reports acceptance", () => {
+    const start: Action = {
+      type: 'message',
+      message: {
+        v: 1,
+        type: 'run.start',
+        run: 'gen-spec',
+        kind: 'generate',
+        model: {
+          name: 'starter:gpt-small',
+          params: 21701632,
+          dtype: 'float32',
+          quant: null,
+          device: 'cpu'
+        },
+        config: {
+          prompt: 'The',
+          stepper: 'fused-gpt2',
+          layers: 'kernel',
+          draft: 'starter:gpt-tiny'
+        },
+        t0: 0
+      }
+    };
+    const s = reduceAll(initialState(), [
+      start,
+      fx('tokens_draft.json'),
+      fx('run_end_speculative.json')
+    ]);
+    const view = new RunView('gen-spec', () => undefined);
+    view.update(s.runs['gen-spec']);
+    const n = view.node;
+    const stepper = n.querySelector('.aigc-run-stepper') as HTMLElement;
+    expect(stepper.hidden).toBe(false);
+    expect(stepper.textContent).toBe('fused-gpt2 · kernel layers');
+    const spans = Array.from(n.querySelectorAll('span.aigc-tok'));
+    expect(spans.map(x => x.classList.contains('aigc-tok-draft'))).toEqual([false, true, false]);
+    expect((spans[1] as HTMLElement).title).toMatch(/from the draft$/);
+    expect(n.textContent).toContain('draft accepted 72%');
+    expect(n.textContent).toContain('3.4 tokens per target forward');
+    const plain = new RunView('gen-7f3a', () => undefined);
+    plain.update(reduceAll(initialState(), [fx('run_start_generate.json')]).runs['gen-7f3a']);
+    expect((plain.node.querySelector('.aigc-run-stepper') as HTMLElement).hidden).toBe(true);
   });
 });

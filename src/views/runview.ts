@@ -50,6 +50,8 @@
  *       .aigc-prob-legend  span.aigc-prob-key.aigc-prob-N per level, shown in probability mode
  *       button.aigc-tokens-csv
  *     span.aigc-tok.aigc-tok-lp.aigc-prob-N[tabindex]  tokens with logprobs (no title: popover)
+ *     span.aigc-tok.aigc-tok-draft   speculative runs: tokens the draft proposed and the target accepted
+ *   .aigc-run-stepper    the header's "stepper · layers layers" (run.start config), when the kernel says
  */
 
 import { ChunkLog, logAt, logLast, logToArray, logTotal } from '../chunklog';
@@ -121,7 +123,8 @@ function setAttr(node: Element, name: string, value: string): void {
 /** The tooltip of a token: index, id, piece and latency. */
 export function tokenTitle(item: TokenItem, latency: number, first: boolean): string {
   const id = item.id === null ? '–' : String(item.id);
-  return `#${item.i} · id ${id} · ${JSON.stringify(item.text)} · ${first ? 'TTFT ' : ''}${latency.toFixed(1)} ms`;
+  const draft = item.draft === true ? ' · from the draft' : '';
+  return `#${item.i} · id ${id} · ${JSON.stringify(item.text)} · ${first ? 'TTFT ' : ''}${latency.toFixed(1)} ms${draft}`;
 }
 
 /** The index in `tokens` (ascending by `i`, as the store keeps them) of token `i`, or -1. */
@@ -207,6 +210,10 @@ export class RunView {
     this._kind = el('span', 'aigc-run-kind', title);
     this._status = el('span', 'aigc-run-status', title);
     this._model = el('span', 'aigc-run-model', title);
+    this._stepper = el('span', 'aigc-run-stepper', title);
+    this._stepper.title =
+      'How it ran: the stepper and the layers the engine chose (al.infer.explain says why)';
+    this._stepper.hidden = true;
     this._cancel = el('button', 'aigc-cancel jp-mod-styled', title);
     this._cancel.type = 'button';
     this._cancel.title = 'Stop this run (sends a cancel request to the kernel)';
@@ -257,7 +264,10 @@ export class RunView {
     csv.textContent = 'Tokens CSV';
     csv.title = "Download this run's tokens as CSV: i, id, text, ms, logprob, prob, top";
     csv.addEventListener('click', () =>
-      download(tokensCsvName(this.runId), tokensCsv(this._last === null ? [] : logToArray(this._last.tokens)))
+      download(
+        tokensCsvName(this.runId),
+        tokensCsv(this._last === null ? [] : logToArray(this._last.tokens))
+      )
     );
     this.probability = false;
 
@@ -333,7 +343,8 @@ export class RunView {
     if (run === null) {
       return;
     }
-    const status = run.status !== 'running' && !this.node.hidden && this.pending ? 'running' : run.status;
+    const status =
+      run.status !== 'running' && !this.node.hidden && this.pending ? 'running' : run.status;
     setAttr(this.node, 'data-status', status);
     setText(this._status, status);
     const cls = `aigc-run-status aigc-status-${status}`;
@@ -345,7 +356,11 @@ export class RunView {
   /** `data-token-count` and `data-rendered-count` (see the DOM contract). */
   private _writeCounts(): void {
     const total = this._last === null ? 0 : logTotal(this._last.tokens);
-    setAttr(this.node, 'data-token-count', String(this.node.hidden ? total : Math.min(total, this._renderedAbs)));
+    setAttr(
+      this.node,
+      'data-token-count',
+      String(this.node.hidden ? total : Math.min(total, this._renderedAbs))
+    );
     setAttr(this.node, 'data-rendered-count', String(this._renderedAbs));
     this._writeStatus();
   }
@@ -398,11 +413,24 @@ export class RunView {
     setAttr(n, 'data-last-step', String(lastStep !== undefined ? lastStep.step : 0));
 
     this._elided.hidden = run.tokens.dropped === 0;
-    setText(this._elided, run.tokens.dropped === 0 ? '' : TEXT.elided(run.tokens.dropped, run.tokens.length));
+    setText(
+      this._elided,
+      run.tokens.dropped === 0 ? '' : TEXT.elided(run.tokens.dropped, run.tokens.length)
+    );
 
     setText(this._kind, run.kind);
     const m = run.model;
     setText(this._model, m === null ? '(model unknown)' : m.name);
+    // How it ran (the stepper registry, infer/backends.py): e.g. "fused-gpt2 · kernel layers".
+    const stepper = run.config['stepper'];
+    const layers = run.config['layers'];
+    setText(
+      this._stepper,
+      typeof stepper === 'string'
+        ? `${stepper}${typeof layers === 'string' ? ` · ${layers} layers` : ''}`
+        : ''
+    );
+    this._stepper.hidden = typeof stepper !== 'string';
     this._updateMetrics(run);
 
     const extra: string[] = [];
@@ -414,6 +442,14 @@ export class RunView {
     }
     if (run.gaps > 0) {
       extra.push(`${run.gaps} gap${run.gaps === 1 ? '' : 's'} (tokens lost)`);
+    }
+    const accepted = run.metrics?.draft_acceptance;
+    const perStep = run.metrics?.tokens_per_step;
+    if (typeof accepted === 'number') {
+      extra.push(`draft accepted ${Math.round(accepted * 100)}%`);
+    }
+    if (typeof perStep === 'number') {
+      extra.push(`${perStep.toFixed(1)} tokens per target forward`);
     }
     setText(this._extra, extra.join(' · '));
 
@@ -514,7 +550,10 @@ export class RunView {
     if (atBottom) {
       // Follow the stream; never smoothly when the user asked for reduced motion.
       if (typeof box.scrollTo === 'function') {
-        box.scrollTo({ top: box.scrollHeight, behavior: prefersReducedMotion() ? 'instant' : 'auto' });
+        box.scrollTo({
+          top: box.scrollHeight,
+          behavior: prefersReducedMotion() ? 'instant' : 'auto'
+        });
       } else {
         box.scrollTop = box.scrollHeight;
       }
@@ -542,6 +581,9 @@ export class RunView {
     let cls = 'aigc-tok';
     if (this._tinting) {
       cls += first ? ' aigc-tok-first' : ` aigc-tint-${tintLevel(latency, this._tintRef)}`;
+    }
+    if (item.draft === true) {
+      cls += ' aigc-tok-draft';
     }
     if (item.logprob !== undefined) {
       cls += ` aigc-tok-lp aigc-prob-${probLevel(item.logprob)}`;
@@ -742,7 +784,11 @@ export class RunView {
     const parts: string[] = [];
     const last = logLast(run.steps);
     if (last !== undefined) {
-      parts.push(`step ${last.step}`, `loss ${last.loss.toFixed(4)}`, `lr ${last.lr.toExponential(2)}`);
+      parts.push(
+        `step ${last.step}`,
+        `loss ${last.loss.toFixed(4)}`,
+        `lr ${last.lr.toExponential(2)}`
+      );
       if (last.tok_s !== null) {
         parts.push(formatRate(last.tok_s));
       }
@@ -775,6 +821,7 @@ export class RunView {
   private _metrics = new Map<string, Metric>();
   private _kind: HTMLSpanElement;
   private _model: HTMLSpanElement;
+  private _stepper: HTMLSpanElement;
   private _status: HTMLSpanElement;
   private _cancel: HTMLButtonElement;
   private _interrupt: HTMLButtonElement;
