@@ -29,13 +29,7 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import {
-  AckMessage,
-  COMM_TARGET,
-  cancelMessage,
-  historyMessage,
-  parseMessage
-} from './protocol';
+import { AckMessage, COMM_TARGET, cancelMessage, historyMessage, parseMessage } from './protocol';
 import { SideShell } from './sideshell';
 import { Store } from './store';
 
@@ -347,7 +341,8 @@ export class KernelChannel implements IDisposable {
   private _onConnectionStatus(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
     if (this.kernel.status !== 'dead') {
       // 'connecting': services is retrying; 'disconnected': it stopped (a deliberate close, or out of retries)
-      const link = status === 'connected' ? 'ok' : status === 'connecting' ? 'websocket-lost' : 'disconnected';
+      const link =
+        status === 'connected' ? 'ok' : status === 'connecting' ? 'websocket-lost' : 'disconnected';
       this.store.dispatch({ type: 'link', link });
     }
     if (status !== 'connected') {

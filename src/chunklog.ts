@@ -62,7 +62,11 @@ export function capLog<T>(log: ChunkLog<T>, cap: number): ChunkLog<T> {
   if (drop === 0) {
     return log;
   }
-  return { chunks: log.chunks.slice(drop), length: log.length - removed, dropped: log.dropped + removed };
+  return {
+    chunks: log.chunks.slice(drop),
+    length: log.length - removed,
+    dropped: log.dropped + removed
+  };
 }
 
 /** `log` with `items` appended, then capped at `cap` items (Infinity: no cap). */
@@ -81,7 +85,10 @@ export function appendLog<T>(log: ChunkLog<T>, items: readonly T[], cap = Infini
   for (; k < items.length; k += LOG_CHUNK) {
     chunks.push(items.slice(k, k + LOG_CHUNK));
   }
-  return capLog({ chunks, length: log.length + items.length, dropped: log.dropped }, Math.max(1, cap));
+  return capLog(
+    { chunks, length: log.length + items.length, dropped: log.dropped },
+    Math.max(1, cap)
+  );
 }
 
 /** The kept items from `from` (inclusive) to `to` (exclusive) as an array. */
@@ -89,7 +96,7 @@ export function logSlice<T>(log: ChunkLog<T>, from = 0, to = log.length): T[] {
   const out: T[] = [];
   const lo = Math.max(0, from);
   const hi = Math.min(log.length, to);
-  for (let k = lo; k < hi; ) {
+  for (let k = lo; k < hi;) {
     const c = log.chunks[Math.floor(k / LOG_CHUNK)];
     const start = k % LOG_CHUNK;
     const end = Math.min(c.length, start + (hi - k));

@@ -103,7 +103,7 @@ export function minMaxGrid(values: readonly (number | null)[], g: Grid): (number
   }
   const out: (number | null)[] = [];
   const last = values.length - 1;
-  for (let j = 0; j < g.at.length - 1; ) {
+  for (let j = 0; j < g.at.length - 1;) {
     const start = g.at[j];
     const end = Math.min(start + g.width, last);
     const pair = j + 1 < g.at.length - 1 && g.at[j + 1] < end;

@@ -645,8 +645,7 @@ export class AigcLabPanel extends Widget {
   };
 
   private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {
-    const picked =
-      state === null ? { latency: [], loss: [] } : pickChartRuns(state, selected);
+    const picked = state === null ? { latency: [], loss: [] } : pickChartRuns(state, selected);
     // Redraw only when a charted run changed (by identity) or the selection changed.
     const key =
       picked.latency.map(r => `${r.id}:${r.tokens.length}:${r.status}`).join(',') +

@@ -219,7 +219,10 @@ export class FrameScheduler {
     }
     const gap = now - this._busySince;
     if (gap > SLOW_FRAME_MS && this._lastUsed > MIN_UNITS) {
-      this._frameUnits = Math.max(Math.min(MIN_UNITS, this._units), Math.floor(this._frameUnits / 2));
+      this._frameUnits = Math.max(
+        Math.min(MIN_UNITS, this._units),
+        Math.floor(this._frameUnits / 2)
+      );
     } else if (gap < FAST_FRAME_MS) {
       this._frameUnits = Math.min(this._units, Math.ceil(this._frameUnits * 1.25));
     }

@@ -3,7 +3,13 @@ import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { Signal } from '@lumino/signaling';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
-import { ChannelManager, KernelChannel, MessageSink, REQUEST_TIMEOUT_MS, newRequestId } from '../channel';
+import {
+  ChannelManager,
+  KernelChannel,
+  MessageSink,
+  REQUEST_TIMEOUT_MS,
+  newRequestId
+} from '../channel';
 import { CONTROL_TIMEOUT_MS } from '../sideshell';
 import { Store, runText } from '../store';
 import { fixture, loadFixtures } from './fixtures';
@@ -21,7 +27,9 @@ class FakeComm {
   }
   /** The kernel sends a comm_msg. */
   deliver(data: unknown): void {
-    this.onMsg?.({ content: { comm_id: this.commId, data } } as unknown as KernelMessage.ICommMsgMsg);
+    this.onMsg?.({
+      content: { comm_id: this.commId, data }
+    } as unknown as KernelMessage.ICommMsgMsg);
   }
 }
 
@@ -96,7 +104,10 @@ class FakeKernel {
     }
     switch (type) {
       case 'kernel_info_request':
-        return reply({ status: 'ok', supported_features: this.subshells ? ['kernel subshells'] : [] });
+        return reply({
+          status: 'ok',
+          supported_features: this.subshells ? ['kernel subshells'] : []
+        });
       case 'create_subshell_request':
         this._subshellCount++;
         return reply({ status: 'ok', subshell_id: `sub-${this._subshellCount}` });
@@ -124,7 +135,9 @@ class FakeKernel {
     if (cb === undefined) {
       throw new Error('no aigc_lab target registered');
     }
-    cb(comm, { content: { comm_id: id, target_name: 'aigc_lab', data } } as unknown as KernelMessage.ICommOpenMsg);
+    cb(comm, {
+      content: { comm_id: id, target_name: 'aigc_lab', data }
+    } as unknown as KernelMessage.ICommOpenMsg);
     return comm;
   }
   /** What services 7 does on restart: status 'restarting', comms disposed without onClose. */
@@ -225,7 +238,11 @@ describe('KernelChannel', () => {
     const comm = fake.open(fixture('valid', 'hello.json'));
     await settle();
     // Asked on control (served while a cell runs), never on the busy shell.
-    expect(fake.control).toEqual(['comm_info_request', 'kernel_info_request', 'create_subshell_request']);
+    expect(fake.control).toEqual([
+      'comm_info_request',
+      'kernel_info_request',
+      'create_subshell_request'
+    ]);
     expect(comm.sent).toEqual([]);
     expect(fake.shellSent).toHaveLength(1);
     expect(fake.shellSent[0]).toMatchObject({ subshell: 'sub-1', data: { type: 'history' } });

@@ -79,7 +79,15 @@ describe('parseMessage', () => {
       [{ v: 1, type: 'ack', run: null, id: 'x', ok: 'yes', error: null }, /field 'ok'/],
       [{ v: 1, type: 'checkpoint', run: 'r', step: 1 }, /missing field 'path'/],
       [
-        { v: 1, type: 'train.eval', run: 'r', step: 1, val_loss: 1, ppl: null, metrics: { a: 'x' } },
+        {
+          v: 1,
+          type: 'train.eval',
+          run: 'r',
+          step: 1,
+          val_loss: 1,
+          ppl: null,
+          metrics: { a: 'x' }
+        },
         /metrics\['a'\]/
       ]
     ];
@@ -132,7 +140,12 @@ describe('parseMessage', () => {
       expect('logprob' in tail || 'top' in tail).toBe(false); // the held-back tail
     }
     const item = { i: 0, id: 7, text: 'a', ms: 1 };
-    const batch = (extra: object) => ({ v: 1, type: 'tokens', run: 'r', items: [{ ...item, ...extra }] });
+    const batch = (extra: object) => ({
+      v: 1,
+      type: 'tokens',
+      run: 'r',
+      items: [{ ...item, ...extra }]
+    });
     const cases: Array<[object, RegExp]> = [
       [{ top: [] }, /items\[0\]: 'logprob' \(a number\) and 'top' \(an array\) come together/],
       [{ logprob: -1 }, /come together/],
@@ -140,9 +153,18 @@ describe('parseMessage', () => {
       [{ logprob: null, top: [] }, /come together/],
       [{ logprob: -1, top: {} }, /come together/],
       [{ logprob: -1, top: [3] }, /items\[0\]\.top\[0\] must be an object/],
-      [{ logprob: -1, top: [{ id: 1, text: 'b' }] }, /items\[0\]\.top\[0\]: missing field 'logprob'/],
       [
-        { logprob: -1, top: [{ id: 1, text: 'b', logprob: -1 }, { id: 1.5, text: 'c', logprob: -2 }] },
+        { logprob: -1, top: [{ id: 1, text: 'b' }] },
+        /items\[0\]\.top\[0\]: missing field 'logprob'/
+      ],
+      [
+        {
+          logprob: -1,
+          top: [
+            { id: 1, text: 'b', logprob: -1 },
+            { id: 1.5, text: 'c', logprob: -2 }
+          ]
+        },
         /items\[0\]\.top\[1\]: field 'id' has an invalid value 1\.5/
       ],
       [{ logprob: -1, top: [{ id: 1, text: 2, logprob: -1 }] }, /top\[0\]: field 'text'/]

@@ -35,7 +35,13 @@ function start(run: string, kind: 'generate' | 'train', quant: string | null = n
       type: 'run.start',
       run,
       kind,
-      model: { name: 'starter:gpt-tiny', params: 4_600_000, dtype: 'float32', quant, device: 'cpu' },
+      model: {
+        name: 'starter:gpt-tiny',
+        params: 4_600_000,
+        dtype: 'float32',
+        quant,
+        device: 'cpu'
+      },
       config: {},
       t0: Date.UTC(2025, 0, 2, 3, 4, 5)
     }
@@ -43,18 +49,44 @@ function start(run: string, kind: 'generate' | 'train', quant: string | null = n
 }
 
 function toks(run: string, ms: number[], from = 0): Action {
-  const items: TokenItem[] = ms.map((m, k) => ({ i: from + k, id: 100 + k, text: `t${from + k}`, ms: m }));
+  const items: TokenItem[] = ms.map((m, k) => ({
+    i: from + k,
+    id: 100 + k,
+    text: `t${from + k}`,
+    ms: m
+  }));
   return { type: 'message', message: { v: 1, type: 'tokens', run, items } };
 }
 
 function step(run: string, s: number, loss: number): Action {
-  return { type: 'message', message: { v: 1, type: 'train.step', run, step: s, loss, lr: 1e-3, tok_s: null, epoch: null, eta_s: null } };
+  return {
+    type: 'message',
+    message: {
+      v: 1,
+      type: 'train.step',
+      run,
+      step: s,
+      loss,
+      lr: 1e-3,
+      tok_s: null,
+      epoch: null,
+      eta_s: null
+    }
+  };
 }
 
 function evalAt(run: string, s: number, val: number): Action {
   return {
     type: 'message',
-    message: { v: 1, type: 'train.eval', run, step: s, val_loss: val, ppl: Math.exp(val), metrics: {} }
+    message: {
+      v: 1,
+      type: 'train.eval',
+      run,
+      step: s,
+      val_loss: val,
+      ppl: Math.exp(val),
+      metrics: {}
+    }
   };
 }
 
@@ -66,7 +98,14 @@ function end(run: string, status: 'ok' | 'cancelled' = 'ok'): Action {
       type: 'run.end',
       run,
       status,
-      metrics: { ttft_ms: 40, tokens: 4, tok_s: 200, itl_p50_ms: 5, itl_p95_ms: 9, peak_mem_mb: null },
+      metrics: {
+        ttft_ms: 40,
+        tokens: 4,
+        tok_s: 200,
+        itl_p50_ms: 5,
+        itl_p95_ms: 9,
+        peak_mem_mb: null
+      },
       error: null
     }
   };
@@ -174,7 +213,12 @@ describe('history rows and CSV', () => {
     });
     expect(rows[1].ttft_ms).toBe(20); // live: first token's ms
     expect(rows[1].tok_s).toBeCloseTo(500); // live: 2 gaps over 4 ms
-    expect(rows[0]).toMatchObject({ kind: 'train', final_loss: 2.2, final_val_loss: 2.7, ttft_ms: null });
+    expect(rows[0]).toMatchObject({
+      kind: 'train',
+      final_loss: 2.2,
+      final_val_loss: 2.7,
+      ttft_ms: null
+    });
   });
 
   it('exports RFC 4180 CSV with ISO start times and quoted fields', () => {
@@ -303,7 +347,7 @@ describe('fixtures through the chart logic', () => {
 });
 
 describe('loss colours', () => {
-  it('gives a run\'s eval loss the colour next to its train loss', () => {
+  it("gives a run's eval loss the colour next to its train loss", () => {
     const s = session();
     expect(lossSeries([s.runs['t1']]).series.map(x => x.colorIndex)).toEqual([0, 1]);
   });
@@ -321,12 +365,30 @@ describe('downsampled charts', () => {
     for (let step = 1; step <= 2000; step++) {
       steps.push({
         type: 'message',
-        message: { v: 1, type: 'train.step', run: 't', step, loss: 5 / Math.sqrt(step), lr: 1e-3, tok_s: null, epoch: null, eta_s: null }
+        message: {
+          v: 1,
+          type: 'train.step',
+          run: 't',
+          step,
+          loss: 5 / Math.sqrt(step),
+          lr: 1e-3,
+          tok_s: null,
+          epoch: null,
+          eta_s: null
+        }
       });
       if (step % 100 === 0) {
         steps.push({
           type: 'message',
-          message: { v: 1, type: 'train.eval', run: 't', step, val_loss: 6 / Math.sqrt(step), ppl: null, metrics: {} }
+          message: {
+            v: 1,
+            type: 'train.eval',
+            run: 't',
+            step,
+            val_loss: 6 / Math.sqrt(step),
+            ppl: null,
+            metrics: {}
+          }
         });
       }
     }

@@ -15,7 +15,8 @@ import {
   widgetModelId
 } from '../staticfallback';
 
-const SUMMARY = "<div class='aigc-lab-studio-summary'><b>aigc-lab Studio</b><script>bad()</script></div>";
+const SUMMARY =
+  "<div class='aigc-lab-studio-summary'><b>aigc-lab Studio</b><script>bad()</script></div>";
 
 /** Strips <script> like JupyterLab's sanitizer does (enough for these tests). */
 const sanitizer: IRenderMime.ISanitizer = {
@@ -68,7 +69,10 @@ class FakeWidgetRenderer extends Panel implements IRenderMime.IRenderer {
 }
 
 class FakeHost implements IWidgetHost {
-  constructor(public ready: boolean, public known = new Set<string>()) {}
+  constructor(
+    public ready: boolean,
+    public known = new Set<string>()
+  ) {}
   created: FakeWidgetRenderer[] = [];
   private waiters: Array<(ok: boolean) => void> = [];
   isReady(): boolean {
@@ -90,7 +94,8 @@ class FakeHost implements IWidgetHost {
 
 const flush = () => new Promise(resolve => setTimeout(resolve, 0));
 const visible = (w: Widget) => !w.isHidden;
-const summaryOf = (r: StudioRenderer) => r.node.querySelector('.aigc-studio-summary') as HTMLElement;
+const summaryOf = (r: StudioRenderer) =>
+  r.node.querySelector('.aigc-studio-summary') as HTMLElement;
 
 describe('StudioRenderer', () => {
   it('shows the live widget while the manager has the model', async () => {
@@ -210,7 +215,10 @@ describe('RegistryWidgetHost', () => {
       await vi.advanceTimersByTimeAsync(1000);
       expect(ready).toBe(true);
       expect(host.isReady()).toBe(true);
-      const other = new RegistryWidgetHost({ getFactory: () => undefined, createRenderer: registry.createRenderer });
+      const other = new RegistryWidgetHost({
+        getFactory: () => undefined,
+        createRenderer: registry.createRenderer
+      });
       let gone: boolean | null = null;
       void other.whenReady().then(v => (gone = v));
       other.dispose();

@@ -1,10 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import {
-  KernelToPanelMessage,
-  TokenItem,
-  TokensMessage
-} from '../protocol';
+import { KernelToPanelMessage, TokenItem, TokensMessage } from '../protocol';
 import {
   Action,
   State,
@@ -97,7 +93,9 @@ describe('run lifecycle over the fixtures', () => {
     expect(run.kind).toBe('train');
     expect(run.model?.quant).toBe('int8');
     expect(logToArray(run.steps)).toEqual([{ step: 10, loss: 3.25, lr: 0.0002, tok_s: 5120 }]);
-    expect(run.evals).toEqual([{ step: 50, val_loss: 2.9, ppl: 18.17, metrics: { accuracy: 0.42 } }]);
+    expect(run.evals).toEqual([
+      { step: 50, val_loss: 2.9, ppl: 18.17, metrics: { accuracy: 0.42 } }
+    ]);
     expect(run.checkpoints).toEqual([{ step: 50, path: 'runs/train-01/checkpoint-50' }]);
     expect(run.status).toBe('running');
     expect(runList(s).map(r => r.id)).toEqual(['train-01', 'gen-7f3a']); // by start time
@@ -131,7 +129,11 @@ describe('token stream', () => {
       expected += `t${n} `;
     }
     expect(runText(run)).toBe(expected);
-    expect(runText(run)).toBe(logToArray(run.tokens).map(t => t.text).join(''));
+    expect(runText(run)).toBe(
+      logToArray(run.tokens)
+        .map(t => t.text)
+        .join('')
+    );
   });
 
   it('preserves whitespace and unicode exactly', () => {
@@ -144,7 +146,10 @@ describe('token stream', () => {
   });
 
   it('a duplicated batch is counted as dups and not appended', () => {
-    const once = reduceAll(initialState(), [fx('run_start_generate.json'), tokens('gen-7f3a', 0, 10)]);
+    const once = reduceAll(initialState(), [
+      fx('run_start_generate.json'),
+      tokens('gen-7f3a', 0, 10)
+    ]);
     const twice = reduce(once, tokens('gen-7f3a', 0, 10));
     const run = twice.runs['gen-7f3a'];
     expect(run.dups).toBe(10);
@@ -154,7 +159,9 @@ describe('token stream', () => {
     // A batch overlapping the end: old part dropped, new part appended.
     const overlap = reduce(twice, tokens('gen-7f3a', 8, 5)).runs['gen-7f3a'];
     expect(overlap.dups).toBe(12);
-    expect(logToArray(overlap.tokens).map(t => t.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(logToArray(overlap.tokens).map(t => t.i)).toEqual([
+      0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+    ]);
   });
 
   it('a gap is counted and the later tokens are still appended', () => {
@@ -189,10 +196,15 @@ describe('token stream', () => {
     expect(filled.tokens.length).toBe(3);
   });
 
-  it('keeps each token\'s logprob and top alternatives, and marks the run as having logprobs', () => {
+  it("keeps each token's logprob and top alternatives, and marks the run as having logprobs", () => {
     let s = reduce(initialState(), fx('tokens.json'));
     expect(s.runs['gen-7f3a'].logprobs).toBe(false);
-    expect(Object.keys(logAt(s.runs['gen-7f3a'].tokens, 0)).sort()).toEqual(['i', 'id', 'ms', 'text']);
+    expect(Object.keys(logAt(s.runs['gen-7f3a'].tokens, 0)).sort()).toEqual([
+      'i',
+      'id',
+      'ms',
+      'text'
+    ]);
     s = reduce(initialState(), fx('tokens_logprobs.json'));
     const run = s.runs['gen-7f3a'];
     expect(run.logprobs).toBe(true);
@@ -282,7 +294,11 @@ describe('cancel requests', () => {
     const pending = reduce(started, { type: 'cancel.requested', run: 'gen-7f3a', id: 'req-3' });
     expect(pending.runs['gen-7f3a'].cancel).toEqual({ id: 'req-3', state: 'pending', error: null });
     const acked = reduce(pending, fx('ack.json'));
-    expect(acked.runs['gen-7f3a'].cancel).toEqual({ id: 'req-3', state: 'acknowledged', error: null });
+    expect(acked.runs['gen-7f3a'].cancel).toEqual({
+      id: 'req-3',
+      state: 'acknowledged',
+      error: null
+    });
     const ended = reduce(acked, fx('run_end_cancelled.json'));
     expect(ended.runs['gen-7f3a'].status).toBe('cancelled');
   });
@@ -298,7 +314,14 @@ describe('cancel requests', () => {
       state: 'refused',
       error: 'not running'
     });
-    const other = msg({ v: 1, type: 'ack', run: 'gen-7f3a', id: 'req-other', ok: true, error: null });
+    const other = msg({
+      v: 1,
+      type: 'ack',
+      run: 'gen-7f3a',
+      id: 'req-other',
+      ok: true,
+      error: null
+    });
     expect(reduce(pending, other)).toBe(pending);
   });
 
@@ -339,7 +362,10 @@ describe('purity and efficiency', () => {
   });
 
   it('keeps unchanged runs by identity', () => {
-    const s = reduceAll(initialState(), [fx('run_start_train.json'), fx('run_start_generate.json')]);
+    const s = reduceAll(initialState(), [
+      fx('run_start_train.json'),
+      fx('run_start_generate.json')
+    ]);
     const t = reduce(s, fx('tokens.json'));
     expect(t.runs['train-01']).toBe(s.runs['train-01']);
     expect(t.runs['gen-7f3a']).not.toBe(s.runs['gen-7f3a']);
@@ -381,7 +407,19 @@ describe('data-preparation steps', () => {
     expect(s.dataSteps[0]).toMatchObject({ step: 'dedupe', rows_in: 1200, rows_out: 1150 });
     expect(s.order).toHaveLength(0);
     for (let k = 0; k < 500; k++) {
-      s = reduce(s, msg({ v: 1, type: 'data.step', run: 'd', step: `s${k}`, rows_in: k, rows_out: k, changed: 0, detail: {} }));
+      s = reduce(
+        s,
+        msg({
+          v: 1,
+          type: 'data.step',
+          run: 'd',
+          step: `s${k}`,
+          rows_in: k,
+          rows_out: k,
+          changed: 0,
+          detail: {}
+        })
+      );
     }
     expect(s.dataSteps.length).toBeLessThanOrEqual(200);
     expect(s.dataSteps[s.dataSteps.length - 1].step).toBe('s499');
@@ -409,7 +447,14 @@ describe('history replay, caps and clearing (issue 6)', () => {
       type: 'run.end',
       run,
       status: 'ok',
-      metrics: { ttft_ms: null, tokens: 0, tok_s: null, itl_p50_ms: null, itl_p95_ms: null, peak_mem_mb: null },
+      metrics: {
+        ttft_ms: null,
+        tokens: 0,
+        tok_s: null,
+        itl_p50_ms: null,
+        itl_p95_ms: null,
+        peak_mem_mb: null
+      },
       error: null
     }
   });
@@ -417,7 +462,10 @@ describe('history replay, caps and clearing (issue 6)', () => {
   it('tracks a history request and its ack without touching cancels', () => {
     let s = reduce(initialState(), { type: 'history.requested', id: 'h-1' });
     expect(s.connection.history).toEqual({ id: 'h-1', state: 'pending', error: null });
-    s = reduce(s, { type: 'message', message: { v: 1, type: 'ack', run: null, id: 'h-1', ok: true, error: null } });
+    s = reduce(s, {
+      type: 'message',
+      message: { v: 1, type: 'ack', run: null, id: 'h-1', ok: true, error: null }
+    });
     expect(s.connection.history?.state).toBe('acknowledged');
     const f = reduce(reduce(initialState(), { type: 'history.requested', id: 'h-2' }), {
       type: 'history.failed',
@@ -470,7 +518,8 @@ describe('history replay, caps and clearing (issue 6)', () => {
 
 describe('connection state', () => {
   it('says which of websocket lost, restarting, dead, comm closed, waiting or connected holds', () => {
-    const summary = (actions: Action[]) => linkSummary(reduceAll(initialState(), actions).connection);
+    const summary = (actions: Action[]) =>
+      linkSummary(reduceAll(initialState(), actions).connection);
     expect(summary([]).state).toBe('waiting');
     const hello = fixtureAction('hello.json');
     expect(summary([hello]).state).toBe('connected');
@@ -483,14 +532,18 @@ describe('connection state', () => {
       state: 'disconnected',
       text: expect.stringMatching(/Reconnect to Kernel/)
     });
-    expect(summary([hello, { type: 'link', link: 'restarting' }, { type: 'kernel.restarted' }]).state).toBe(
-      'restarting'
-    );
+    expect(
+      summary([hello, { type: 'link', link: 'restarting' }, { type: 'kernel.restarted' }]).state
+    ).toBe('restarting');
     expect(summary([hello, { type: 'link', link: 'dead' }]).text).toMatch(/dead/);
     // Back: the websocket reconnected, the kernel restarted and said hello again.
     expect(
-      summary([hello, { type: 'link', link: 'restarting' }, { type: 'kernel.restarted' }, { type: 'link', link: 'ok' }])
-        .state
+      summary([
+        hello,
+        { type: 'link', link: 'restarting' },
+        { type: 'kernel.restarted' },
+        { type: 'link', link: 'ok' }
+      ]).state
     ).toBe('waiting');
     const s = reduce(initialState(), { type: 'link', link: 'ok' });
     expect(s).toBe(reduce(s, { type: 'link', link: 'ok' }));
@@ -515,7 +568,14 @@ function endOk(run: string): Action {
     type: 'run.end',
     run,
     status: 'ok',
-    metrics: { ttft_ms: null, tokens: 0, tok_s: null, itl_p50_ms: null, itl_p95_ms: null, peak_mem_mb: null },
+    metrics: {
+      ttft_ms: null,
+      tokens: 0,
+      tok_s: null,
+      itl_p50_ms: null,
+      itl_p95_ms: null,
+      peak_mem_mb: null
+    },
     error: null
   });
 }
@@ -555,7 +615,13 @@ describe('bounded token storage', () => {
 
 describe('idempotent replays', () => {
   it('cleared runs stay cleared when the kernel replays its history', () => {
-    const replay: Action[] = [startAt('a', 100), tokens('a', 0, 3), endOk('a'), startAt('b', 200), endOk('b')];
+    const replay: Action[] = [
+      startAt('a', 100),
+      tokens('a', 0, 3),
+      endOk('a'),
+      startAt('b', 200),
+      endOk('b')
+    ];
     let s = reduceAll(initialState(), replay);
     s = reduce(s, startAt('live', 300)); // running: survives the clear
     s = reduce(s, { type: 'runs.cleared' });

@@ -42,7 +42,12 @@ export function readTheme(node: Element = document.body): ChartTheme {
   // Canvas fonts need px (JupyterLab's small UI size is in em): resolve against 13px.
   const raw = cssVar(style, '--jp-ui-font-size0', '11px');
   const n = parseFloat(raw);
-  const size = raw.endsWith('px') && n > 0 ? raw : raw.endsWith('em') && n > 0 ? `${Math.round(n * 13)}px` : '11px';
+  const size =
+    raw.endsWith('px') && n > 0
+      ? raw
+      : raw.endsWith('em') && n > 0
+        ? `${Math.round(n * 13)}px`
+        : '11px';
   return {
     series: [
       cssVar(style, '--jp-brand-color1', '#1976d2'),
@@ -62,7 +67,8 @@ export function readTheme(node: Element = document.body): ChartTheme {
 /** Whether the user asked for reduced motion (`prefers-reduced-motion: reduce`). */
 export function prefersReducedMotion(): boolean {
   if (motionQuery === undefined) {
-    motionQuery = typeof matchMedia === 'function' ? matchMedia('(prefers-reduced-motion: reduce)') : null;
+    motionQuery =
+      typeof matchMedia === 'function' ? matchMedia('(prefers-reduced-motion: reduce)') : null;
   }
   return motionQuery !== null && motionQuery.matches === true;
 }
@@ -250,16 +256,14 @@ export class LiveChart {
       axes: [axis(this._options.xLabel), axis(this._options.yLabel)],
       series: [
         { label: this._options.xLabel },
-        ...this._data.series.map(
-          (s): uPlot.Series => ({
-            label: s.label,
-            stroke: color(s.colorIndex),
-            width: 1.5,
-            dash: s.dashed ? [5, 3] : undefined,
-            spanGaps: s.spanGaps,
-            points: { show: s.points, size: 5, stroke: color(s.colorIndex), fill: theme.background }
-          })
-        )
+        ...this._data.series.map((s): uPlot.Series => ({
+          label: s.label,
+          stroke: color(s.colorIndex),
+          width: 1.5,
+          dash: s.dashed ? [5, 3] : undefined,
+          spanGaps: s.spanGaps,
+          points: { show: s.points, size: 5, stroke: color(s.colorIndex), fill: theme.background }
+        }))
       ],
       hooks: {
         draw: [
@@ -273,7 +277,10 @@ export class LiveChart {
             const { left, top, height: h } = u.bbox;
             const ratio = typeof devicePixelRatio === 'number' ? devicePixelRatio : 1;
             ctx.save();
-            ctx.font = theme.font.replace(/^(\d+(?:\.\d+)?)px/, (_m, px: string) => `${Number(px) * ratio}px`);
+            ctx.font = theme.font.replace(
+              /^(\d+(?:\.\d+)?)px/,
+              (_m, px: string) => `${Number(px) * ratio}px`
+            );
             ctx.textBaseline = 'top';
             ctx.textAlign = 'left';
             list.forEach((m, k) => {
