@@ -339,7 +339,9 @@ export class KernelChannel implements IDisposable {
   }
 
   private _onConnectionStatus(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
-    if (this.kernel.status !== 'dead') {
+    // While the kernel restarts, its websocket reconnecting is part of the restart: the link stays
+    // 'restarting' until the kernel reports a live status (otherwise one frame can show only the lost socket).
+    if (this.kernel.status !== 'dead' && !this._down) {
       // 'connecting': services is retrying; 'disconnected': it stopped (a deliberate close, or out of retries)
       const link =
         status === 'connected' ? 'ok' : status === 'connecting' ? 'websocket-lost' : 'disconnected';

@@ -48,13 +48,16 @@ def _missing_products(modules: list[Any]) -> bool:
     return any(kernel_product(m) is None for m in modules)
 
 
+def _twin_refusal(model: Any, family_refusal: Any) -> str | None:
+    """The lean step's conditions for the family, then: the model is the kernel twin."""
+    return family_refusal(model) or (None if is_twin(model) else "needs the kernel layers")
+
+
 def fused_gpt2_refusal(model: Any) -> str | None:
     """Why the kernel's ``Gpt2Decoder`` cannot run ``model`` (None when it can)."""
-    reason = gpt2_refusal(model)
+    reason = _twin_refusal(model, gpt2_refusal)
     if reason is not None:
         return reason
-    if not is_twin(model):
-        return "needs the kernel layers"
     cfg, gpt = model.config, model.transformer
     blocks = list(gpt.h)
     if cfg.activation_function not in _GELU:
@@ -72,11 +75,9 @@ def fused_gpt2_refusal(model: Any) -> str | None:
 
 def fused_llama_refusal(model: Any) -> str | None:
     """Why the kernel's ``LlamaDecoder`` cannot run ``model`` (None when it can)."""
-    reason = llama_refusal(model)
+    reason = _twin_refusal(model, llama_refusal)
     if reason is not None:
         return reason
-    if not is_twin(model):
-        return "needs the kernel layers"
     cfg, inner = model.config, model.model
     layers = list(inner.layers)
     attns, mlps = [layer.self_attn for layer in layers], [layer.mlp for layer in layers]
