@@ -259,6 +259,9 @@ _METRIC_FIELDS: dict[str, Check] = {
     "ttft_ms": _opt(_is_num), "tokens": _is_int, "tok_s": _opt(_is_num),
     "itl_p50_ms": _opt(_is_num), "itl_p95_ms": _opt(_is_num), "peak_mem_mb": _opt(_is_num),
 }
+CHAT_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+_CHAT_FIELDS: dict[str, Check] = {"messages": lambda x: isinstance(x, list), "template": _is_str}
+_TURN_FIELDS: dict[str, Check] = {"role": _one_of(*CHAT_ROLES), "content": _is_str}
 _ITEM_FIELDS: dict[str, Check] = {"i": _is_int, "id": _opt(_is_int), "text": _is_str, "ms": _is_num}
 _TOP_FIELDS: dict[str, Check] = {"id": _is_int, "text": _is_str, "logprob": _is_num}
 
@@ -319,6 +322,21 @@ def _draft_field(item: dict[str, Any], n: int) -> dict[str, Any]:
     return {"draft": item["draft"]}
 
 
+def _chat_config(config: dict[str, Any]) -> None:
+    """``run.start.config.chat`` (optional, additive in v1: runs of ``al.chat``), validated when present."""
+    if "chat" not in config:
+        return
+    chat = config["chat"]
+    if not isinstance(chat, dict):
+        raise ProtocolError("run.start.config.chat must be an object {messages: [{role, content}, ...], template}")
+    _check_fields(chat, _CHAT_FIELDS, "run.start.config.chat")
+    for n, turn in enumerate(chat["messages"]):
+        where = f"run.start.config.chat.messages[{n}]"
+        if not isinstance(turn, dict):
+            raise ProtocolError(f"{where} must be an object {{role, content}}")
+        _check_fields(turn, _TURN_FIELDS, where)
+
+
 def _speculative_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """``run.end.metrics``' optional speculative-decoding figures (numbers or null), validated."""
     for k in _SPECULATIVE_METRICS:
@@ -372,6 +390,7 @@ def from_message(msg: Any) -> Event:
     if kind == "run.start":
         _check_fields(msg["model"], _MODEL_FIELDS, "run.start.model")
         model = ModelInfo(**{k: msg["model"][k] for k in _MODEL_FIELDS})
+        _chat_config(msg["config"])
         return RunStart(run=run, kind=msg["kind"], model=model, config=msg["config"], t0=msg["t0"])
     if kind == "tokens":
         items = []

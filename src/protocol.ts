@@ -26,6 +26,26 @@ export type RunEndStatus = 'ok' | 'cancelled' | 'error';
 export const RUN_KINDS: readonly RunKind[] = ['generate', 'train', 'bench'];
 export const RUN_END_STATUSES: readonly RunEndStatus[] = ['ok', 'cancelled', 'error'];
 
+/** Roles of a chat turn (`config.chat.messages`), as the kernel normalizes them. */
+export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
+export const CHAT_ROLES: readonly ChatRole[] = ['system', 'user', 'assistant', 'tool'];
+
+/** One turn of the conversation a chat run answers. */
+export interface ChatTurn {
+  role: ChatRole;
+  content: string;
+}
+
+/**
+ * `run.start.config.chat` (optional, added within v1): the conversation a run started by
+ * `al.chat` / `Conversation.say` answers, and the name of its chat template (`chatml`,
+ * `llama-3`, `alpaca`, `plain`, or `custom` for Jinja source of the user's own).
+ */
+export interface ChatConfig {
+  messages: ChatTurn[];
+  template: string;
+}
+
 export interface ModelInfo {
   name: string;
   params: number;
@@ -223,6 +243,9 @@ const METRIC_FIELDS: Spec = {
   peak_mem_mb: opt(isNum)
 };
 
+const CHAT_FIELDS: Spec = { messages: isArr, template: isStr };
+const TURN_FIELDS: Spec = { role: oneOf(...CHAT_ROLES), content: isStr };
+
 const ITEM_FIELDS: Spec = { i: isInt, id: opt(isInt), text: isStr, ms: isNum };
 const TOP_FIELDS: Spec = { id: isInt, text: isStr, logprob: isNum };
 
@@ -302,6 +325,43 @@ function checkDraftField(item: { [key: string]: unknown }, where: string): void 
   }
 }
 
+/** `run.start.config.chat`, when present (as `_chat_config` in events.py). */
+function checkChatConfig(config: { [key: string]: unknown }): void {
+  if (!('chat' in config)) {
+    return;
+  }
+  const chat = config['chat'];
+  if (!isObject(chat)) {
+    throw new ProtocolError(
+      "run.start.config.chat must be an object {messages: [{role, content}, ...], template}"
+    );
+  }
+  checkFields(chat, CHAT_FIELDS, 'run.start.config.chat');
+  (chat['messages'] as unknown[]).forEach((turn: unknown, n: number) => {
+    const where = `run.start.config.chat.messages[${n}]`;
+    if (!isObject(turn)) {
+      throw new ProtocolError(`${where} must be an object {role, content}`);
+    }
+    checkFields(turn, TURN_FIELDS, where);
+  });
+}
+
+/**
+ * The conversation of a chat run (`config.chat`, checked by `parseMessage`), or null for any other
+ * run. Re-checked here, so a config from elsewhere can never be misread.
+ */
+export function chatOf(config: JSONObject): ChatConfig | null {
+  if (config['chat'] === undefined) {
+    return null;
+  }
+  try {
+    checkChatConfig(config);
+  } catch {
+    return null;
+  }
+  return config['chat'] as unknown as ChatConfig;
+}
+
 const SPECULATIVE_METRICS = ['draft_acceptance', 'tokens_per_step'] as const;
 
 /** `run.end.metrics`' optional speculative figures: numbers or null (as `_speculative_metrics`). */
@@ -350,6 +410,7 @@ function validate(x: unknown): Message {
   switch (type) {
     case 'run.start':
       checkFields(x['model'] as { [key: string]: unknown }, MODEL_FIELDS, 'run.start.model');
+      checkChatConfig(x['config'] as { [key: string]: unknown });
       break;
     case 'run.end':
       checkFields(x['metrics'] as { [key: string]: unknown }, METRIC_FIELDS, 'run.end.metrics');

@@ -67,3 +67,24 @@ def test_messages_are_json_serialisable():
 def test_bool_is_not_an_integer():
     with pytest.raises(ProtocolError):
         events.from_message({"v": 1, "type": "checkpoint", "run": "r", "step": True, "path": "p"})
+
+
+def test_chat_config_is_checked_when_present():
+    start = json.loads((FIXTURES / "valid" / "run_start_chat.json").read_text(encoding="utf-8"))
+    assert events.from_message(start).config["chat"]["template"] == "chatml"
+    plain = {**start, "config": {"max_new_tokens": 8}}  # a run without chat: nothing to check
+    assert "chat" not in events.from_message(plain).config
+
+    def bad(chat):
+        with pytest.raises(ProtocolError) as info:
+            events.from_message({**start, "config": {"chat": chat}})
+        return str(info.value)
+
+    assert "run.start.config.chat must be an object" in bad(["user", "Hi"])
+    assert bad({"messages": []}) == "run.start.config.chat: missing field 'template'"
+    assert "field 'template'" in bad({"messages": [], "template": 3})
+    assert "run.start.config.chat.messages[1] must be an object" in bad(
+        {"messages": [{"role": "user", "content": "a"}, "b"], "template": "plain"})
+    assert "messages[0]: field 'role' has an invalid value 'robot'" in bad(
+        {"messages": [{"role": "robot", "content": "a"}], "template": "plain"})
+    assert "messages[0]: missing field 'content'" in bad({"messages": [{"role": "user"}], "template": "plain"})

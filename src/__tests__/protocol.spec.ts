@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { PROTOCOL_VERSION, cancelMessage, parseMessage } from '../protocol';
+import { PROTOCOL_VERSION, cancelMessage, chatOf, parseMessage } from '../protocol';
 import { fixture, loadFixtures } from './fixtures';
 
 const valid = loadFixtures('valid');
@@ -177,6 +177,44 @@ describe('parseMessage', () => {
       }
     }
     expect(parseMessage(batch({ logprob: 0, top: [] })).ok).toBe(true);
+  });
+
+  it('checks the optional config.chat of run.start like events.py', () => {
+    const start = fixture('valid', 'run_start_chat.json') as { config: { [k: string]: unknown } };
+    const parsed = parseMessage(start);
+    expect(parsed.ok).toBe(true);
+    if (parsed.ok && parsed.message.type === 'run.start') {
+      const chat = chatOf(parsed.message.config);
+      expect(chat?.template).toBe('chatml');
+      expect(chat?.messages.map(t => t.role)).toEqual(['system', 'user', 'assistant', 'user']);
+    }
+    expect(chatOf({ max_new_tokens: 8 })).toBeNull(); // not a chat run
+    expect(chatOf({ chat: { messages: 'x', template: 'plain' } })).toBeNull();
+    const withChat = (chat: unknown) => ({ ...start, config: { chat } });
+    const cases: Array<[unknown, RegExp]> = [
+      [['user', 'Hi'], /^run\.start\.config\.chat must be an object/],
+      [{ messages: [] }, /^run\.start\.config\.chat: missing field 'template'$/],
+      [{ messages: [], template: 3 }, /chat: field 'template' has an invalid value 3/],
+      [{ messages: {}, template: 'plain' }, /chat: field 'messages'/],
+      [
+        { messages: [{ role: 'user', content: 'a' }, 'b'], template: 'plain' },
+        /run\.start\.config\.chat\.messages\[1\] must be an object/
+      ],
+      [
+        { messages: [{ role: 'robot', content: 'a' }], template: 'plain' },
+        /messages\[0\]: field 'role' has an invalid value "robot"/
+      ],
+      [{ messages: [{ role: 'user' }], template: 'plain' }, /messages\[0\]: missing field 'content'/],
+      [{ messages: [{ role: 'user', content: null }], template: 'plain' }, /field 'content'/]
+    ];
+    for (const [chat, reason] of cases) {
+      const result = parseMessage(withChat(chat));
+      expect(result, JSON.stringify(chat)).toMatchObject({ ok: false, kind: 'invalid' });
+      if (!result.ok) {
+        expect(result.reason, JSON.stringify(chat)).toMatch(reason);
+      }
+    }
+    expect(parseMessage(withChat({ messages: [], template: 'custom' })).ok).toBe(true);
   });
 
   it('never throws, even on hostile input', () => {
