@@ -30,21 +30,21 @@ export const RUN_END_STATUSES: readonly RunEndStatus[] = ['ok', 'cancelled', 'er
 export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
 export const CHAT_ROLES: readonly ChatRole[] = ['system', 'user', 'assistant', 'tool'];
 
-/** One turn of the conversation a chat run answers. */
-export interface ChatTurn {
+/** One turn of the conversation a chat run answers (a type, not an interface: a JSON value). */
+export type ChatTurn = {
   role: ChatRole;
   content: string;
-}
+};
 
 /**
  * `run.start.config.chat` (optional, added within v1): the conversation a run started by
  * `al.chat` / `Conversation.say` answers, and the name of its chat template (`chatml`,
  * `llama-3`, `alpaca`, `plain`, or `custom` for Jinja source of the user's own).
  */
-export interface ChatConfig {
+export type ChatConfig = {
   messages: ChatTurn[];
   template: string;
-}
+};
 
 export interface ModelInfo {
   name: string;
@@ -333,7 +333,7 @@ function checkChatConfig(config: { [key: string]: unknown }): void {
   const chat = config['chat'];
   if (!isObject(chat)) {
     throw new ProtocolError(
-      "run.start.config.chat must be an object {messages: [{role, content}, ...], template}"
+      'run.start.config.chat must be an object {messages: [{role, content}, ...], template}'
     );
   }
   checkFields(chat, CHAT_FIELDS, 'run.start.config.chat');

@@ -204,7 +204,10 @@ describe('parseMessage', () => {
         { messages: [{ role: 'robot', content: 'a' }], template: 'plain' },
         /messages\[0\]: field 'role' has an invalid value "robot"/
       ],
-      [{ messages: [{ role: 'user' }], template: 'plain' }, /messages\[0\]: missing field 'content'/],
+      [
+        { messages: [{ role: 'user' }], template: 'plain' },
+        /messages\[0\]: missing field 'content'/
+      ],
       [{ messages: [{ role: 'user', content: null }], template: 'plain' }, /field 'content'/]
     ];
     for (const [chat, reason] of cases) {
