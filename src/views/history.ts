@@ -19,7 +19,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { translationBundle } from '../i18n';
 import { RunState } from '../store';
 import { HistoryRow, historyRow } from '../series';
-import { formatMs, formatRate } from './format';
+import { formatMs, rateValue } from './format';
 
 function cell(row: HTMLTableRowElement, className: string): HTMLTableCellElement {
   const td = document.createElement('td');
@@ -250,7 +250,7 @@ export class HistoryTable {
       return;
     }
     row.run = run;
-    const r: HistoryRow = historyRow(run);
+    const r: HistoryRow = historyRow(run, this._trans);
     const [kind, model, status, ttft, toks, loss, started] = row.cells;
     setText(kind, r.kind);
     setText(
@@ -262,8 +262,8 @@ export class HistoryTable {
     model.title = r.model;
     setText(status, r.status);
     status.className = `aigc-col-status aigc-status-${r.status}`;
-    setText(ttft, r.ttft_ms === null ? '–' : formatMs(r.ttft_ms));
-    setText(toks, r.tok_s === null ? '–' : formatRate(r.tok_s).replace(' tok/s', ''));
+    setText(ttft, r.ttft_ms === null ? '–' : formatMs(r.ttft_ms, this._trans));
+    setText(toks, rateValue(r.tok_s));
     setText(
       loss,
       r.final_loss === null

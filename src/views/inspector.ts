@@ -16,8 +16,10 @@
  *     .aigc-tokpop-none     instead of the table when no alternatives were recorded (k = 0)
  */
 
+import { TranslationBundle } from '@jupyterlab/translation';
+
 import { TokenItem, TopToken } from '../protocol';
-import { formatProb, visiblePiece } from './format';
+import { NULL_TRANS, formatProb, visiblePiece } from './format';
 
 /** Gap between the anchor token and the popover, px. */
 const GAP = 4;
@@ -52,11 +54,16 @@ function row(cells: (string | HTMLElement)[], tag: 'td' | 'th'): HTMLTableRowEle
 }
 
 /** The table of alternatives, the chosen token's row marked (class, data-chosen and a ✓). */
-function altTable(top: readonly TopToken[], chosen: number | null): HTMLTableElement {
+function altTable(
+  top: readonly TopToken[],
+  chosen: number | null,
+  trans: TranslationBundle
+): HTMLTableElement {
   const table = document.createElement('table');
   table.className = 'aigc-tokpop-top';
+  table.setAttribute('aria-label', trans.__('The most likely tokens at this position'));
   const head = document.createElement('thead');
-  head.appendChild(row(['piece', 'id', 'p', ''], 'th'));
+  head.appendChild(row([trans.__('piece'), trans.__('id'), trans.__('p'), ''], 'th'));
   const body = document.createElement('tbody');
   for (const alt of top) {
     const isChosen = alt.id === chosen;
@@ -66,7 +73,7 @@ function altTable(top: readonly TopToken[], chosen: number | null): HTMLTableEle
     tr.setAttribute('data-id', String(alt.id));
     tr.setAttribute('data-chosen', isChosen ? 'true' : 'false');
     if (isChosen) {
-      tr.title = 'the token that was generated';
+      tr.title = trans.__('the token that was generated');
     }
     body.appendChild(tr);
   }
@@ -75,27 +82,40 @@ function altTable(top: readonly TopToken[], chosen: number | null): HTMLTableEle
 }
 
 /** Fill `node` with what the popover says about `item` (`head`: its index / id / latency line). */
-export function fillPopover(node: HTMLElement, item: TokenItem, head: string): void {
+export function fillPopover(
+  node: HTMLElement,
+  item: TokenItem,
+  head: string,
+  trans: TranslationBundle = NULL_TRANS
+): void {
   node.replaceChildren();
   node.setAttribute('data-i', String(item.i));
   div('aigc-tokpop-head', node, head);
   if (item.logprob === undefined || item.top === undefined) {
     return;
   }
-  const chosen = div('aigc-tokpop-chosen', node, 'chosen ');
-  chosen.append(piece(item.text), ` id ${item.id ?? '–'} · p ${formatProb(item.logprob)}`);
+  const chosen = div('aigc-tokpop-chosen', node, trans.__('chosen') + ' ');
+  chosen.append(
+    piece(item.text),
+    ' ' + trans.__('id %1 · p %2', item.id ?? '–', formatProb(item.logprob))
+  );
   if (item.top.length === 0) {
-    div('aigc-tokpop-none', node, 'no alternatives recorded (logprobs=0)');
+    div('aigc-tokpop-none', node, trans.__('no alternatives recorded (logprobs=0)'));
     return;
   }
-  node.appendChild(altTable(item.top, item.id));
+  node.appendChild(altTable(item.top, item.id, trans));
   if (!item.top.some(alt => alt.id === item.id)) {
-    div('aigc-tokpop-none', node, `the chosen token is not among the top ${item.top.length}`);
+    div(
+      'aigc-tokpop-none',
+      node,
+      trans.__('the chosen token is not among the top %1', item.top.length)
+    );
   }
 }
 
 export class TokenPopover {
-  constructor() {
+  constructor(trans: TranslationBundle = NULL_TRANS) {
+    this._trans = trans;
     this.node = document.createElement('div');
     this.node.className = 'aigc-tokpop';
     this.node.id = `aigc-tokpop-${++popoverCount}`;
@@ -116,7 +136,7 @@ export class TokenPopover {
       this._anchor = anchor;
       anchor.setAttribute('aria-describedby', this.node.id);
     }
-    fillPopover(this.node, item, head);
+    fillPopover(this.node, item, head, this._trans);
     if (!this.node.isConnected) {
       document.body.appendChild(this.node);
       // Capture: Lumino's keybindings (also on document, capture) stop a matched key's propagation.
@@ -177,4 +197,5 @@ export class TokenPopover {
   };
 
   private _anchor: HTMLElement | null = null;
+  private _trans: TranslationBundle;
 }
