@@ -2,7 +2,8 @@
  * The AIGC Lab side panel: shows the runs of the followed kernel (the active notebook's).
  *
  * Layout: the toolbar (command buttons), a head (title, connection), the protocol banner, the focused run's card
- * (metrics strip, Stop button, live token stream), the latency chart and the loss chart (uPlot),
+ * (metrics strip, Stop button, chat turns, live token stream), the latency chart, the loss chart and,
+ * when a run has generative eval metrics, the eval metrics chart (uPlot),
  * and the run history table whose checkboxes choose which runs the charts overlay.
  *
  * Rendering (the render path):
@@ -26,6 +27,8 @@
  *     .aigc-runs > .aigc-run-box[data-kernel-id] > .aigc-run ...   one box per kernel, the followed one shown;
  *                  newest run first; only the focused run (default: newest) shown
  *     .aigc-chart.aigc-latency-chart / .aigc-loss-chart  [data-series-count][data-point-count]
+ *     .aigc-chart.aigc-eval-chart   generative eval metrics (one series per metric per run); hidden
+ *                  unless some run has `train.eval.metrics`
  *     .aigc-history tr.aigc-history-row[data-run-id][data-selected]
  *     .aigc-toolbar   the plugin's command buttons (src/toolbar.ts): button.aigc-stop-run,
  *                     button.aigc-load-history, button.aigc-export-csv, button.aigc-clear
@@ -39,6 +42,9 @@ import { Message } from '@lumino/messaging';
 
 import { KernelChannel } from './channel';
 import {
+  CHART_MAX_POINTS,
+  evalMetricSeries,
+  evalSummary,
   historyCsv,
   historyRows,
   latencySeries,
@@ -163,7 +169,17 @@ export class AigcLabPanel extends Widget {
       height: 150
     });
     this._loss.emptyText = trans.__('No training steps yet.');
-    this._charts.append(this._latency.node, this._loss.node);
+    // Generative eval metrics (train.eval.metrics): shown only when some run has them.
+    this._evalMetrics = new LiveChart({
+      className: 'aigc-eval-chart',
+      title: trans.__('Eval metrics'),
+      xLabel: trans.__('step'),
+      yLabel: trans.__('score'),
+      height: 150
+    });
+    this._evalMetrics.emptyText = trans.__('No eval metrics yet.');
+    this._evalMetrics.node.hidden = true;
+    this._charts.append(this._latency.node, this._loss.node, this._evalMetrics.node);
 
     const historyTitle = document.createElement('div');
     historyTitle.className = 'aigc-section-title';
@@ -277,6 +293,7 @@ export class AigcLabPanel extends Widget {
     this.node.setAttribute('data-theme-light', light ? 'true' : 'false');
     this._latency.retheme();
     this._loss.retheme();
+    this._evalMetrics.retheme();
   }
 
   /** Show the runs of `channel` (the active notebook's kernel), or nothing. */
@@ -404,6 +421,7 @@ export class AigcLabPanel extends Widget {
     }
     this._latency.dispose();
     this._loss.dispose();
+    this._evalMetrics.dispose();
     super.dispose();
   }
 
@@ -590,7 +608,7 @@ export class AigcLabPanel extends Widget {
     for (const run of runs) {
       let view = cv.views.get(run.id);
       if (view === undefined) {
-        view = new RunView(run.id, this._onCancel, this._onInterrupt);
+        view = new RunView(run.id, this._onCancel, this._onInterrupt, downloadText, this._trans);
         view.tinting = this._settings.tinting;
         cv.views.set(run.id, view);
         this._visibility.observe(view.node);
@@ -645,12 +663,15 @@ export class AigcLabPanel extends Widget {
   };
 
   private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {
-    const picked = state === null ? { latency: [], loss: [] } : pickChartRuns(state, selected);
+    const picked =
+      state === null ? { latency: [], loss: [], evals: [] } : pickChartRuns(state, selected);
     // Redraw only when a charted run changed (by identity) or the selection changed.
     const key =
       picked.latency.map(r => `${r.id}:${r.tokens.length}:${r.status}`).join(',') +
       '|' +
-      picked.loss.map(r => `${r.id}:${r.steps.length}:${r.evals.length}`).join(',');
+      picked.loss.map(r => `${r.id}:${r.steps.length}:${r.evals.length}`).join(',') +
+      '|' +
+      picked.evals.map(r => `${r.id}:${r.evals.length}`).join(',');
     if (key === this._chartKey) {
       return;
     }
@@ -668,11 +689,16 @@ export class AigcLabPanel extends Widget {
     this._chartKey = key;
     this._lastChartDraw = now;
     const window = this._settings.chartWindow;
-    this._latency.update(latencySeries(picked.latency, window));
-    this._loss.update(lossSeries(picked.loss, window));
-    this._latency.summary = latencySummary(picked.latency);
-    this._loss.summary = lossSummary(picked.loss);
+    const trans = this._trans;
+    this._latency.update(latencySeries(picked.latency, window, CHART_MAX_POINTS, trans));
+    this._loss.update(lossSeries(picked.loss, window, CHART_MAX_POINTS, trans));
+    this._latency.summary = latencySummary(picked.latency, trans);
+    this._loss.summary = lossSummary(picked.loss, trans);
     this._loss.node.hidden = picked.loss.length === 0 && picked.latency.length > 0;
+    // Shown first, then drawn: a hidden chart has no width to draw in.
+    this._evalMetrics.node.hidden = picked.evals.length === 0;
+    this._evalMetrics.update(evalMetricSeries(picked.evals, window));
+    this._evalMetrics.summary = evalSummary(picked.evals, trans);
   }
 
   private _trans: TranslationBundle;
@@ -697,5 +723,6 @@ export class AigcLabPanel extends Widget {
   private _charts: HTMLDivElement;
   private _latency: LiveChart;
   private _loss: LiveChart;
+  private _evalMetrics: LiveChart;
   private _history: HistoryTable;
 }

@@ -4,21 +4,35 @@
  * - `pickChartRuns`: which runs the charts overlay (the history table's selection, else the latest).
  * - `latencySeries`: inter-token latency per token index, one aligned series per run, + TTFT.
  * - `lossSeries`: train loss and eval loss per step, one pair of series per training run.
+ * - `evalMetricSeries`: generative eval metrics (`train.eval.metrics`: exact match, chrF, BLEU...)
+ *   per step, one series per metric per run; 0–1 metrics and wider ones on two y axes.
  * - `historyRows` / `historyCsv`: the run history table and its CSV export.
  * - `tintLevel`, `percentile`: the token stream's latency tint and the live p50/p95.
  * - `probLevel`, `tokensCsv`: the token inspector's probability colours and a run's tokens CSV.
- * - `latencySummary`, `lossSummary`: the charts' text for screen readers.
+ * - `latencySummary`, `lossSummary`, `evalSummary`: the charts' text for screen readers.
  *
  * Charts are downsampled (`downsample.ts`) to at most `CHART_MAX_POINTS` points per chart, so a
  * long run draws as fast as a short one: latency by min/max buckets (spikes and the last point
- * exact), train loss by LTTB per run (first and last step exact), eval points all exact.
+ * exact), train loss by LTTB per run (first and last step exact), eval points (eval loss and eval
+ * metrics) all exact.
+ *
+ * Words in labels and summaries go through the panel's translator (`trans`, default English).
  */
+
+import { TranslationBundle } from '@jupyterlab/translation';
 
 import { logAt, logFirst, logForEach, logLast, logSlice, logTotal } from './chunklog';
 import { grid, lttb, minMaxGrid } from './downsample';
 import { TokenItem } from './protocol';
 import { RunState, State, TrainEval, TrainStep, runList } from './store';
-import { TEXT, formatMs, modelLabel, timeToFirstToken, tokensPerSecond } from './views/format';
+import {
+  NULL_TRANS,
+  chartText,
+  formatMs,
+  modelLabel,
+  timeToFirstToken,
+  tokensPerSecond
+} from './views/format';
 
 /** Most points a chart draws (about twice the pixels of a side panel's chart). */
 export const CHART_MAX_POINTS = 800;
@@ -37,6 +51,8 @@ export interface ChartSeries {
   spanGaps: boolean;
   /** Points only at non-null values, no gaps bridged by a line (sparse eval points). */
   points: boolean;
+  /** The y scale: 'y' (left axis, the default) or 'y2' (right axis). */
+  scale?: 'y' | 'y2';
 }
 
 /** A marker drawn over a chart (the TTFT of a run). */
@@ -52,6 +68,9 @@ export interface ChartData {
   x: number[];
   series: ChartSeries[];
   markers: ChartMarker[];
+  /** Axis titles that depend on the data (default: the chart's own): left, and right when used. */
+  yLabel?: string;
+  y2Label?: string;
 }
 
 export function emptyChart(): ChartData {
@@ -79,6 +98,11 @@ export function hasLoss(run: RunState): boolean {
   return run.steps.length > 0 || run.evals.length > 0;
 }
 
+/** Whether a run has generative eval metrics (some `train.eval` carried `metrics`). */
+export function hasEvalMetrics(run: RunState): boolean {
+  return run.evals.some(e => Object.keys(e.metrics).length > 0);
+}
+
 /** Inter-token latency of the kept token `k` (k >= 1), or null when `k - 1` is not its predecessor. */
 function itlAt(run: RunState, k: number): number | null {
   const t = logAt(run.tokens, k);
@@ -89,6 +113,8 @@ function itlAt(run: RunState, k: number): number | null {
 export interface ChartRuns {
   latency: RunState[];
   loss: RunState[];
+  /** Runs with generative eval metrics (the eval metrics chart). */
+  evals: RunState[];
 }
 
 /**
@@ -110,7 +136,7 @@ export function pickChartRuns(state: State, selected: ReadonlySet<string>): Char
     }
     return [];
   };
-  return { latency: pick(hasLatency), loss: pick(hasLoss) };
+  return { latency: pick(hasLatency), loss: pick(hasLoss), evals: pick(hasEvalMetrics) };
 }
 
 /** A short series label for a run: model + quantization (what the overlay compares). */
@@ -132,7 +158,8 @@ export function runLabel(run: RunState): string {
 export function latencySeries(
   runs: readonly RunState[],
   window = 0,
-  maxPoints = CHART_MAX_POINTS
+  maxPoints = CHART_MAX_POINTS,
+  trans: TranslationBundle = NULL_TRANS
 ): ChartData {
   let hi = -1;
   let kept = Infinity;
@@ -173,7 +200,8 @@ export function latencySeries(
     });
     const ttft = timeToFirstToken(r);
     if (ttft !== null && lo === 0) {
-      markers.push({ run: r.id, x: 0, y: ttft, label: `TTFT ${ttft.toFixed(1)} ms`, colorIndex });
+      const label = chartText(trans).ttftMarker(ttft.toFixed(1));
+      markers.push({ run: r.id, x: 0, y: ttft, label, colorIndex });
     }
   });
   return { x, series, markers };
@@ -200,8 +228,10 @@ function chartSteps(run: RunState, window: number, budget: number): TrainStep[] 
 export function lossSeries(
   runs: readonly RunState[],
   window = 0,
-  maxPoints = CHART_MAX_POINTS
+  maxPoints = CHART_MAX_POINTS,
+  trans: TranslationBundle = NULL_TRANS
 ): ChartData {
+  const text = chartText(trans);
   const budget = Math.max(64, Math.floor(maxPoints / Math.max(1, runs.length)));
   const drawn = runs.map(r => {
     const steps = chartSteps(r, window, budget);
@@ -235,7 +265,7 @@ export function lossSeries(
     }
     series.push({
       run: r.id,
-      label: `train loss${name}`,
+      label: `${text.trainLoss}${name}`,
       values: loss,
       colorIndex,
       dashed: false,
@@ -249,7 +279,7 @@ export function lossSeries(
       }
       series.push({
         run: r.id,
-        label: `eval loss${name}`,
+        label: `${text.evalLoss}${name}`,
         values: ev,
         colorIndex: colorIndex + 1,
         dashed: true,
@@ -259,6 +289,103 @@ export function lossSeries(
     }
   });
   return { x, series, markers: [] };
+}
+
+/** The first step of a run the charts draw with `window` > 0 (its last `window` steps), else -Infinity. */
+function windowStart(run: RunState, window: number): number {
+  const n = run.steps.length;
+  return window > 0 && n > 0 ? logAt(run.steps, Math.max(0, n - window)).step : -Infinity;
+}
+
+/** The names of a run's eval metrics, in order of first appearance. */
+export function evalMetricNames(run: RunState): string[] {
+  const names = new Set<string>();
+  for (const e of run.evals) {
+    for (const name of Object.keys(e.metrics)) {
+      names.add(name);
+    }
+  }
+  return Array.from(names);
+}
+
+/**
+ * Whether a larger value of metric `name` is better: scores (exact match, chrF, BLEU, accuracy)
+ * are; losses, perplexities and error rates (WER, CER, TER) are not.
+ */
+export function higherIsBetter(name: string): boolean {
+  return !/loss|ppl|perplexity|error|(^|_)(wer|cer|ter)($|_)/i.test(name);
+}
+
+/**
+ * Generative eval metrics per step (`train.eval.metrics`), one series per metric per run, aligned on
+ * the union of their eval steps; every eval point is drawn (evals are few: never downsampled).
+ * Metrics whose values all lie in [0, 1] (exact match, accuracy) and wider ones (chrF, BLEU: 0–100)
+ * are drawn on two y axes when both kinds are there (`scale` 'y' left, 'y2' right; the axis titles
+ * name their metrics). `window` > 0 keeps each run's evals from its last `window` steps on.
+ */
+export function evalMetricSeries(runs: readonly RunState[], window = 0): ChartData {
+  const drawn = runs.map(r => {
+    const from = windowStart(r, window);
+    return { run: r, names: evalMetricNames(r), evals: r.evals.filter(e => e.step >= from) };
+  });
+  const stepSet = new Set<number>();
+  const wide = new Set<string>();
+  const all: string[] = [];
+  for (const d of drawn) {
+    for (const e of d.evals) {
+      const names = Object.keys(e.metrics);
+      if (names.length > 0) {
+        stepSet.add(e.step);
+      }
+      for (const name of names) {
+        const v = e.metrics[name];
+        if (!(v >= 0 && v <= 1)) {
+          wide.add(name);
+        }
+      }
+    }
+    for (const name of d.names) {
+      if (!all.includes(name)) {
+        all.push(name);
+      }
+    }
+  }
+  if (stepSet.size === 0) {
+    return emptyChart();
+  }
+  const x = Array.from(stepSet).sort((a, b) => a - b);
+  const at = new Map<number, number>();
+  x.forEach((step, k) => at.set(step, k));
+  const twoAxes = wide.size > 0 && wide.size < all.length;
+  const series: ChartSeries[] = [];
+  let colorIndex = 0;
+  for (const { run: r, names, evals } of drawn) {
+    for (const name of names) {
+      const values = new Array<number | null>(x.length).fill(null);
+      for (const e of evals) {
+        const v = e.metrics[name];
+        if (v !== undefined) {
+          values[at.get(e.step) as number] = v;
+        }
+      }
+      series.push({
+        run: r.id,
+        label: runs.length > 1 ? `${name} · ${r.id}` : name,
+        values,
+        colorIndex: colorIndex++,
+        dashed: false,
+        spanGaps: true,
+        points: true,
+        scale: twoAxes && wide.has(name) ? 'y2' : 'y'
+      });
+    }
+  }
+  const data: ChartData = { x, series, markers: [] };
+  if (twoAxes) {
+    data.yLabel = all.filter(n => !wide.has(n)).join(', ');
+    data.y2Label = all.filter(n => wide.has(n)).join(', ');
+  }
+  return data;
 }
 
 /** The `q`-quantile (0..1) of `values` (nearest rank on a sorted copy); null when empty. */
@@ -346,14 +473,14 @@ export interface HistoryRow {
   started: number | null;
 }
 
-export function historyRow(run: RunState): HistoryRow {
+export function historyRow(run: RunState, trans: TranslationBundle = NULL_TRANS): HistoryRow {
   const m = run.metrics;
   const lastStep = logLast(run.steps);
   const lastEval = run.evals[run.evals.length - 1];
   return {
     run: run.id,
     kind: run.kind,
-    model: modelLabel(run),
+    model: modelLabel(run, trans),
     status: run.status,
     ttft_ms: hasLatency(run) || m !== null ? timeToFirstToken(run) : null,
     tok_s: tokensPerSecond(run),
@@ -368,7 +495,9 @@ export function historyRow(run: RunState): HistoryRow {
 
 /** History rows, newest first. */
 export function historyRows(state: State): HistoryRow[] {
-  return runList(state).map(historyRow).reverse();
+  return runList(state)
+    .map(r => historyRow(r))
+    .reverse();
 }
 
 export const CSV_COLUMNS: readonly (keyof HistoryRow)[] = [
@@ -448,13 +577,18 @@ function plannedSteps(run: RunState): number | null {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : null;
 }
 
-const num = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3));
+/** A chart or summary figure: 3 significant digits, one decimal from 100 on. */
+export const num = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(3));
 
 /**
  * The loss chart as one sentence per run, for screen readers: the last train loss and its step
  * (of the planned steps), the lowest one and where, the last eval loss.
  */
-export function lossSummary(runs: readonly RunState[]): string {
+export function lossSummary(
+  runs: readonly RunState[],
+  trans: TranslationBundle = NULL_TRANS
+): string {
+  const TEXT = chartText(trans);
   const parts: string[] = [];
   for (const r of runs) {
     const last = logLast(r.steps);
@@ -487,7 +621,11 @@ export function lossSummary(runs: readonly RunState[]): string {
  * The latency chart as one sentence per run, for screen readers: tokens, time to first token,
  * median, 95th percentile and worst inter-token latency of the tokens kept.
  */
-export function latencySummary(runs: readonly RunState[]): string {
+export function latencySummary(
+  runs: readonly RunState[],
+  trans: TranslationBundle = NULL_TRANS
+): string {
+  const TEXT = chartText(trans);
   const parts: string[] = [];
   for (const r of runs) {
     const itl = recentLatencies(r, Infinity);
@@ -495,12 +633,59 @@ export function latencySummary(runs: readonly RunState[]): string {
     parts.push(
       `${runs.length > 1 ? `${r.id}: ` : ''}${TEXT.latencyRun(
         logTotal(r.tokens),
-        formatMs(timeToFirstToken(r)),
-        formatMs(percentile(itl, 0.5)),
-        formatMs(percentile(itl, 0.95)),
-        formatMs(max)
+        formatMs(timeToFirstToken(r), trans),
+        formatMs(percentile(itl, 0.5), trans),
+        formatMs(percentile(itl, 0.95), trans),
+        formatMs(max, trans)
       )}.`
     );
   }
   return parts.length === 0 ? TEXT.noTokens : `${TEXT.latencyChart}: ${parts.join(' ')}`;
+}
+
+/**
+ * The eval metrics chart as one sentence per run, for screen readers: per metric, its latest value
+ * and step, and its best value (highest, or lowest for a loss or error rate) and step.
+ */
+export function evalSummary(
+  runs: readonly RunState[],
+  trans: TranslationBundle = NULL_TRANS
+): string {
+  const TEXT = chartText(trans);
+  const parts: string[] = [];
+  for (const r of runs) {
+    const bits: string[] = [];
+    for (const name of evalMetricNames(r)) {
+      const higher = higherIsBetter(name);
+      let last: TrainEval | null = null;
+      let best: TrainEval | null = null;
+      for (const e of r.evals) {
+        const v = e.metrics[name];
+        if (v === undefined) {
+          continue;
+        }
+        last = e;
+        const b = best === null ? undefined : best.metrics[name];
+        if (b === undefined || (higher ? v > b : v < b)) {
+          best = e;
+        }
+      }
+      if (last !== null && best !== null) {
+        bits.push(
+          TEXT.metricAt(
+            name,
+            num(last.metrics[name]),
+            last.step,
+            num(best.metrics[name]),
+            best.step,
+            higher
+          )
+        );
+      }
+    }
+    if (bits.length > 0) {
+      parts.push(`${runs.length > 1 ? `${r.id}: ` : ''}${bits.join(', ')}.`);
+    }
+  }
+  return parts.length === 0 ? TEXT.noEvalMetrics : `${TEXT.evalChart}: ${parts.join(' ')}`;
 }

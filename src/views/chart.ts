@@ -205,7 +205,14 @@ export class LiveChart {
   }
 
   private _structureKey(d: ChartData): string {
-    return d.series.map(s => `${s.run}|${s.label}|${s.colorIndex}|${s.dashed}`).join(';');
+    const axes = `${d.yLabel ?? ''}|${d.y2Label ?? ''}`;
+    return (
+      axes +
+      ';' +
+      d.series
+        .map(s => `${s.run}|${s.label}|${s.colorIndex}|${s.dashed}|${s.scale ?? 'y'}`)
+        .join(';')
+    );
   }
 
   private _aligned(d: ChartData): uPlot.AlignedData {
@@ -236,8 +243,10 @@ export class LiveChart {
     this.node.setAttribute('data-theme-axis', theme.axis);
     const color = (k: number) => theme.series[k % theme.series.length];
     const markers = (): ChartMarker[] => this._data.markers;
-    const axis = (label: string): uPlot.Axis => ({
+    const axis = (label: string, scale = 'y', side = 3): uPlot.Axis => ({
       label,
+      scale,
+      side,
       stroke: theme.axis,
       font: theme.font,
       labelFont: theme.font,
@@ -253,11 +262,19 @@ export class LiveChart {
       legend: { show: true, live: false },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: false } },
-      axes: [axis(this._options.xLabel), axis(this._options.yLabel)],
+      axes: [
+        { ...axis(this._options.xLabel, 'x', 2) },
+        axis(this._data.yLabel ?? this._options.yLabel),
+        // A second y axis (right) when some series use the 'y2' scale (eval metrics of another range).
+        ...(this._data.series.some(s => s.scale === 'y2')
+          ? [{ ...axis(this._data.y2Label ?? '', 'y2', 1), grid: { show: false } }]
+          : [])
+      ],
       series: [
         { label: this._options.xLabel },
         ...this._data.series.map((s): uPlot.Series => ({
           label: s.label,
+          scale: s.scale ?? 'y',
           stroke: color(s.colorIndex),
           width: 1.5,
           dash: s.dashed ? [5, 3] : undefined,

@@ -52,12 +52,24 @@
  *     span.aigc-tok.aigc-tok-lp.aigc-prob-N[tabindex]  tokens with logprobs (no title: popover)
  *     span.aigc-tok.aigc-tok-draft   speculative runs: tokens the draft proposed and the target accepted
  *   .aigc-run-stepper    the header's "stepper · layers layers" (run.start config), when the kernel says
+ *   section.aigc-chat[data-template][data-turn-count][data-shown-turns]   chat runs only (`config.chat`):
+ *       the conversation the streamed reply answers, above it
+ *     .aigc-chat-template   the chat template's name
+ *     .aigc-chat-earlier    shown when there are more than `CHAT_VISIBLE_TURNS` turns: "k earlier turns"
+ *       button.aigc-chat-expand[aria-expanded][aria-controls]   shows them all, or the last ones again
+ *     ol.aigc-chat-turns[aria-label] > li.aigc-chat-turn[data-role][data-turn][aria-posinset][aria-setsize]
+ *       .aigc-chat-role (System / User / Assistant / Tool), .aigc-chat-content (the turn's text)
+ *   .aigc-chat-reply-role  chat runs: "Assistant · reply", the label (aria-labelledby) of .aigc-run-text,
+ *                          which then has role=group and data-role=assistant
  */
 
+import { TranslationBundle } from '@jupyterlab/translation';
+
 import { ChunkLog, logAt, logLast, logToArray, logTotal } from '../chunklog';
-import { TokenItem } from '../protocol';
+import { ChatConfig, ChatRole, JSONObject, TokenItem, chatOf } from '../protocol';
 import { Budget, SPANS_PER_FRAME } from '../scheduler';
 import {
+  num,
   percentile,
   probLegend,
   probLevel,
@@ -69,11 +81,13 @@ import { RunState } from '../store';
 import { prefersReducedMotion } from './chart';
 import { downloadText } from './download';
 import {
-  TEXT,
+  NULL_TRANS,
   cancelLabel,
+  chartText,
   formatMs,
   formatParams,
   formatRate,
+  rateValue,
   timeToFirstToken,
   tokensPerSecond
 } from './format';
@@ -88,6 +102,25 @@ export { SPANS_PER_FRAME };
 /** A budget of one frame's spans and no time limit (an update outside the panel's scheduler). */
 function frameUnits(): Budget {
   return new Budget(Infinity, SPANS_PER_FRAME);
+}
+
+/** A chat run's card shows its last this many turns; the earlier ones on demand. */
+export const CHAT_VISIBLE_TURNS = 6;
+
+let replyLabelCount = 0;
+
+/** The label of a chat role. */
+export function roleText(role: ChatRole, trans: TranslationBundle = NULL_TRANS): string {
+  switch (role) {
+    case 'system':
+      return trans.__('System');
+    case 'user':
+      return trans.__('User');
+    case 'assistant':
+      return trans.__('Assistant');
+    case 'tool':
+      return trans.__('Tool');
+  }
 }
 
 /** A chunk of the token stream is closed at the next line end once it holds this many tokens. */
@@ -121,10 +154,53 @@ function setAttr(node: Element, name: string, value: string): void {
 }
 
 /** The tooltip of a token: index, id, piece and latency. */
-export function tokenTitle(item: TokenItem, latency: number, first: boolean): string {
+export function tokenTitle(
+  item: TokenItem,
+  latency: number,
+  first: boolean,
+  trans: TranslationBundle = NULL_TRANS
+): string {
   const id = item.id === null ? '–' : String(item.id);
-  const draft = item.draft === true ? ' · from the draft' : '';
-  return `#${item.i} · id ${id} · ${JSON.stringify(item.text)} · ${first ? 'TTFT ' : ''}${latency.toFixed(1)} ms${draft}`;
+  const piece = JSON.stringify(item.text);
+  const ms = latency.toFixed(1);
+  const title = first
+    ? trans.__('#%1 · id %2 · %3 · TTFT %4 ms', item.i, id, piece, ms)
+    : trans.__('#%1 · id %2 · %3 · %4 ms', item.i, id, piece, ms);
+  return item.draft === true ? `${title} · ${trans.__('from the draft')}` : title;
+}
+
+/** A run status as the card shows it (the `data-status` attribute keeps the protocol's word). */
+export function statusText(status: string, trans: TranslationBundle = NULL_TRANS): string {
+  switch (status) {
+    case 'running':
+      return trans.__('running');
+    case 'ok':
+      return trans.__('ok');
+    case 'cancelled':
+      return trans.__('cancelled');
+    case 'error':
+      return trans.__('error');
+    case 'interrupted':
+      return trans.__('interrupted');
+    default:
+      return status;
+  }
+}
+
+/** A run kind as the card shows it. */
+export function kindText(kind: string, trans: TranslationBundle = NULL_TRANS): string {
+  switch (kind) {
+    case 'generate':
+      return trans.__('generate');
+    case 'train':
+      return trans.__('train');
+    case 'bench':
+      return trans.__('bench');
+    case 'unknown':
+      return trans.__('unknown');
+    default:
+      return kind;
+  }
 }
 
 /** The index in `tokens` (ascending by `i`, as the store keeps them) of token `i`, or -1. */
@@ -177,29 +253,44 @@ export function tokensCsvName(runId: string): string {
   return `aigc-lab-tokens-${runId.replace(/[^\w.-]+/g, '_')}.csv`;
 }
 
+/** The nodes of a card's chat section. */
+interface ChatView {
+  node: HTMLElement;
+  template: HTMLSpanElement;
+  earlier: HTMLDivElement;
+  note: HTMLSpanElement;
+  expand: HTMLButtonElement;
+  list: HTMLOListElement;
+}
+
 interface Metric {
   node: HTMLSpanElement;
   value: HTMLSpanElement;
 }
 
-const METRICS: [string, string][] = [
-  ['model', 'model'],
-  ['ttft', 'TTFT'],
-  ['toks', 'tok/s'],
-  ['p50', 'ITL p50'],
-  ['p95', 'p95'],
-  ['tokens', 'tokens'],
-  ['status', 'status']
-];
+function metricLabels(trans: TranslationBundle): [string, string][] {
+  return [
+    ['model', trans.__('model')],
+    ['ttft', trans.__('TTFT')],
+    ['toks', trans.__('tok/s')],
+    ['p50', trans.__('ITL p50')],
+    ['p95', trans.__('p95')],
+    ['tokens', trans.__('tokens')],
+    ['status', trans.__('status')]
+  ];
+}
 
 export class RunView {
   constructor(
     runId: string,
     onCancel: (runId: string) => void,
     onInterrupt: (runId: string) => void = () => undefined,
-    download: (filename: string, text: string) => void = downloadText
+    download: (filename: string, text: string) => void = downloadText,
+    trans: TranslationBundle = NULL_TRANS
   ) {
     this.runId = runId;
+    this._trans = trans;
+    this._popover = new TokenPopover(trans);
     this.node = el('div', 'aigc-run');
     this.node.setAttribute('data-run-id', runId);
 
@@ -211,12 +302,13 @@ export class RunView {
     this._status = el('span', 'aigc-run-status', title);
     this._model = el('span', 'aigc-run-model', title);
     this._stepper = el('span', 'aigc-run-stepper', title);
-    this._stepper.title =
-      'How it ran: the stepper and the layers the engine chose (al.infer.explain says why)';
+    this._stepper.title = trans.__(
+      'How it ran: the stepper and the layers the engine chose (al.infer.explain says why)'
+    );
     this._stepper.hidden = true;
     this._cancel = el('button', 'aigc-cancel jp-mod-styled', title);
     this._cancel.type = 'button';
-    this._cancel.title = 'Stop this run (sends a cancel request to the kernel)';
+    this._cancel.title = trans.__('Stop this run (sends a cancel request to the kernel)');
     this._cancel.addEventListener('click', () => {
       if (!this._cancel.disabled) {
         onCancel(this.runId);
@@ -225,12 +317,14 @@ export class RunView {
     // Offered when a cancel was refused or not answered: the run may be a cell that ignores it.
     this._interrupt = el('button', 'aigc-interrupt jp-mod-styled', title);
     this._interrupt.type = 'button';
-    this._interrupt.textContent = 'Interrupt kernel';
-    this._interrupt.title = 'The cancel request did not stop the run: interrupt the kernel';
+    this._interrupt.textContent = trans.__('Interrupt kernel');
+    this._interrupt.title = trans.__(
+      'The cancel request did not stop the run: interrupt the kernel'
+    );
     this._interrupt.hidden = true;
     this._interrupt.addEventListener('click', () => onInterrupt(this.runId));
     const strip = el('div', 'aigc-metrics', header);
-    for (const [key, label] of METRICS) {
+    for (const [key, label] of metricLabels(trans)) {
       const node = el('span', 'aigc-metric', strip);
       node.setAttribute('data-metric', key);
       const l = el('span', 'aigc-metric-label', node);
@@ -248,21 +342,24 @@ export class RunView {
     this._train.hidden = true;
     this._trainText = el('div', 'aigc-train-summary', this._train);
 
+    this._chat = this._buildChat();
+
     this._tools = el('div', 'aigc-tok-tools', this.node);
     this._tools.hidden = true;
     this._probToggle = el('button', 'aigc-prob-toggle jp-mod-styled', this._tools);
     this._probToggle.type = 'button';
-    this._probToggle.textContent = 'Probability';
-    this._probToggle.title =
-      'Colour the tokens by their probability under the model instead of their latency';
+    this._probToggle.textContent = trans.__('Probability');
+    this._probToggle.title = trans.__(
+      'Colour the tokens by their probability under the model instead of their latency'
+    );
     this._probToggle.addEventListener('click', () => {
       this.probability = !this._probability;
     });
     this._legend = this._buildLegend();
     const csv = el('button', 'aigc-tokens-csv jp-mod-styled', this._tools);
     csv.type = 'button';
-    csv.textContent = 'Tokens CSV';
-    csv.title = "Download this run's tokens as CSV: i, id, text, ms, logprob, prob, top";
+    csv.textContent = trans.__('Tokens CSV');
+    csv.title = trans.__("Download this run's tokens as CSV: i, id, text, ms, logprob, prob, top");
     csv.addEventListener('click', () =>
       download(
         tokensCsvName(this.runId),
@@ -273,6 +370,11 @@ export class RunView {
 
     this._elided = el('div', 'aigc-run-elided', this.node);
     this._elided.hidden = true;
+    this._replyRole = el('div', 'aigc-chat-reply-role', this.node);
+    this._replyRole.id = `aigc-chat-reply-${++replyLabelCount}`;
+    this._replyRole.setAttribute('data-role', 'assistant');
+    this._replyRole.textContent = trans.__('Assistant · reply');
+    this._replyRole.hidden = true;
     this._textBox = el('div', 'aigc-run-text', this.node);
     this._textNode = document.createTextNode('');
     this._listenForInspection();
@@ -346,7 +448,7 @@ export class RunView {
     const status =
       run.status !== 'running' && !this.node.hidden && this.pending ? 'running' : run.status;
     setAttr(this.node, 'data-status', status);
-    setText(this._status, status);
+    setText(this._status, statusText(status, this._trans));
     const cls = `aigc-run-status aigc-status-${status}`;
     if (this._status.className !== cls) {
       this._status.className = cls;
@@ -415,41 +517,49 @@ export class RunView {
     this._elided.hidden = run.tokens.dropped === 0;
     setText(
       this._elided,
-      run.tokens.dropped === 0 ? '' : TEXT.elided(run.tokens.dropped, run.tokens.length)
+      run.tokens.dropped === 0
+        ? ''
+        : chartText(this._trans).elided(run.tokens.dropped, run.tokens.length)
     );
 
-    setText(this._kind, run.kind);
+    const trans = this._trans;
+    setText(this._kind, kindText(run.kind, trans));
     const m = run.model;
-    setText(this._model, m === null ? '(model unknown)' : m.name);
+    setText(this._model, m === null ? trans.__('(model unknown)') : m.name);
     // How it ran (the stepper registry, infer/backends.py): e.g. "fused-gpt2 · kernel layers".
     const stepper = run.config['stepper'];
     const layers = run.config['layers'];
     setText(
       this._stepper,
       typeof stepper === 'string'
-        ? `${stepper}${typeof layers === 'string' ? ` · ${layers} layers` : ''}`
+        ? typeof layers === 'string'
+          ? trans.__('%1 · %2 layers', stepper, layers)
+          : stepper
         : ''
     );
     this._stepper.hidden = typeof stepper !== 'string';
+    if (previous === null || previous.config !== run.config) {
+      this._updateChat(run.config);
+    }
     this._updateMetrics(run);
 
     const extra: string[] = [];
     if (run.metrics !== null && run.metrics.peak_mem_mb !== null) {
-      extra.push(`peak ${Math.round(run.metrics.peak_mem_mb)} MB`);
+      extra.push(trans.__('peak %1 MB', Math.round(run.metrics.peak_mem_mb)));
     }
     if (run.dups > 0) {
-      extra.push(`${run.dups} duplicate${run.dups === 1 ? '' : 's'} ignored`);
+      extra.push(trans._n('%1 duplicate ignored', '%1 duplicates ignored', run.dups));
     }
     if (run.gaps > 0) {
-      extra.push(`${run.gaps} gap${run.gaps === 1 ? '' : 's'} (tokens lost)`);
+      extra.push(trans._n('%1 gap (tokens lost)', '%1 gaps (tokens lost)', run.gaps));
     }
     const accepted = run.metrics?.draft_acceptance;
     const perStep = run.metrics?.tokens_per_step;
     if (typeof accepted === 'number') {
-      extra.push(`draft accepted ${Math.round(accepted * 100)}%`);
+      extra.push(trans.__('draft accepted %1%', Math.round(accepted * 100)));
     }
     if (typeof perStep === 'number') {
-      extra.push(`${perStep.toFixed(1)} tokens per target forward`);
+      extra.push(trans.__('%1 tokens per target forward', perStep.toFixed(1)));
     }
     setText(this._extra, extra.join(' · '));
 
@@ -459,14 +569,14 @@ export class RunView {
     // The button is there while the run runs; the fate of a cancel request stays readable in
     // .aigc-cancel-state after the run ended.
     this._cancel.hidden = run.status !== 'running';
-    setText(this._cancel, run.cancel === null ? 'Stop' : cancelLabel(run));
+    setText(this._cancel, run.cancel === null ? trans.__('Stop') : cancelLabel(run, trans));
     // Disabled only while a cancel is on its way or accepted; refused or failed: try again.
     const stuck =
       run.cancel !== null && (run.cancel.state === 'refused' || run.cancel.state === 'failed');
     this._cancel.disabled = run.cancel !== null && !stuck;
     this._interrupt.hidden = !(stuck && run.status === 'running');
     setAttr(this._cancel, 'data-cancel-state', run.cancel?.state ?? '');
-    setText(this._cancelState, run.cancel === null ? '' : cancelLabel(run));
+    setText(this._cancelState, run.cancel === null ? '' : cancelLabel(run, trans));
     setAttr(this._cancelState, 'data-cancel-state', run.cancel?.state ?? '');
 
     this._updateTrain(run, previous);
@@ -590,7 +700,7 @@ export class RunView {
       span.tabIndex = this._tabStop === null ? 0 : -1;
       this._tabStop = this._tabStop ?? span;
     } else {
-      span.title = tokenTitle(item, latency, first);
+      span.title = tokenTitle(item, latency, first, this._trans);
     }
     span.className = cls;
     span.setAttribute('data-i', String(item.i));
@@ -602,8 +712,8 @@ export class RunView {
   private _buildLegend(): HTMLSpanElement {
     const legend = el('span', 'aigc-prob-legend', this._tools);
     legend.setAttribute('role', 'group');
-    legend.setAttribute('aria-label', 'Token probability levels');
-    el('span', 'aigc-prob-legend-label', legend).textContent = 'p:';
+    legend.setAttribute('aria-label', this._trans.__('Token probability levels'));
+    el('span', 'aigc-prob-legend-label', legend).textContent = this._trans.__('p:');
     probLegend().forEach((label, level) => {
       el('span', `aigc-prob-key aigc-prob-${level}`, legend).textContent = label;
     });
@@ -645,7 +755,7 @@ export class RunView {
     const item = logAt(tokens, k);
     const first = tokens.dropped + k === 0;
     const latency = first ? item.ms : k === 0 ? 0 : Math.max(0, item.ms - logAt(tokens, k - 1).ms);
-    this._popover.show(span, item, tokenTitle(item, latency, first));
+    this._popover.show(span, item, tokenTitle(item, latency, first, this._trans));
   }
 
   /**
@@ -723,7 +833,112 @@ export class RunView {
     return this._chunk;
   }
 
+  /** The chat section: built hidden, filled by `_updateChat` for a chat run. */
+  private _buildChat(): ChatView {
+    const trans = this._trans;
+    const node = el('section', 'aigc-chat', this.node);
+    node.hidden = true;
+    const head = el('div', 'aigc-chat-head', node);
+    const title = el('span', 'aigc-chat-title', head);
+    title.id = `${this._replyLabelBase()}-chat-title`;
+    title.textContent = trans.__('Conversation');
+    node.setAttribute('aria-labelledby', title.id);
+    const template = el('span', 'aigc-chat-template', head);
+    template.title = trans.__('The chat template that rendered these turns into the prompt');
+    const earlier = el('div', 'aigc-chat-earlier', node);
+    earlier.hidden = true;
+    const note = el('span', 'aigc-chat-earlier-note', earlier);
+    const expand = el('button', 'aigc-chat-expand jp-mod-styled', earlier);
+    expand.type = 'button';
+    const list = el('ol', 'aigc-chat-turns', node);
+    list.id = `${this._replyLabelBase()}-chat-turns`;
+    list.setAttribute('aria-label', trans.__('Conversation turns'));
+    expand.setAttribute('aria-controls', list.id);
+    expand.addEventListener('click', () => {
+      this._chatExpanded = !this._chatExpanded;
+      this._renderTurns();
+    });
+    return { node, template, earlier, note, expand, list };
+  }
+
+  /** A prefix for ids unique to this card. */
+  private _replyLabelBase(): string {
+    if (this._idBase === '') {
+      this._idBase = `aigc-run-${++replyLabelCount}`;
+    }
+    return this._idBase;
+  }
+
+  /** Show the conversation of a chat run (`config.chat`), or nothing for any other run. */
+  private _updateChat(config: JSONObject): void {
+    const chat = chatOf(config);
+    this._chatConfig = chat;
+    const c = this._chat;
+    c.node.hidden = chat === null;
+    this._replyRole.hidden = chat === null;
+    if (chat === null) {
+      c.list.replaceChildren();
+      this._textBox.removeAttribute('role');
+      this._textBox.removeAttribute('aria-labelledby');
+      this._textBox.removeAttribute('data-role');
+      return;
+    }
+    setAttr(c.node, 'data-template', chat.template);
+    setAttr(c.node, 'data-turn-count', String(chat.messages.length));
+    setText(c.template, this._trans.__('template: %1', chat.template));
+    setAttr(this._textBox, 'role', 'group');
+    setAttr(this._textBox, 'aria-labelledby', this._replyRole.id);
+    setAttr(this._textBox, 'data-role', 'assistant');
+    this._renderTurns();
+  }
+
+  /** The turns shown: the last `CHAT_VISIBLE_TURNS`, or all of them once expanded. */
+  private _renderTurns(): void {
+    const chat = this._chatConfig;
+    if (chat === null) {
+      return;
+    }
+    const trans = this._trans;
+    const c = this._chat;
+    const n = chat.messages.length;
+    const hidden = this._chatExpanded ? 0 : Math.max(0, n - CHAT_VISIBLE_TURNS);
+    const items: HTMLLIElement[] = [];
+    for (let k = hidden; k < n; k++) {
+      const turn = chat.messages[k];
+      const li = document.createElement('li');
+      li.className = 'aigc-chat-turn';
+      li.setAttribute('data-role', turn.role);
+      li.setAttribute('data-turn', String(k));
+      li.setAttribute('aria-posinset', String(k + 1));
+      li.setAttribute('aria-setsize', String(n));
+      el('span', 'aigc-chat-role', li).textContent = roleText(turn.role, trans);
+      el('div', 'aigc-chat-content', li).textContent = turn.content;
+      items.push(li);
+    }
+    c.list.replaceChildren(...items);
+    setAttr(c.node, 'data-shown-turns', String(items.length));
+    const more = n > CHAT_VISIBLE_TURNS;
+    c.earlier.hidden = !more;
+    const earlier = n - CHAT_VISIBLE_TURNS;
+    setText(
+      c.note,
+      !more
+        ? ''
+        : this._chatExpanded
+          ? trans._n('showing all %1 turn', 'showing all %1 turns', n)
+          : trans._n('%1 earlier turn not shown', '%1 earlier turns not shown', earlier)
+    );
+    setText(
+      c.expand,
+      this._chatExpanded
+        ? trans.__('Show the last %1 only', CHAT_VISIBLE_TURNS)
+        : trans._n('Show %1 earlier turn', 'Show %1 earlier turns', earlier)
+    );
+    setAttr(c.expand, 'aria-expanded', this._chatExpanded ? 'true' : 'false');
+  }
+
   private _updateMetrics(run: RunState): void {
+    const trans = this._trans;
     const m = run.model;
     const set = (key: string, text: string, title = '') => {
       const metric = this._metrics.get(key);
@@ -738,13 +953,14 @@ export class RunView {
       'model',
       m === null
         ? '–'
-        : [m.name, formatParams(m.params), m.dtype, m.quant ?? 'no quant', m.device].join(' · '),
-      m === null ? '' : 'name · parameters · dtype · quantization · device'
+        : [m.name, formatParams(m.params), m.dtype, m.quant ?? trans.__('no quant'), m.device].join(
+            ' · '
+          ),
+      m === null ? '' : trans.__('name · parameters · dtype · quantization · device')
     );
     const ttft = timeToFirstToken(run);
-    set('ttft', formatMs(ttft));
-    const rate = tokensPerSecond(run);
-    set('toks', rate === null ? '–' : formatRate(rate).replace(' tok/s', ''));
+    set('ttft', formatMs(ttft, trans));
+    set('toks', rateValue(tokensPerSecond(run)));
     let p50: number | null = null;
     let p95: number | null = null;
     const ended = run.status !== 'running';
@@ -761,12 +977,12 @@ export class RunView {
       }
       [p50, p95] = this._live;
     }
-    set('p50', formatMs(p50));
-    set('p95', formatMs(p95));
+    set('p50', formatMs(p50, trans));
+    set('p95', formatMs(p95, trans));
     const total = logTotal(run.tokens);
     const count = run.metrics !== null ? Math.max(run.metrics.tokens, total) : total;
     set('tokens', String(count));
-    set('status', run.status);
+    set('status', statusText(run.status, trans));
   }
 
   private _updateTrain(run: RunState, previous: RunState | null): void {
@@ -781,32 +997,42 @@ export class RunView {
     ) {
       return;
     }
+    const trans = this._trans;
     const parts: string[] = [];
     const last = logLast(run.steps);
     if (last !== undefined) {
       parts.push(
-        `step ${last.step}`,
-        `loss ${last.loss.toFixed(4)}`,
-        `lr ${last.lr.toExponential(2)}`
+        trans.__('step %1', last.step),
+        trans.__('loss %1', last.loss.toFixed(4)),
+        trans.__('lr %1', last.lr.toExponential(2))
       );
       if (last.tok_s !== null) {
-        parts.push(formatRate(last.tok_s));
+        parts.push(formatRate(last.tok_s, trans));
       }
     }
     const ev = run.evals[run.evals.length - 1];
     if (ev !== undefined) {
-      parts.push(`val_loss ${ev.val_loss.toFixed(4)}`);
+      parts.push(trans.__('val_loss %1', ev.val_loss.toFixed(4)));
       if (ev.ppl !== null) {
-        parts.push(`ppl ${ev.ppl.toFixed(2)}`);
+        parts.push(trans.__('ppl %1', ev.ppl.toFixed(2)));
+      }
+      // The generative eval metrics of the last eval (exact match, chrF, BLEU...), by their names.
+      for (const name of Object.keys(ev.metrics)) {
+        parts.push(`${name} ${num(ev.metrics[name])}`);
       }
     }
     const ck = run.checkpoints[run.checkpoints.length - 1];
     if (ck !== undefined) {
-      parts.push(`checkpoint @${ck.step}`);
+      parts.push(trans.__('checkpoint @%1', ck.step));
     }
     setText(this._trainText, parts.join(' · '));
   }
 
+  private _chat: ChatView;
+  private _chatConfig: ChatConfig | null = null;
+  private _chatExpanded = false;
+  private _replyRole: HTMLDivElement;
+  private _idBase = '';
   private _last: RunState | null = null;
   /** Tokens (since the run's start) rendered or skipped as elided: the next one to render. */
   private _renderedAbs = 0;
@@ -841,7 +1067,8 @@ export class RunView {
   private _probToggle: HTMLButtonElement;
   private _legend: HTMLSpanElement;
   private _probability = false;
-  private _popover = new TokenPopover();
+  private _popover: TokenPopover;
+  private _trans: TranslationBundle;
   /** The token span that Tab reaches (roving tabindex), or null before the first one. */
   private _tabStop: HTMLElement | null = null;
 }
