@@ -19,7 +19,10 @@ from aigc_lab.errors import ExportError
 from aigc_lab.export import gguf as gguf_target
 from aigc_lab.models import ModelHandle
 
-QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
+QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q6_k")
+# K-quants (llama.cpp's own quantizer): the block type each must write, and its greedy-agreement / perplexity
+# bounds: q4_k_m (about 4.8 bits a weight) q4_0's; q6_k (6.56 bits) between q4_0's and q8_0's
+K_CHECKS = {"q4_k_m": ("Q4_K", 0.70, 0.05), "q6_k": ("Q6_K", 0.80, 0.02)}
 N_NEW = 24
 INSTALL = ("llama-cpp-python is not installed, and the GGUF export is verified by llama.cpp itself: install it "
            'with CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/python -m pip install -c constraints.txt '
@@ -123,12 +126,35 @@ def test_q8_0_and_q4_0_agree_with_f32_and_keep_perplexity(trained):
         assert change <= max_ppl_change, (quant, ppl)
 
 
+def test_k_quants_are_written_by_llama_cpps_quantizer_and_keep_agreement_and_perplexity(trained):
+    from collections import Counter
+
+    import gguf
+
+    handle, files = trained
+    reference = {p: engine_greedy(handle, p, N_NEW) for p in PROMPTS}
+    ppl_f32 = llama_ppl(load(files["f32"].path), HELD_OUT)
+    for quant, (block, min_agree, max_ppl_change) in K_CHECKS.items():
+        result = files[quant]
+        types = Counter(t.tensor_type.name for t in gguf.GGUFReader(result.path).tensors)
+        llm = load(result.path)
+        agree = statistics.mean(greedy_agreement(reference[p], llama_greedy(llm, p, N_NEW)) for p in PROMPTS)
+        ppl = llama_ppl(llm, HELD_OUT)
+        change = abs(ppl / ppl_f32 - 1)
+        print(f"{quant}: {result.size_mb:.2f} MB (q8_0 {files['q8_0'].size_mb:.2f}), tensor types {dict(types)}, "
+              f"greedy agreement {agree:.3f}, ppl {ppl:.3f} vs f32 {ppl_f32:.3f} ({100 * change:.2f}%)")
+        assert types[block] > 0, f"{quant} holds no {block} tensor: {dict(types)}"
+        assert result.size_mb < files["q8_0"].size_mb, quant
+        assert agree >= min_agree, (quant, agree)
+        assert change <= max_ppl_change, (quant, ppl, ppl_f32)
+
+
 def test_chat_template_and_every_eos_id_are_read_back_by_llama_cpp(trained):
     handle, files = trained
     lc = llama_cpp()
     eos = list(handle.model.generation_config.eos_token_id)
     assert len(eos) >= 2 and handle.tokenizer.chat_template
-    for quant in ("f32", "q4_0"):
+    for quant in ("f32", "q4_0", "q4_k_m"):  # q4_k_m: the metadata survives llama.cpp's quantizer
         llm = load(files[quant].path)
         meta = llm.metadata
         assert meta.get("tokenizer.chat_template") == handle.tokenizer.chat_template, "chat template not embedded"
