@@ -71,6 +71,8 @@ export interface ChartData {
   /** Axis titles that depend on the data (default: the chart's own): left, and right when used. */
   yLabel?: string;
   y2Label?: string;
+  /** A fixed range of the left y scale (0–1 metrics), instead of one fitted to the data. */
+  yRange?: [number, number];
 }
 
 export function emptyChart(): ChartData {
@@ -321,7 +323,7 @@ export function higherIsBetter(name: string): boolean {
  * the union of their eval steps; every eval point is drawn (evals are few: never downsampled).
  * Metrics whose values all lie in [0, 1] (exact match, accuracy) and wider ones (chrF, BLEU: 0–100)
  * are drawn on two y axes when both kinds are there (`scale` 'y' left, 'y2' right; the axis titles
- * name their metrics). `window` > 0 keeps each run's evals from its last `window` steps on.
+ * name their metrics; the left one spans 0–1). `window` > 0 keeps each run's evals from its last `window` steps on.
  */
 export function evalMetricSeries(runs: readonly RunState[], window = 0): ChartData {
   const drawn = runs.map(r => {
@@ -381,6 +383,9 @@ export function evalMetricSeries(runs: readonly RunState[], window = 0): ChartDa
     }
   }
   const data: ChartData = { x, series, markers: [] };
+  if (wide.size < all.length) {
+    data.yRange = [0, 1]; // the left axis holds only 0–1 metrics: their whole range, even when flat
+  }
   if (twoAxes) {
     data.yLabel = all.filter(n => !wide.has(n)).join(', ');
     data.y2Label = all.filter(n => wide.has(n)).join(', ');

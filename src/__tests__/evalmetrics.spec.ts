@@ -89,6 +89,7 @@ describe('eval metrics chart data', () => {
     expect(d.series[1].values).toEqual([21, 22, 23]);
     expect(d.yLabel).toBe('exact_match');
     expect(d.y2Label).toBe('chrf, bleu');
+    expect(d.yRange).toEqual([0, 1]);
     expect(new Set(d.series.map(x => x.colorIndex)).size).toBe(3);
   });
 
@@ -102,6 +103,11 @@ describe('eval metrics chart data', () => {
     expect(d.series.map(x => x.scale)).toEqual(['y', 'y']);
     expect(d.yLabel).toBeUndefined();
     expect(d.y2Label).toBeUndefined();
+    expect(d.yRange).toEqual([0, 1]);
+    const wide = reduceAll(initialState(), [start('w', 1), evalAt('w', 5, { chrf: 40, bleu: 9 })]);
+    const dw = evalMetricSeries([wide.runs['w']]);
+    expect(dw.series.map(x => x.scale)).toEqual(['y', 'y']);
+    expect(dw.yRange).toBeUndefined(); // fitted to the data
   });
 
   it('keeps every eval point, however many (never downsampled)', () => {

@@ -205,7 +205,7 @@ export class LiveChart {
   }
 
   private _structureKey(d: ChartData): string {
-    const axes = `${d.yLabel ?? ''}|${d.y2Label ?? ''}`;
+    const axes = `${d.yLabel ?? ''}|${d.y2Label ?? ''}|${d.yRange?.join('-') ?? ''}`;
     return (
       axes +
       ';' +
@@ -261,7 +261,10 @@ export class LiveChart {
       pxAlign: 0,
       legend: { show: true, live: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: false } },
+      scales:
+        this._data.yRange === undefined
+          ? { x: { time: false } }
+          : { x: { time: false }, y: { range: this._data.yRange } },
       axes: [
         { ...axis(this._options.xLabel, 'x', 2) },
         axis(this._data.yLabel ?? this._options.yLabel),
