@@ -104,7 +104,8 @@ test-ui: setup $(CHROMIUM)
 # refresh the committed screenshots in docs/ (the UI tests write theirs to the ignored ui-tests/artifacts/)
 screenshots: setup $(CHROMIUM)
 	AIGC_UI_SCREENSHOTS=docs $(PY) -m pytest ui-tests/test_panel.py ui-tests/test_studio_ui.py \
-	  -k "overlay or loss_curve or dark_theme or studio or token_inspector" -q
+	  ui-tests/test_chat_panel.py \
+	  -k "overlay or loss_curve or dark_theme or studio or token_inspector or chat_turns or eval_metrics" -q
 
 # The lower bounds pyproject.toml declares (for people who `pip install aigc-lab` into their own environment):
 # a second venv with transformers, tokenizers, safetensors, peft and accelerate AT those bounds (the rest from
