@@ -55,10 +55,14 @@ def _turns(lab: Lab, run: str) -> list[dict]:
 
 
 def _wait_turns(lab: Lab, run: str, n: int) -> list[dict]:
-    lab.page.wait_for_function(
-        """([id, n]) => document.querySelectorAll(
-             `#aigc-lab-panel .aigc-run[data-run-id="${id}"] ol.aigc-chat-turns > li.aigc-chat-turn`).length === n""",
-        arg=[run, n], timeout=STEP_TIMEOUT * 1000)
+    """Wait until run ``run``'s card lists ``n`` turns; fail with the turns it lists."""
+    try:
+        lab.page.wait_for_function(
+            """([id, n]) => document.querySelectorAll(`#aigc-lab-panel .aigc-run[data-run-id="${id}"]`
+                 + ' ol.aigc-chat-turns > li.aigc-chat-turn').length === n""",
+            arg=[run, n], timeout=STEP_TIMEOUT * 1000)
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"the card of {run} should list {n} turns; lists {_turns(lab, run)}")
     return _turns(lab, run)
 
 
