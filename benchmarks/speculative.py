@@ -37,7 +37,7 @@ PROMPTS = {
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
-    key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows],
+    key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows, args.lr],
                                   sort_keys=True).encode()).hexdigest()[:10]
     root = os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab")
     return Path(root) / "bench" / f"speculative-{key}"
@@ -58,7 +58,7 @@ def trained_pair(args: argparse.Namespace) -> tuple:
     draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
                                     n_head=heads)
     assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()
-    hp = dict(max_steps=args.steps, lr=1e-3, batch_size=8, max_length=128, background=False, event_bus=EventBus())
+    hp = dict(max_steps=args.steps, lr=args.lr, batch_size=8, max_length=128, background=False, event_bus=EventBus())
     trained = []
     for handle in (target, draft):
         run = al.finetune(handle, corpus, "full", **hp)
@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--draft-width", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rows", type=int, default=2000, help="corpus rows both models train on")
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--retrain", action="store_true")
@@ -124,6 +125,8 @@ def main() -> None:
                 plan = plan or stream.plan.record()
                 if name == "plain":
                     info[key]["ids"] = stream.ids
+                    info[key]["text_head"] = stream.text[:160]  # what the target writes: acceptance is not that
+                    info[key]["distinct_tokens"] = len(set(stream.ids))  # of a degenerate repeat
                 elif stream.ids != info[f"{prompt_name}_plain"]["ids"]:
                     identical = False
     tok_s = {k: round(statistics.median(v), 1) for k, v in times.items()}

@@ -171,6 +171,36 @@ def test_a_full_cache_grows_and_the_decoder_follows(kernel, family):
     assert len(builds) == 3  # 18, then 2 x 18 = 36, then 2 x 36 = 72 positions
 
 
+@pytest.mark.parametrize("family", ["gpt2", "gpt2-int8", "llama", "qwen3"])
+def test_extend_scores_several_tokens_in_one_call_like_the_full_forward(request, kernel, family):
+    """Speculative verification's path: ``extend`` writes and scores several tokens per kernel call (rewinds
+    between, one call past the reserved 18 positions); each kept row's logits are the full forward's for that
+    token (int8 runs its rows one by one on the same products as a step: the same logits as stepping)."""
+    from aigc_lab.infer.fused_step import FusedStepper, gpt2_decoder, llama_decoder
+
+    model = {"gpt2": _gpt2, "gpt2-int8": lambda: quantize(request.getfixturevalue("gpt_tiny"), "int8").model,
+             "llama": lambda: _llama_family("llama"), "qwen3": lambda: _llama_family("qwen3", head_dim=24)}[family]()
+    stepper = FusedStepper(kernel_layers.twin_of(model), 10, gpt2_decoder if "gpt2" in family else llama_decoder)
+    prompt = list(range(9))
+    stepper.prefill(torch.tensor([prompt]), None)
+    seq, got = list(prompt), []
+    for chunk, keep in (([11, 12, 13], 3), ([14, 15, 16, 17], 2), ([18], 1), ([20 + i for i in range(9)], 9)):
+        logits = stepper.extend(chunk)
+        assert logits.shape == (len(chunk), model.config.vocab_size)
+        stepper.rewind(len(chunk) - keep)
+        seq += chunk[:keep]
+        got.append(logits[:keep])
+    assert stepper.cache.layers[0].get_seq_length() == len(seq) == 24 and stepper.capacity == 36  # it grew
+    if family == "gpt2-int8":  # int8: the same rows as one step a token (whose products equal torch's, tested above)
+        by_step = FusedStepper(kernel_layers.twin_of(model), 10, gpt2_decoder)
+        by_step.prefill(torch.tensor([prompt]), None)
+        want = [by_step.step([token])[0] for token in seq[len(prompt):]]
+    else:  # fp32: the full forward's logits for each kept token
+        with torch.inference_mode():
+            want = list(model(torch.tensor([seq])).logits[0, len(prompt):])
+    torch.testing.assert_close(torch.cat(got), torch.stack(want), rtol=1e-5, atol=1e-5)
+
+
 def test_same_logits_on_a_background_thread(kernel):
     """Off the main thread the products run on the kernel's own helper threads."""
     model = kernel_layers.twin_of(_gpt2(n_embd=256, n_head=4, n_layer=2, vocab_size=4000))

@@ -319,6 +319,16 @@ struct Product {
     }
   }
 
+  // y (n, N) for the rows of x (n, K), contiguous: fp32 layers as one matrix product (torch's, so each weight is
+  // read once for all the rows: a speculative verification costs about one step, not n); int8 row by row.
+  torch::Tensor rows(const torch::Tensor& x, float* scratch) const {
+    if (kind == LINEAR) return bias.defined() ? at::addmm(bias, x, W.t()) : at::mm(x, W.t());
+    if (kind == CONV1D) return bias.defined() ? at::addmm(bias, x, W) : at::mm(x, W);
+    auto y = torch::empty({x.size(0), N}, x.options());
+    for (int64_t i = 0; i < x.size(0); i++) run(x.data_ptr<float>() + i * K, y.data_ptr<float>() + i * N, scratch);
+    return y;
+  }
+
   torch::Tensor call(torch::Tensor x) const {
     TORCH_CHECK(x.numel() == K && x.scalar_type() == torch::kFloat, "x: contiguous fp32 (K)");
     x = x.contiguous();
@@ -443,6 +453,14 @@ torch::Tensor project(const Product& head, const float* h, float* scratch, const
   return logits;
 }
 
+// Several new tokens at positions [pos, pos + n): within the cache (and ``limit``, a position table's length).
+void check_rows(const std::vector<int64_t>& tokens, int64_t vocab, int64_t pos, int64_t cap, int64_t limit) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  TORCH_CHECK(n > 0 && pos >= 0 && pos + n <= cap && pos + n <= limit,
+              "positions beyond the cache or the position table");
+  for (int64_t t : tokens) TORCH_CHECK(t >= 0 && t < vocab, "token id out of range");
+}
+
 int64_t scratch_for(const std::vector<const Product*>& products) {
   int64_t need = 1;
   for (const Product* p : products) need = std::max(need, p->scratch_floats());
@@ -533,6 +551,40 @@ struct Gpt2Decoder {
     }
     layer_norm(xv, lnfw.data_ptr<float>(), lnfb.data_ptr<float>(), eps, hv, C);
     return project(head, hv, sc, x.options());
+  }
+
+  // Logits (n, vocab) for ``tokens`` at positions [pos, pos + n) in one call (speculative decoding's
+  // verification): the same block as ``step`` with the products over all n rows at once; query i attends to
+  // the cache up to its own position.
+  torch::Tensor extend(const std::vector<int64_t>& tokens, int64_t pos) {
+    check_rows(tokens, wte.size(0), pos, cap, wpe.size(0));
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    auto opt = x.options();
+    auto X = torch::empty({n, C}, opt), Hn = torch::empty({n, C}, opt), A = torch::empty({n, C}, opt);
+    float *xs = X.data_ptr<float>(), *hs = Hn.data_ptr<float>(), *as = A.data_ptr<float>();
+    float* sc = scratch.data_ptr<float>();
+    for (int64_t i = 0; i < n; i++) {
+      const float* te = wte.data_ptr<float>() + tokens[i] * C;
+      const float* pe = wpe.data_ptr<float>() + (pos + i) * C;
+      for (int64_t c = 0; c < C; c++) xs[i * C + c] = te[c] + pe[c];
+    }
+    for (size_t l = 0; l < attn.size(); l++) {
+      for (int64_t i = 0; i < n; i++)
+        layer_norm(xs + i * C, ln1w[l].data_ptr<float>(), ln1b[l].data_ptr<float>(), eps, hs + i * C, C);
+      auto qkv = attn[l].rows(Hn, sc);
+      const float* qs = qkv.data_ptr<float>();
+      float* kb = kbuf[l].data_ptr<float>();
+      float* vb = vbuf[l].data_ptr<float>();
+      for (int64_t i = 0; i < n; i++) append_kv(qs + i * 3 * C + C, qs + i * 3 * C + 2 * C, kb, vb, H, D, cap, pos + i);
+      for (int64_t i = 0; i < n; i++)
+        attend(qs + i * 3 * C, kb, vb, as + i * C, pos + i + 1, H, H, D, cap, attn_scale, scores.data_ptr<float>());
+      X.add_(aproj[l].rows(A, sc));
+      for (int64_t i = 0; i < n; i++)
+        layer_norm(xs + i * C, ln2w[l].data_ptr<float>(), ln2b[l].data_ptr<float>(), eps, hs + i * C, C);
+      X.add_(mproj[l].rows(at::gelu(fc[l].rows(Hn, sc), act), sc));
+    }
+    for (int64_t i = 0; i < n; i++) layer_norm(xs + i * C, lnfw.data_ptr<float>(), lnfb.data_ptr<float>(), eps, hs + i * C, C);
+    return head.rows(Hn, sc);
   }
 };
 
@@ -634,6 +686,47 @@ struct LlamaDecoder {
     rms_norm(xv, final_norm.data_ptr<float>(), eps, hv, C);
     return project(head, hv, sc, x.options());
   }
+
+  // Logits (n, vocab) for ``tokens`` at positions [pos, pos + n) in one call, as ``Gpt2Decoder::extend``.
+  torch::Tensor extend(const std::vector<int64_t>& tokens, int64_t pos) {
+    check_rows(tokens, embed.size(0), pos, cap, cap);
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    auto opt = x.options();
+    auto X = torch::empty({n, C}, opt), Hn = torch::empty({n, C}, opt), A = torch::empty({n, H * D}, opt);
+    float *xs = X.data_ptr<float>(), *hs = Hn.data_ptr<float>(), *as = A.data_ptr<float>();
+    float* sc = scratch.data_ptr<float>();
+    for (int64_t i = 0; i < n; i++)
+      std::copy(embed.data_ptr<float>() + tokens[i] * C, embed.data_ptr<float>() + (tokens[i] + 1) * C, xs + i * C);
+    for (size_t l = 0; l < qp.size(); l++) {
+      for (int64_t i = 0; i < n; i++) rms_norm(xs + i * C, in_norm[l].data_ptr<float>(), eps, hs + i * C, C);
+      auto Q = qp[l].rows(Hn, sc), K = kp[l].rows(Hn, sc), V = vp[l].rows(Hn, sc);
+      float *qs = Q.data_ptr<float>(), *ks = K.data_ptr<float>(), *vs = V.data_ptr<float>();
+      float* kb = kbuf[l].data_ptr<float>();
+      float* vb = vbuf[l].data_ptr<float>();
+      for (int64_t i = 0; i < n; i++) {
+        float *qi = qs + i * H * D, *ki = ks + i * KVH * D;
+        if (!q_norm.empty()) {
+          for (int64_t hd = 0; hd < H; hd++) rms_norm(qi + hd * D, q_norm[l].data_ptr<float>(), eps, qi + hd * D, D);
+          for (int64_t hd = 0; hd < KVH; hd++) rms_norm(ki + hd * D, k_norm[l].data_ptr<float>(), eps, ki + hd * D, D);
+        }
+        const float* cs = cos.data_ptr<float>() + (pos + i) * D;
+        const float* sn = sin.data_ptr<float>() + (pos + i) * D;
+        rotate(qi, H, D, cs, sn);
+        rotate(ki, KVH, D, cs, sn);
+        append_kv(ki, vs + i * KVH * D, kb, vb, KVH, D, cap, pos + i);
+      }
+      for (int64_t i = 0; i < n; i++)
+        attend(qs + i * H * D, kb, vb, as + i * H * D, pos + i + 1, H, KVH, D, cap, attn_scale, scores.data_ptr<float>());
+      X.add_(op[l].rows(A, sc));
+      for (int64_t i = 0; i < n; i++) rms_norm(xs + i * C, post_norm[l].data_ptr<float>(), eps, hs + i * C, C);
+      auto G = gate[l].rows(Hn, sc);
+      at::silu_(G);
+      G.mul_(up[l].rows(Hn, sc));
+      X.add_(down[l].rows(G, sc));
+    }
+    for (int64_t i = 0; i < n; i++) rms_norm(xs + i * C, final_norm.data_ptr<float>(), eps, hs + i * C, C);
+    return head.rows(Hn, sc);
+  }
 };
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -650,12 +743,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     std::vector<Product>, std::vector<Product>, std::vector<torch::Tensor>, std::vector<torch::Tensor>,
                     std::vector<Product>, std::vector<Product>, torch::Tensor, torch::Tensor, Product,
                     std::vector<torch::Tensor>, std::vector<torch::Tensor>, int64_t, double, double, std::string>())
-      .def("step", &Gpt2Decoder::step, py::call_guard<py::gil_scoped_release>());
+      .def("step", &Gpt2Decoder::step, py::call_guard<py::gil_scoped_release>())
+      .def("extend", &Gpt2Decoder::extend, py::call_guard<py::gil_scoped_release>());
   py::class_<LlamaDecoder>(m, "LlamaDecoder")
       .def(py::init<torch::Tensor, std::vector<torch::Tensor>, std::vector<Product>, std::vector<Product>,
                     std::vector<Product>, std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<Product>,
                     std::vector<torch::Tensor>, std::vector<Product>, std::vector<Product>, std::vector<Product>,
                     torch::Tensor, Product, std::vector<torch::Tensor>, std::vector<torch::Tensor>, torch::Tensor,
                     torch::Tensor, int64_t, int64_t, int64_t, double, double>())
-      .def("step", &LlamaDecoder::step, py::call_guard<py::gil_scoped_release>());
+      .def("step", &LlamaDecoder::step, py::call_guard<py::gil_scoped_release>())
+      .def("extend", &LlamaDecoder::extend, py::call_guard<py::gil_scoped_release>());
 }

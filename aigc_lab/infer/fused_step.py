@@ -17,7 +17,9 @@ grouped-query attention, ``down(silu(gate) * up)``.
 It applies where the lean step applies (eval, SDPA, no hooks, the reserved cache) and the model is the
 engine's kernel twin with a product on every layer (``fused_gpt2_refusal`` / ``fused_llama_refusal`` say why
 not otherwise). ``FusedStepper`` owns the cache: when the run outgrows it, it reserves twice the room and builds
-the decoder again over the new buffers.
+the decoder again over the new buffers. ``extend`` (speculative decoding's verification of several tokens) is
+one call too: the same layers over all the rows, the fp32 products as one matrix product each, so the weights
+stream once for the whole draft rather than once a token.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from .kernel_build import kernels
 from .kernel_layers import is_twin, kernel_product
 from .kv_cache import reserved_cache
-from .lean_step import extend, gpt2_refusal, llama_refusal, prefill, rewind
+from .lean_step import gpt2_refusal, llama_refusal, prefill, rewind
 from .stepper import last_logits
 
 # config.activation_function -> torch's GELU approximation (what transformers runs for it)
@@ -126,30 +128,38 @@ class FusedStepper:
 
     def _attach(self) -> None:
         self.decoder = self.build(self.model, self.cache)
-        self.buffer = self.cache.layers[0].storage[0]
-        self.capacity = self.buffer.shape[-2]
+        self.capacity = self.cache.layers[0].storage[0].shape[-2]
 
     def prefill(self, ids: Any, mask: Any | None) -> Any:
         out = prefill(self.model, ids, mask, self.cache)  # the twin's layers run many rows on torch's path
         self._attach()
         return last_logits(out)
 
-    def step(self, ids: list[int]) -> Any:
+    def _room(self, n: int) -> int:
+        """The cache's length, after making room for ``n`` more positions (twice the room, a decoder over it)."""
         layers = self.cache.layers
         pos = layers[0].get_seq_length()
-        if pos >= self.capacity:  # the run outgrew the reservation: twice the room, a decoder over it
+        if pos + n > self.capacity:
             for layer in layers:
-                layer.reserve(2 * self.capacity)
+                layer.reserve(max(2 * self.capacity, pos + n))
             self._attach()
+        return pos
+
+    def _advance(self, n: int) -> None:
+        for layer in self.cache.layers:  # the cache holds the new positions, as after the full forward
+            layer.advance(n)
+
+    def step(self, ids: list[int]) -> Any:
+        pos = self._room(1)  # first: it may build a new decoder
         logits = self.decoder.step(ids[0], pos)
-        for layer in layers:  # the cache holds the new position, as after the full forward
-            layer.advance()
+        self._advance(1)
         return logits.view(1, -1)
 
     def extend(self, ids: list[int]) -> Any:
-        logits = extend(self.model, self.cache, ids)  # several rows: the twin's layers on torch's path
-        if self.cache.layers[0].storage[0] is not self.buffer:  # the forward outgrew the buffers: new decoder
-            self._attach()
+        """Logits [len(ids), vocab]: every row in one kernel call, each weight read once for all of them."""
+        pos = self._room(len(ids))
+        logits = self.decoder.extend(ids, pos)
+        self._advance(len(ids))
         return logits
 
     def rewind(self, n: int) -> None:
