@@ -21,6 +21,7 @@ from .events import (
     Tokens,
     TrainEval,
     TrainStep,
+    TrainSteps,
 )
 
 log = logging.getLogger("aigc_lab")
@@ -106,6 +107,8 @@ class Recorder:
                 rec.end = event
             elif isinstance(event, TrainStep):
                 rec.steps.append(event)
+            elif isinstance(event, TrainSteps):
+                rec.steps.extend(event.items)
             elif isinstance(event, TrainEval):
                 rec.evals.append(event)
             elif isinstance(event, Checkpoint):
@@ -115,7 +118,8 @@ class Recorder:
         return self.runs[run]
 
     def replay(self) -> list[Event]:
-        """Every recorded event, run by run in start order, tokens as one batch per run (for a late panel)."""
+        """Every recorded event, run by run in start order (for a late panel): tokens as one batch per run,
+        steps in step order with each stretch of steps between evals and checkpoints as one batch."""
         out: list[Event] = []
         with self._lock:
             records = list(self.runs.items())
@@ -124,7 +128,17 @@ class Recorder:
                 out.append(rec.start)
             if rec.tokens:
                 out.append(Tokens(run=run, items=tuple(rec.tokens)))
-            out.extend(sorted([*rec.steps, *rec.evals, *rec.checkpoints], key=lambda e: e.step))
+            batch: list[TrainStep] = []
+            for event in sorted([*rec.steps, *rec.evals, *rec.checkpoints], key=lambda e: e.step):
+                if isinstance(event, TrainStep):
+                    batch.append(event)
+                    continue
+                if batch:
+                    out.append(TrainSteps(run=run, items=tuple(batch)))
+                    batch = []
+                out.append(event)
+            if batch:
+                out.append(TrainSteps(run=run, items=tuple(batch)))
             if rec.end is not None:
                 out.append(rec.end)
         return out

@@ -125,6 +125,16 @@ class TrainStep:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainSteps:
+    """A batch of one run's training steps as sent on the wire (the comm sink batches ``TrainStep``
+    events into these, as it batches tokens: one message per step floods IOPub at fast step rates)."""
+
+    run: str
+    items: tuple[TrainStep, ...]
+    type: ClassVar[str] = "train.steps"
+
+
+@dataclass(frozen=True, slots=True)
 class TrainEval:
     run: str
     step: int
@@ -182,8 +192,8 @@ class Ack:
     type: ClassVar[str] = "ack"
 
 
-Event = (Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainEval | Checkpoint | DataStep | Cancel | History
-         | Ack)
+Event = (Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainSteps | TrainEval | Checkpoint | DataStep
+         | Cancel | History | Ack)
 Message = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
@@ -210,6 +220,9 @@ def to_message(event: Event) -> Message:
     msg: Message = {"v": PROTOCOL_VERSION, "type": event.type, "run": event.run}
     if isinstance(event, Tokens):
         msg["items"] = [_token_item(t) for t in event.items]
+        return msg
+    if isinstance(event, TrainSteps):
+        msg["items"] = [{k: getattr(s, k) for k in _STEP_FIELDS} for s in event.items]
         return msg
     for name in event.__dataclass_fields__:
         if name in ("run", "type"):
@@ -264,6 +277,8 @@ _CHAT_FIELDS: dict[str, Check] = {"messages": lambda x: isinstance(x, list), "te
 _TURN_FIELDS: dict[str, Check] = {"role": _one_of(*CHAT_ROLES), "content": _is_str}
 _ITEM_FIELDS: dict[str, Check] = {"i": _is_int, "id": _opt(_is_int), "text": _is_str, "ms": _is_num}
 _TOP_FIELDS: dict[str, Check] = {"id": _is_int, "text": _is_str, "logprob": _is_num}
+_STEP_FIELDS: dict[str, Check] = {"step": _is_int, "loss": _is_num, "lr": _is_num, "tok_s": _opt(_is_num),
+                                  "epoch": _opt(_is_num), "eta_s": _opt(_is_num)}
 
 # type -> (run check, field checks)
 _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
@@ -271,8 +286,8 @@ _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
     "run.start": (_is_str, {"kind": _one_of(*RUN_KINDS), "model": _is_obj, "config": _is_obj, "t0": _is_num}),
     "tokens": (_is_str, {"items": lambda x: isinstance(x, list)}),
     "run.end": (_is_str, {"status": _one_of(*RUN_STATUSES), "metrics": _is_obj, "error": _opt(_is_str)}),
-    "train.step": (_is_str, {"step": _is_int, "loss": _is_num, "lr": _is_num, "tok_s": _opt(_is_num),
-                             "epoch": _opt(_is_num), "eta_s": _opt(_is_num)}),
+    "train.step": (_is_str, _STEP_FIELDS),
+    "train.steps": (_is_str, {"items": lambda x: isinstance(x, list)}),
     "train.eval": (_is_str, {"step": _is_int, "val_loss": _is_num, "ppl": _opt(_is_num), "metrics": _is_obj}),
     "checkpoint": (_is_str, {"step": _is_int, "path": _is_str}),
     "data.step": (_is_str, {"step": _is_str, "rows_in": _is_int, "rows_out": _is_int, "changed": _is_int,
@@ -401,6 +416,14 @@ def from_message(msg: Any) -> Event:
             items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}, **_logprob_fields(item, n),
                                **_draft_field(item, n)))
         return Tokens(run=run, items=tuple(items))
+    if kind == "train.steps":
+        steps = []
+        for n, item in enumerate(msg["items"]):
+            if not isinstance(item, dict):
+                raise ProtocolError(f"train.steps.items[{n}] must be an object")
+            _check_fields(item, _STEP_FIELDS, f"train.steps.items[{n}]")
+            steps.append(TrainStep(run=run, **{k: item[k] for k in _STEP_FIELDS}))
+        return TrainSteps(run=run, items=tuple(steps))
     if kind == "run.end":
         _check_fields(msg["metrics"], _METRIC_FIELDS, "run.end.metrics")
         metrics = RunMetrics(**{k: msg["metrics"][k] for k in _METRIC_FIELDS}, **_speculative_metrics(msg["metrics"]))

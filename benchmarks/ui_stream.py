@@ -138,6 +138,15 @@ JS_COLLECT = """
 """
 
 
+BUILD: list[str] = []
+"""The aigc-lab bundle (``remoteEntry.<hash>.js``) each page loaded: which build was measured."""
+
+JS_BUILD = """
+() => performance.getEntriesByType('resource').map(e => e.name)
+  .filter(n => n.includes('/aigc-lab/') && n.includes('remoteEntry')).map(n => n.split('/').pop())
+"""
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     k = min(len(s) - 1, max(0, int(-(-q * len(s) // 1)) - 1))
@@ -204,6 +213,7 @@ def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None)
                 page.wait_for_function("() => !!window.jupyterapp", timeout=h.STEP_TIMEOUT * 1000)
                 page.evaluate("async () => { await window.jupyterapp.restored; }")
                 page.evaluate(h._JS_INSTALL)
+                BUILD.extend(b for b in page.evaluate(JS_BUILD) if b not in BUILD)
                 lab = h.Lab(page=page, server=server)
                 open_panel(page)
                 nb = lab.open_notebook()
@@ -338,6 +348,7 @@ def soak(h, args) -> dict:
                 page.wait_for_function("() => !!window.jupyterapp", timeout=h.STEP_TIMEOUT * 1000)
                 page.evaluate("async () => { await window.jupyterapp.restored; }")
                 page.evaluate(h._JS_INSTALL)
+                BUILD.extend(b for b in page.evaluate(JS_BUILD) if b not in BUILD)
                 lab = h.Lab(page=page, server=server)
                 open_panel(page)
                 cdp = context.new_cdp_session(page)
@@ -424,6 +435,7 @@ def soak(h, args) -> dict:
         shutil.rmtree(server.tmp, ignore_errors=True)
     return {
         "soak": True,
+        "labextension_build": BUILD,
         "generate_runs": args.soak_runs,
         "tokens_per_run": args.soak_tokens,
         "train_runs": args.soak_train,
@@ -499,6 +511,7 @@ def main() -> int:
         "burst_kernel_to_dom_p95_ms": med(burst, "p95_ms"),
         "idle_max_frame_ms": round(statistics.median(idle), 1),
         "nodelay_server_extension": nodelay,
+        "labextension_build": BUILD,
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "wall_s": round(time.monotonic() - started, 1),

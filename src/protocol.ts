@@ -134,6 +134,24 @@ export interface TrainStepMessage extends Envelope<'train.step', string> {
   eta_s: number | null;
 }
 
+/** One training step (a `train.step`'s fields; an item of `train.steps`). */
+export interface TrainStepItem {
+  step: number;
+  loss: number;
+  lr: number;
+  tok_s: number | null;
+  epoch: number | null;
+  eta_s: number | null;
+}
+
+/**
+ * A batch of one run's training steps, in step order (added within v1): the kernel's comm sink
+ * batches steps as it batches tokens.
+ */
+export interface TrainStepsMessage extends Envelope<'train.steps', string> {
+  items: TrainStepItem[];
+}
+
 export interface TrainEvalMessage extends Envelope<'train.eval', string> {
   step: number;
   val_loss: number;
@@ -172,6 +190,7 @@ export type KernelToPanelMessage =
   | TokensMessage
   | RunEndMessage
   | TrainStepMessage
+  | TrainStepsMessage
   | TrainEvalMessage
   | CheckpointMessage
   | DataStepMessage
@@ -248,6 +267,14 @@ const TURN_FIELDS: Spec = { role: oneOf(...CHAT_ROLES), content: isStr };
 
 const ITEM_FIELDS: Spec = { i: isInt, id: opt(isInt), text: isStr, ms: isNum };
 const TOP_FIELDS: Spec = { id: isInt, text: isStr, logprob: isNum };
+const STEP_FIELDS: Spec = {
+  step: isInt,
+  loss: isNum,
+  lr: isNum,
+  tok_s: opt(isNum),
+  epoch: opt(isNum),
+  eta_s: opt(isNum)
+};
 
 /** type -> [check of `run`, field checks] */
 const SPECS: { [type in MessageType]: [Check, Spec] } = {
@@ -255,10 +282,8 @@ const SPECS: { [type in MessageType]: [Check, Spec] } = {
   'run.start': [isStr, { kind: oneOf(...RUN_KINDS), model: isObject, config: isObject, t0: isNum }],
   tokens: [isStr, { items: isArr }],
   'run.end': [isStr, { status: oneOf(...RUN_END_STATUSES), metrics: isObject, error: opt(isStr) }],
-  'train.step': [
-    isStr,
-    { step: isInt, loss: isNum, lr: isNum, tok_s: opt(isNum), epoch: opt(isNum), eta_s: opt(isNum) }
-  ],
+  'train.step': [isStr, STEP_FIELDS],
+  'train.steps': [isStr, { items: isArr }],
   'train.eval': [isStr, { step: isInt, val_loss: isNum, ppl: opt(isNum), metrics: isObject }],
   checkpoint: [isStr, { step: isInt, path: isStr }],
   'data.step': [
@@ -426,6 +451,17 @@ function validate(x: unknown): Message {
         checkFields(item, ITEM_FIELDS, `tokens.items[${n}]`);
         checkLogprobFields(item, `tokens.items[${n}]`);
         checkDraftField(item, `tokens.items[${n}]`);
+      }
+      break;
+    }
+    case 'train.steps': {
+      const items = x['items'] as unknown[];
+      for (let n = 0; n < items.length; n++) {
+        const item = items[n];
+        if (!isObject(item)) {
+          throw new ProtocolError(`train.steps.items[${n}] must be an object`);
+        }
+        checkFields(item, STEP_FIELDS, `train.steps.items[${n}]`);
       }
       break;
     }

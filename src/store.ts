@@ -28,7 +28,8 @@ import {
   RunMetrics,
   RunStartMessage,
   TokenItem,
-  TokensMessage
+  TokensMessage,
+  TrainStepItem
 } from './protocol';
 
 export type RunStatus = 'running' | 'ok' | 'cancelled' | 'error' | 'interrupted';
@@ -431,9 +432,20 @@ function isNewStep(items: readonly { step: number }[], step: number): boolean {
   return items.length === 0 || step > items[items.length - 1].step;
 }
 
-function isNewLogStep(log: ChunkLog<{ step: number }>, step: number): boolean {
-  const last = logLast(log);
-  return last === undefined || step > last.step;
+/**
+ * `run` with the steps of `items` that come after its last one appended, in one copy of the
+ * log's last chunk (a `train.steps` batch is one append, like a `tokens` batch).
+ */
+function appendSteps(run: RunState, items: readonly TrainStepItem[]): RunState {
+  let last = logLast(run.steps)?.step ?? -Infinity;
+  const added: TrainStep[] = [];
+  for (const item of items) {
+    if (item.step > last) {
+      added.push({ step: item.step, loss: item.loss, lr: item.lr, tok_s: item.tok_s });
+      last = item.step;
+    }
+  }
+  return added.length === 0 ? run : { ...run, steps: appendLog(run.steps, added) };
 }
 
 /** Messages about one run: ignored once the user cleared that run (a replay must not revive it). */
@@ -495,13 +507,11 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
     case 'run.end':
       return withRun(state, msg.run, run => endRun(run, msg));
     // A step at or below the last one recorded is a replay (history request) of what is
-    // shown already: ignored, like duplicate tokens.
-    case 'train.step': {
-      const step: TrainStep = { step: msg.step, loss: msg.loss, lr: msg.lr, tok_s: msg.tok_s };
-      return withRun(state, msg.run, run =>
-        isNewLogStep(run.steps, msg.step) ? { ...run, steps: appendLog(run.steps, [step]) } : run
-      );
-    }
+    // shown already: ignored, like duplicate tokens. `train.steps` is a batch of them.
+    case 'train.step':
+      return withRun(state, msg.run, run => appendSteps(run, [msg]));
+    case 'train.steps':
+      return withRun(state, msg.run, run => appendSteps(run, msg.items));
     case 'train.eval': {
       const ev: TrainEval = {
         step: msg.step,

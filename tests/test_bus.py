@@ -43,3 +43,20 @@ def test_recorder_keeps_history_of_cancelled_runs_and_caps_size():
     rec(RunStart(run="b", kind="generate", model=MODEL, config={}, t0=0.0))
     rec(RunStart(run="c", kind="generate", model=MODEL, config={}, t0=0.0))
     assert list(rec.runs) == ["b", "c"] and rec.last().status == "running"
+
+
+def test_recorder_replays_steps_as_batches_between_evals_in_step_order():
+    from aigc_lab.events import Checkpoint, TrainEval, TrainSteps
+
+    rec = Recorder()
+    rec(RunStart(run="t", kind="train", model=MODEL, config={}, t0=0.0))
+    rec(TrainSteps(run="t", items=tuple(TrainStep(run="t", step=s, loss=1.0, lr=1e-3) for s in (1, 2))))
+    rec(TrainStep(run="t", step=3, loss=1.0, lr=1e-3))
+    rec(TrainEval(run="t", step=3, val_loss=0.5))
+    rec(Checkpoint(run="t", step=3, path="ck"))
+    rec(TrainStep(run="t", step=4, loss=1.0, lr=1e-3))
+    rec(RunEnd(run="t", status="ok"))
+    out = rec.replay()
+    assert [e.type for e in out] == ["run.start", "train.steps", "train.eval", "checkpoint", "train.steps",
+                                     "run.end"]
+    assert [s.step for s in out[1].items] == [1, 2, 3] and [s.step for s in out[4].items] == [4]

@@ -49,6 +49,38 @@ def test_fast_stream_is_batched_complete_and_in_order(wire):
         from_message(m)
 
 
+def test_fast_training_steps_are_batched_complete_and_in_order_with_evals(wire):
+    """One message per step flooded IOPub (the cell's idle status was lost): steps travel as
+    ``train.steps`` batches, and an eval or checkpoint follows exactly the steps published before it."""
+    from aigc_lab.events import TrainEval, TrainStep
+
+    bus, bridge, sent = wire
+    bus.publish(RunStart(run="t", kind="train", model=MODEL, config={}, t0=0.0))
+    for s in range(1, 2001):
+        bus.publish(TrainStep(run="t", step=s, loss=1.0 / s, lr=1e-4))
+        if s % 100 == 0:
+            bus.publish(TrainEval(run="t", step=s, val_loss=2.0 / s))
+    bus.publish(RunEnd(run="t", status="ok"))
+    assert not [m for m in sent if m["type"] == "train.step"]
+    batches = [m for m in sent if m["type"] == "train.steps"]
+    assert 20 <= len(batches) <= 2000 // 50, f"{len(batches)} messages for 2000 steps: not batched"
+    order = []  # the step numbers in wire order, evals marked
+    for m in sent:
+        if m["type"] == "train.steps":
+            order += [it["step"] for it in m["items"]]
+        elif m["type"] == "train.eval":
+            order.append(("eval", m["step"]))
+    expected = []
+    for s in range(1, 2001):
+        expected.append(s)
+        if s % 100 == 0:
+            expected.append(("eval", s))
+    assert order == expected
+    assert sent[0]["type"] == "run.start" and sent[-1]["type"] == "run.end"
+    for m in sent:
+        from_message(m)
+
+
 def test_a_lone_slow_token_is_still_delivered_promptly(wire):
     bus, bridge, sent = wire
     bus.publish(Token(run="s", i=0, id=0, text="x", ms=0.0))
@@ -123,7 +155,8 @@ def test_history_request_is_acked_then_replays_recorded_runs():
         bus.publish(Token(run="g", i=i, id=i, text="x", ms=float(i)))
     bus.publish(RunEnd(run="g", status="cancelled", metrics=RunMetrics(tokens=1200)))
     bus.publish(RunStart(run="t", kind="train", model=MODEL, config={}, t0=0.0))
-    bus.publish(TrainStep(run="t", step=1, loss=3.0, lr=1e-3))
+    for step in range(1, 1101):
+        bus.publish(TrainStep(run="t", step=step, loss=3.0, lr=1e-3))
     bridge = CommBridge(sent.append, event_bus=EventBus(), history=rec)
     try:
         reply = bridge.handle_incoming({"v": 1, "type": "history", "run": None, "id": "h1"})
@@ -132,7 +165,10 @@ def test_history_request_is_acked_then_replays_recorded_runs():
     assert reply == {"v": 1, "type": "ack", "run": None, "id": "h1", "ok": True, "error": None}
     assert sent[0] == reply
     kinds = [(m["type"], m["run"]) for m in sent[1:]]
-    assert kinds[0] == ("run.start", "g") and kinds[-1] == ("train.step", "t")
+    assert kinds[0] == ("run.start", "g") and kinds[-1] == ("train.steps", "t")
+    steps = [m for m in sent if m["type"] == "train.steps"]
+    assert [it["step"] for m in steps for it in m["items"]] == list(range(1, 1101))
+    assert len(steps) == 3 and all(len(m["items"]) <= 512 for m in steps)  # 512 + 512 + 76
     assert [it["i"] for it in _tokens(sent, "g")] == list(range(1200))
     assert all(len(m["items"]) <= 512 for m in sent if m["type"] == "tokens")
     assert ("run.end", "g") in kinds and ("run.end", "t") not in kinds  # the train run is still going

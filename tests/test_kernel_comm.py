@@ -120,7 +120,7 @@ def test_with_no_panel_a_long_training_cell_keeps_iopub_quiet():
     seconds = float(out.split("SECONDS", 1)[1].split()[0])
     assert " ok" in out.split("SECONDS", 1)[1]
     comm = [m for m in msgs if m["msg_type"] == "comm_msg"
-            and m["content"]["data"].get("type") in {"run.start", "train.step", "train.eval", "run.end"}]
+            and m["content"]["data"].get("type") in {"run.start", "train.step", "train.steps", "train.eval", "run.end"}]
     assert comm == [], f"{len(comm)} events sent over the aigc_lab comm with no panel listening"
     budget = 40 + 8 * seconds  # widget set-up, then at most ~2 bar refreshes of 2-3 messages per second
     assert len(msgs) <= budget, (f"{len(msgs)} IOPub messages in {seconds:.1f} s (budget {budget:.0f}): "

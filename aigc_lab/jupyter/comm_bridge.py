@@ -1,9 +1,12 @@
 """Bridge between the kernel's event bus and the JupyterLab panel over the ``aigc_lab`` comm.
 
-Token events are batched: the engine's per-token ``publish`` only appends to a list, and a flusher
-thread sends at most one ``tokens`` message per half frame interval (8 ms; or per ``max_batch`` tokens), so a
-fast stream neither floods the browser nor slows the decode loop. Every other event flushes the
-pending tokens first, so the panel sees messages in publish order.
+Token and training-step events are batched: the engine's per-token (per-step) ``publish`` only appends
+to a list, and a flusher thread sends at most one ``tokens`` (``train.steps``) message per run per half
+frame interval (8 ms; or per ``max_batch`` items), so a fast stream neither floods the browser nor slows
+the engine. Every other event flushes the pending items first, so the panel sees messages in publish
+order. One message per step was a flood: a training loop at thousands of steps per second outran the
+Jupyter server's reading of the kernel's IOPub, whose ZMQ queue then dropped messages, the cell's final
+``idle`` status among them, so the notebook never saw the cell finish.
 
 The comm the kernel opens streams live events only once a panel has spoken (its first request,
 normally ``history``): with no frontend listening (nbval, ``jupyter execute``, a classic notebook
@@ -23,7 +26,7 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__, runs
@@ -31,7 +34,20 @@ from ..bus import EventBus, Recorder
 from ..bus import bus as default_bus
 from ..bus import recorder as default_recorder
 from ..errors import ProtocolError
-from ..events import Ack, Cancel, Event, Hello, History, Message, Token, Tokens, from_message, to_message
+from ..events import (
+    Ack,
+    Cancel,
+    Event,
+    Hello,
+    History,
+    Message,
+    Token,
+    Tokens,
+    TrainStep,
+    TrainSteps,
+    from_message,
+    to_message,
+)
 
 log = logging.getLogger("aigc_lab")
 TARGET_NAME = "aigc_lab"
@@ -73,7 +89,7 @@ class CommBridge:
         self.live = live  # False: record only, until the panel's first request
         self.flush_interval = flush_interval
         self.max_batch = max_batch
-        self._pending: list[Token] = []
+        self._pending: list[Token | TrainStep] = []
         self._lock = threading.Lock()  # guards _pending
         self._send_lock = threading.Lock()  # keeps message order between threads
         self._wake = threading.Event()
@@ -88,10 +104,10 @@ class CommBridge:
 
     # -- kernel -> panel -------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        """Bus sink: queue tokens (cheap), send everything else after the queued tokens."""
+        """Bus sink: queue tokens and steps (cheap), send everything else after what is queued."""
         if self._closed or not self.live:
             return
-        if isinstance(event, Token):
+        if isinstance(event, (Token, TrainStep)):
             with self._lock:
                 self._pending.append(event)
                 n = len(self._pending)
@@ -103,7 +119,7 @@ class CommBridge:
             self._emit(to_message(event))
 
     def flush(self) -> None:
-        """Send every queued token now."""
+        """Send every queued token and step now."""
         with self._send_lock:
             self._flush_locked()
 
@@ -112,13 +128,18 @@ class CommBridge:
             pending, self._pending = self._pending, []
         self._last_flush = time.perf_counter()
         start = 0
-        for n in range(1, len(pending) + 1):  # one message per run, keeping order
-            if n == len(pending) or pending[n].run != pending[start].run:
-                batch = pending[start:n]
-                for k in range(0, len(batch), self.max_batch):
-                    chunk = tuple(batch[k:k + self.max_batch])
-                    self._emit(to_message(Tokens(run=chunk[0].run, items=chunk)))
+        for n in range(1, len(pending) + 1):  # one message per run and kind, keeping order
+            first = pending[start]
+            if n == len(pending) or pending[n].run != first.run or type(pending[n]) is not type(first):
+                self._emit_batches(first.run, pending[start:n])
                 start = n
+
+    def _emit_batches(self, run: str, items: Sequence[Token | TrainStep]) -> None:
+        """Send ``items`` (one run's, all tokens or all steps) in messages of at most ``max_batch``."""
+        for k in range(0, len(items), self.max_batch):
+            chunk = tuple(items[k:k + self.max_batch])
+            batch = Tokens(run=run, items=chunk) if isinstance(chunk[0], Token) else TrainSteps(run=run, items=chunk)
+            self._emit(to_message(batch))
 
     def _emit(self, msg: Message) -> None:
         try:
@@ -188,9 +209,8 @@ class CommBridge:
             self._flush_locked()
             self._emit(reply)
             for event in self._history.replay():
-                if isinstance(event, Tokens):
-                    for k in range(0, len(event.items), self.max_batch):
-                        self._emit(to_message(Tokens(run=event.run, items=event.items[k:k + self.max_batch])))
+                if isinstance(event, (Tokens, TrainSteps)):
+                    self._emit_batches(event.run, event.items)
                 else:
                     self._emit(to_message(event))
         return reply

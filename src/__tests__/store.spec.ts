@@ -101,6 +101,33 @@ describe('run lifecycle over the fixtures', () => {
     expect(runList(s).map(r => r.id)).toEqual(['train-01', 'gen-7f3a']); // by start time
   });
 
+  it('train.steps: a batch appends its new steps in one go, after train.step, skipping replayed ones', () => {
+    let s = reduceAll(initialState(), [
+      fx('run_start_train.json'),
+      fx('train_step.json'),
+      fx('train_steps.json')
+    ]);
+    const run = s.runs['train-01'];
+    expect(logToArray(run.steps)).toEqual([
+      { step: 10, loss: 3.25, lr: 0.0002, tok_s: 5120 },
+      { step: 11, loss: 3.2, lr: 0.0002, tok_s: 5120 },
+      { step: 12, loss: 3.1875, lr: 0.0002, tok_s: null }
+    ]);
+    // The same batch again (a replay) changes nothing, not even the run's identity.
+    expect(reduce(s, fx('train_steps.json'))).toBe(s);
+    // A batch that overlaps what is kept appends only the steps after the last one.
+    const items = [11, 12, 13, 14].map(step => ({
+      step,
+      loss: 1,
+      lr: 0.1,
+      tok_s: null,
+      epoch: null,
+      eta_s: null
+    }));
+    s = reduce(s, msg({ v: 1, type: 'train.steps', run: 'train-01', items }));
+    expect(logToArray(s.runs['train-01'].steps).map(x => x.step)).toEqual([10, 11, 12, 13, 14]);
+  });
+
   it('a repeated run.start changes nothing', () => {
     const s = reduceAll(initialState(), [fx('run_start_generate.json'), fx('tokens.json')]);
     expect(reduce(s, fx('run_start_generate.json'))).toBe(s);
