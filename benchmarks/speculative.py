@@ -37,7 +37,8 @@ PROMPTS = {
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
-    key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows, args.lr],
+    key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows, args.lr,
+                                   "one-line"],
                                   sort_keys=True).encode()).hexdigest()[:10]
     root = os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab")
     return Path(root) / "bench" / f"speculative-{key}"
@@ -52,7 +53,9 @@ def trained_pair(args: argparse.Namespace) -> tuple:
     folder = _cache_dir(args)
     if (folder / "target").exists() and (folder / "draft").exists() and not args.retrain:
         return al.models.load(str(folder / "target")), al.models.load(str(folder / "draft")), True
-    corpus = python_docs()[: args.rows]
+    # one line each: with the docs' blank lines kept, a short run's greedy text falls into "\n" repeats, which any
+    # draft guesses (acceptance near 1, but not a real one)
+    corpus = [" ".join(t.split()) for t in python_docs()[: args.rows]]
     target = al.models.build_starter(args.target, corpus)
     heads = max(1, args.draft_width // 64)
     draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
