@@ -1,8 +1,6 @@
 // @vitest-environment jsdom
-import { Kernel } from '@jupyterlab/services';
-import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { KernelChannel } from '../channel';
 import { AigcLabPanel } from '../panel';
@@ -15,6 +13,7 @@ import {
   pointCount
 } from '../series';
 import { Action, State, initialState, reduceAll } from '../store';
+import { fakeKernel, frame } from './fakekernel';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -188,21 +187,6 @@ describe('eval metrics chart data', () => {
 });
 
 describe('the eval metrics chart in the panel', () => {
-  function fakeKernel(): Kernel.IKernelConnection {
-    const k = {
-      id: 'k-eval',
-      isDisposed: false,
-      registerCommTarget: vi.fn(),
-      removeCommTarget: vi.fn(),
-      requestCommInfo: () => Promise.resolve({ content: { status: 'ok', comms: {} } }),
-      hasComm: () => false,
-      statusChanged: new Signal<object, string>({}),
-      connectionStatusChanged: new Signal<object, string>({}),
-      disposed: new Signal<object, void>({})
-    };
-    return k as unknown as Kernel.IKernelConnection;
-  }
-  const frame = (): Promise<unknown> => new Promise(r => requestAnimationFrame(() => r(undefined)));
   const settle = async () => {
     // the charts redraw at most every CHART_INTERVAL_MS: wait for the timer, then two frames
     await new Promise(r => setTimeout(r, 250));
@@ -215,7 +199,7 @@ describe('the eval metrics chart in the panel', () => {
     Widget.attach(panel, document.body);
     panel.scheduler.budgetMs = Infinity;
     panel.scheduler.adaptive = false;
-    const channel = new KernelChannel(fakeKernel());
+    const channel = new KernelChannel(fakeKernel('k-eval'));
     panel.follow(channel);
     const chart = panel.node.querySelector('.aigc-eval-chart') as HTMLElement;
     expect(chart.getAttribute('role')).toBe('figure');

@@ -1,14 +1,13 @@
 // @vitest-environment jsdom
-import { Kernel } from '@jupyterlab/services';
 import { ITranslator, TranslationBundle, nullTranslator } from '@jupyterlab/translation';
-import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { KernelChannel } from '../channel';
 import { AigcLabPanel } from '../panel';
 import { latencySeries, lossSeries } from '../series';
 import { Action, initialState, reduceAll } from '../store';
+import { fakeKernel, frame } from './fakekernel';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -79,23 +78,6 @@ function leaks(root: Element, dataSelectors: string): string[] {
   return found;
 }
 
-function fakeKernel(): Kernel.IKernelConnection {
-  const k = {
-    id: 'k-i18n',
-    isDisposed: false,
-    registerCommTarget: vi.fn(),
-    removeCommTarget: vi.fn(),
-    requestCommInfo: () => Promise.resolve({ content: { status: 'ok', comms: {} } }),
-    hasComm: () => false,
-    statusChanged: new Signal<object, string>({}),
-    connectionStatusChanged: new Signal<object, string>({}),
-    disposed: new Signal<object, void>({})
-  };
-  return k as unknown as Kernel.IKernelConnection;
-}
-
-const frame = (): Promise<unknown> => new Promise(r => requestAnimationFrame(() => r(undefined)));
-
 const chatTokens: Action = {
   type: 'message',
   message: {
@@ -141,7 +123,7 @@ describe('translation of the run card, the charts and the token inspector', () =
     Widget.attach(panel, document.body);
     panel.scheduler.budgetMs = Infinity;
     panel.scheduler.adaptive = false;
-    const channel = new KernelChannel(fakeKernel());
+    const channel = new KernelChannel(fakeKernel('k-i18n'));
     panel.follow(channel);
     for (const a of [
       fx('hello.json'),

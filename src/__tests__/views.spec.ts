@@ -1,8 +1,7 @@
 // @vitest-environment jsdom
 import { Kernel } from '@jupyterlab/services';
-import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 
 import { KernelChannel } from '../channel';
 import { AigcLabPanel } from '../panel';
@@ -28,6 +27,7 @@ import {
   tokenTitle,
   tokensCsvName
 } from '../views/runview';
+import { fakeKernel, frame } from './fakekernel';
 import { fixtureAction } from './fixtures';
 
 const fx = fixtureAction;
@@ -618,23 +618,6 @@ describe('HistoryTable', () => {
 });
 
 describe('AigcLabPanel', () => {
-  function fakeKernel(): Kernel.IKernelConnection {
-    const k = {
-      id: 'k-123',
-      isDisposed: false,
-      registerCommTarget: vi.fn(),
-      removeCommTarget: vi.fn(),
-      requestCommInfo: () => Promise.resolve({ content: { status: 'ok', comms: {} } }),
-      hasComm: () => false,
-      statusChanged: new Signal<object, string>({}),
-      connectionStatusChanged: new Signal<object, string>({}),
-      disposed: new Signal<object, void>({})
-    };
-    return k as unknown as Kernel.IKernelConnection;
-  }
-
-  const frame = (): Promise<unknown> => new Promise(r => requestAnimationFrame(() => r(undefined)));
-
   /** A panel attached to the page (a hidden or detached panel renders nothing), no time limit per frame. */
   function shownPanel(): AigcLabPanel {
     const panel = new AigcLabPanel();
