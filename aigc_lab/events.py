@@ -10,7 +10,7 @@ values briefly and never hold the repr of a whole payload.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -337,6 +337,14 @@ def _draft_field(item: dict[str, Any], n: int) -> dict[str, Any]:
     return {"draft": item["draft"]}
 
 
+def _objects(items: list[Any], kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, item)`` for each item of a batch message, each required to be an object."""
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProtocolError(f"{kind}.items[{n}] must be an object")
+        yield n, item
+
+
 def _chat_config(config: dict[str, Any]) -> None:
     """``run.start.config.chat`` (optional, additive in v1: runs of ``al.chat``), validated when present."""
     if "chat" not in config:
@@ -409,18 +417,14 @@ def from_message(msg: Any) -> Event:
         return RunStart(run=run, kind=msg["kind"], model=model, config=msg["config"], t0=msg["t0"])
     if kind == "tokens":
         items = []
-        for n, item in enumerate(msg["items"]):
-            if not isinstance(item, dict):
-                raise ProtocolError(f"tokens.items[{n}] must be an object")
+        for n, item in _objects(msg["items"], "tokens"):
             _check_fields(item, _ITEM_FIELDS, f"tokens.items[{n}]")
             items.append(Token(run=run, **{k: item[k] for k in _ITEM_FIELDS}, **_logprob_fields(item, n),
                                **_draft_field(item, n)))
         return Tokens(run=run, items=tuple(items))
     if kind == "train.steps":
         steps = []
-        for n, item in enumerate(msg["items"]):
-            if not isinstance(item, dict):
-                raise ProtocolError(f"train.steps.items[{n}] must be an object")
+        for n, item in _objects(msg["items"], "train.steps"):
             _check_fields(item, _STEP_FIELDS, f"train.steps.items[{n}]")
             steps.append(TrainStep(run=run, **{k: item[k] for k in _STEP_FIELDS}))
         return TrainSteps(run=run, items=tuple(steps))

@@ -123,7 +123,8 @@ export interface RunEndMessage extends Envelope<'run.end', string> {
   error: string | null;
 }
 
-export interface TrainStepMessage extends Envelope<'train.step', string> {
+/** One training step (a `train.step`'s fields; an item of `train.steps`). */
+export interface TrainStepItem {
   step: number;
   loss: number;
   lr: number;
@@ -134,15 +135,7 @@ export interface TrainStepMessage extends Envelope<'train.step', string> {
   eta_s: number | null;
 }
 
-/** One training step (a `train.step`'s fields; an item of `train.steps`). */
-export interface TrainStepItem {
-  step: number;
-  loss: number;
-  lr: number;
-  tok_s: number | null;
-  epoch: number | null;
-  eta_s: number | null;
-}
+export interface TrainStepMessage extends Envelope<'train.step', string>, TrainStepItem {}
 
 /**
  * A batch of one run's training steps, in step order (added within v1): the kernel's comm sink
