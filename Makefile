@@ -27,12 +27,18 @@ PY_SOURCES := $(shell find aigc_lab -name '*.py' -not -path '*/labextension/*')
 BASE_STAMP := $(VENV)/.stamp-base
 NODE_STAMP := node_modules/.stamp
 EXT_BUILT := aigc_lab/labextension/package.json
+DEPS_STAMP := $(VENV)/.stamp-deps
 PKG_STAMP := $(VENV)/.stamp-pkg
 KERNEL_STAMP := $(VENV)/.stamp-kernel
 
-.PHONY: lab setup test test-py test-nb test-ts test-ui test-lower test-latest lock lint clean bench screenshots
+.PHONY: lab setup setup-steps test test-py test-nb test-ts test-ui test-lower test-latest lock lint clean bench screenshots
 
-setup: $(PKG_STAMP) $(KERNEL_STAMP)
+# The Python side (4, 5) and the JavaScript side (2, 3) need only step 1, so they run side by side (pip is
+# mostly one core, jlpm fetches and bundles), each target's output shown in one piece when it ends.
+setup:
+	@$(MAKE) --no-print-directory -j2 --output-sync=target setup-steps
+setup-steps: $(PKG_STAMP) $(KERNEL_STAMP)
+	@:
 
 # 1. the virtual environment with the build tooling (jlpm comes with jupyterlab), versions from the lock
 $(BASE_STAMP): $(LOCK)
@@ -50,17 +56,20 @@ $(EXT_BUILT): $(NODE_STAMP) $(TS_SOURCES)
 	$(JLPM) build:prod
 	@touch $@
 
-# 4. the Python package (editable) with every dependency, the extension linked into the venv, and the
-#    server extension enabled (an editable install does not copy the wheel's shared data)
-$(PKG_STAMP): $(BASE_STAMP) $(EXT_BUILT) pyproject.toml $(LOCK) jupyter-config/server-config/aigc_lab.json
+# 4. the Python package (editable) with every dependency; then, once 3 is built too, the extension linked into
+#    the venv and the server extension enabled (an editable install does not copy the wheel's shared data)
+$(DEPS_STAMP): $(BASE_STAMP) pyproject.toml $(LOCK)
 	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
+	@touch $@
+
+$(PKG_STAMP): $(DEPS_STAMP) $(EXT_BUILT) jupyter-config/server-config/aigc_lab.json
 	$(VENV)/bin/jupyter-builder develop --overwrite . >/dev/null
 	install -D -m 644 jupyter-config/server-config/aigc_lab.json $(VENV)/etc/jupyter/jupyter_server_config.d/aigc_lab.json
 	@touch $@
 
 # 5. the engine's CPU kernels (aigc_lab/infer/cpu_kernels.cpp, built by infer/kernel_build.py; ~30 s once, cached in ~/.cache/aigc_lab):
 #    generation uses it once it is built and never builds it itself. Without a compiler, torch's path is used.
-$(KERNEL_STAMP): $(PKG_STAMP) aigc_lab/infer/kernel_build.py aigc_lab/infer/cpu_kernels.cpp
+$(KERNEL_STAMP): $(DEPS_STAMP) aigc_lab/infer/kernel_build.py aigc_lab/infer/cpu_kernels.cpp
 	@$(PY) -c "import aigc_lab.infer as i; print('aigc_lab:', i.build_kernel())" || \
 	  echo "aigc_lab: WARNING: the CPU kernel could not be built; generation runs on torch's (slower) path"
 	@touch $@
