@@ -40,10 +40,11 @@ setup:
 setup-steps: $(PKG_STAMP) $(KERNEL_STAMP)
 	@:
 
-# 1. the virtual environment with the build tooling (jlpm comes with jupyterlab), versions from the lock
+# 1. the virtual environment with the build tooling (jlpm comes with jupyterlab; scikit-build-core builds
+#    llama-cpp-python where pip's cache holds no wheel of it), versions from the lock
 $(BASE_STAMP): $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) jupyterlab hatchling hatch-jupyter-builder editables
+	$(PIP) jupyterlab hatchling hatch-jupyter-builder editables scikit-build-core
 	@touch $@
 
 # 2. JavaScript dependencies, exactly as yarn.lock has them (a package.json change needs `make lock`)
