@@ -154,7 +154,7 @@ def test_int8_changes_perplexity_of_a_trained_starter_by_less_than_one_percent(t
     """Quantization error matters once weights carry signal: train a starter briefly, then compare."""
     docs = al.data.samples.python_docs()
     model = al.models.load("starter:gpt-tiny")
-    run = al.finetune(model, docs[:60], method="full", max_steps=60, lr=2e-3, batch_size=8, max_length=128,
+    run = al.finetune(model, docs[:60], method="full", max_steps=30, lr=2e-3, batch_size=8, max_length=128,
                       warmup_steps=5, save_final=False, progress=False, background=False, output_dir=tmp_path)
     trained = run.model
     held_out = [text[:2000] for text in docs[70:76]]
