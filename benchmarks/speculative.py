@@ -1,19 +1,22 @@
 """Speculative decoding's speed-up on a real target/draft pair, measured side by side in one run.
 
-A target (``--target``, default the ``starter:gpt-small`` shape) and a draft (the same architecture with
-``--draft-layers`` layers of width ``--draft-width``, on the same tokenizer) are both trained on the same corpus
-(the bundled Python docs) for ``--steps`` steps, so the draft's acceptance is real, not that of random weights.
-The trained pair is cached under ``~/.cache/aigc_lab/bench`` (``--retrain`` to train again).
+A target (``--target``, default the ``starter:gpt-small`` shape) is trained on a corpus (the bundled Python docs)
+for ``--steps`` steps; a draft (the same architecture with ``--draft-layers`` layers of width ``--draft-width``, on
+the same tokenizer) is then distilled from it on the same corpus for ``--draft-steps`` steps (``al.finetune(...,
+"distill", teacher=target)``, the documented way to make a draft: it learns the target's own next-token
+distribution), so the draft's acceptance is real, not that of random weights. The trained pair is cached under
+``~/.cache/aigc_lab/bench`` (``--retrain`` to train again).
 
 Then, interleaved over ``--rounds`` rounds (medians reported), greedy decoding of ``--tokens`` tokens on the
 engine's default (kernel) path: the target alone, the target with the draft at k = 2, 4, 8 and "auto", and
 prompt lookup (``draft="prompt"``) on a summarisation-like prompt (a passage, then a request to restate it),
 where the output copies spans of the prompt. Every speculative output is checked to equal the target's own.
 
-Prints ONE JSON object: tok/s of each variant, acceptance and tokens per target forward, and ``ratios``
-(speculative over plain, same prompt, measured in the same run).
+Prints ONE JSON object: tok/s of each variant, acceptance and tokens per target forward, ``verification`` (what
+one target forward over n tokens costs against one step), and ``ratios`` (speculative over plain, same prompt,
+measured in the same run).
 
-    .venv/bin/python benchmarks/speculative.py [--steps 300] [--tokens 128] [--rounds 3]
+    .venv/bin/python benchmarks/speculative.py [--steps 300] [--draft-steps 300] [--tokens 128] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -38,14 +41,15 @@ PROMPTS = {
 
 def _cache_dir(args: argparse.Namespace) -> Path:
     key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows, args.lr,
-                                   "one-line"],
+                                   "one-line", "distilled", args.draft_steps],
                                   sort_keys=True).encode()).hexdigest()[:10]
     root = os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab")
     return Path(root) / "bench" / f"speculative-{key}"
 
 
 def trained_pair(args: argparse.Namespace) -> tuple:
-    """(target, draft): trained on the same rows, same tokenizer; from the cache when there."""
+    """(target, draft): the target trained on the rows, the draft distilled from it on the same rows (same
+    tokenizer); from the cache when there."""
     import aigc_lab as al
     from aigc_lab.bus import EventBus
     from aigc_lab.data.samples import python_docs
@@ -61,11 +65,12 @@ def trained_pair(args: argparse.Namespace) -> tuple:
     draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
                                     n_head=heads)
     assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()
-    hp = dict(max_steps=args.steps, lr=args.lr, batch_size=8, max_length=128, background=False, event_bus=EventBus())
-    trained = []
-    for handle in (target, draft):
-        run = al.finetune(handle, corpus, "full", **hp)
-        trained.append(run.model)
+    hp = dict(lr=args.lr, batch_size=8, max_length=128, background=False, event_bus=EventBus())
+    trained = [al.finetune(target, corpus, "full", max_steps=args.steps, **hp).model]
+    # temperature 1 and the KL term alone: the draft matches the target's distribution itself, which is what a
+    # greedy verification accepts (its argmax), not a softened one
+    trained.append(al.finetune(draft, corpus, "distill", teacher=trained[0], max_steps=args.draft_steps,
+                               temperature=1.0, alpha=1.0, **hp).model)
     folder.mkdir(parents=True, exist_ok=True)
     for name, handle in zip(("target", "draft"), trained, strict=True):
         handle.save(folder / name)
@@ -78,12 +83,40 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
+def verification_cost(handle, rounds: int = 20) -> dict:
+    """What a round's target forward costs: ms of one step against one ``extend`` of n = 3, 5, 9 tokens (k = 2, 4, 8
+    guesses plus the pending token) on the target's own stepper, medians of ``rounds`` alternated calls."""
+    import torch
+
+    from aigc_lab.infer.backends import plan
+    from aigc_lab.infer.stepper import DecodeRequest
+
+    chosen = plan(handle, DecodeRequest(batch=1))
+    stepper = chosen.stepper.build(chosen.layers.model, 256)
+    ids = handle.tokenizer(PROMPTS["story"], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        stepper.prefill(ids, None)
+        token = int(ids[0, -1])
+        ms: dict[str, list[float]] = {}
+        for _ in range(rounds + 1):  # the first, a warm-up, is dropped
+            for n in (1, 3, 5, 9):
+                t = time.perf_counter()
+                stepper.step([token]) if n == 1 else stepper.extend([token] * n)
+                ms.setdefault(f"n{n}", []).append((time.perf_counter() - t) * 1e3)
+                stepper.rewind(n)
+    med = {k: statistics.median(v[1:]) for k, v in ms.items()}
+    return {"stepper": chosen.stepper.name, "step_ms": round(med["n1"], 2),
+            **{f"extend_{n}_ms": round(med[f"n{n}"], 2) for n in (3, 5, 9)},
+            **{f"extend_{n}_vs_step": round(med[f"n{n}"] / med["n1"], 2) for n in (3, 5, 9)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="starter:gpt-small")
     ap.add_argument("--draft-layers", type=int, default=2)
     ap.add_argument("--draft-width", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=300, help="the target's training steps")
+    ap.add_argument("--draft-steps", type=int, default=300, help="the draft's distillation steps")
     ap.add_argument("--rows", type=int, default=2000, help="corpus rows both models train on")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--tokens", type=int, default=128)
@@ -132,6 +165,7 @@ def main() -> None:
                     info[key]["distinct_tokens"] = len(set(stream.ids))  # of a degenerate repeat
                 elif stream.ids != info[f"{prompt_name}_plain"]["ids"]:
                     identical = False
+    verify = verification_cost(target)
     tok_s = {k: round(statistics.median(v), 1) for k, v in times.items()}
     for v in info.values():
         v.pop("ids", None)
@@ -139,10 +173,11 @@ def main() -> None:
               for k in tok_s if not k.endswith("_plain")}
     best = max((v for k, v in ratios.items() if k.startswith("story_k") or k.startswith("story_auto")), default=None)
     print(json.dumps({"target": args.target, "target_params": target.params, "draft_params": draft.params,
-                      "train_steps": args.steps, "pair_from_cache": cached, "setup_s": round(setup_s, 1),
-                      "tokens": args.tokens, "rounds": args.rounds, "target_layers": plan and plan["layers"],
-                      "target_stepper": plan and plan["stepper"], "greedy_identical": identical, "tok_s": tok_s,
-                      "speculation": info, "ratios": ratios, "best_model_draft_ratio": best}, indent=1))
+                      "train_steps": args.steps, "draft_distill_steps": args.draft_steps, "pair_from_cache": cached,
+                      "setup_s": round(setup_s, 1), "tokens": args.tokens, "rounds": args.rounds,
+                      "target_layers": plan and plan["layers"], "target_stepper": plan and plan["stepper"],
+                      "greedy_identical": identical, "tok_s": tok_s, "speculation": info, "verification": verify,
+                      "ratios": ratios, "best_model_draft_ratio": best}, indent=1))
     sys.exit(0 if identical else 1)
 
 

@@ -43,6 +43,34 @@ def test_transposed_kernel_matches_torch_for_conv1d_layouts():
 
 
 
+def test_several_rows_in_one_pass_match_the_one_row_products():
+    """``Product.rows`` (speculative verification's products: up to 8 rows per pass over the weights, more in
+    even groups) gives each row what the one-row product gives it: fp32 Linear and Conv1D layouts to rounding,
+    int8 exactly (the same integers and scales). Shapes leave every tail: K and N off the 16 / 64 blocks."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    k = kernel_build.kernels()
+    torch.manual_seed(0)
+    for n_in, n_out in ((5, 3), (37, 53), (64, 48), (100, 1000), (768, 2304)):
+        w, b = torch.randn(n_out, n_in), torch.randn(n_out)
+        q = DynamicInt8Linear(n_in, n_out, dtype=torch.qint8)
+        q.set_weight_bias(torch.quantize_per_channel(w, w.abs().amax(1) / 127, torch.zeros(n_out, dtype=torch.long),
+                                                     0, torch.qint8), b)
+        products = {"linear": k.Product(w, b), "conv1d": k.Product(w.t().contiguous(), b, transposed=True),
+                    "int8": kernel_layers.product_of(q, k)}
+        for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 17):
+            x = torch.randn(n, n_in) * 3
+            for name, product in products.items():
+                got = product.rows(x)
+                assert got.shape == (n, n_out)
+                one_by_one = torch.stack([product(row) for row in x])
+                if name == "int8":
+                    assert torch.equal(got, one_by_one), (name, n_in, n_out, n)
+                else:
+                    torch.testing.assert_close(got, x @ w.t() + b, rtol=1e-4, atol=1e-3, msg=f"{name} {n}")
+                    torch.testing.assert_close(got, one_by_one, rtol=1e-4, atol=1e-3, msg=f"{name} {n}")
+
+
 @pytest.mark.parametrize("scheme", ["per_tensor", "per_channel"])
 def test_int8_products_match_torchs_dynamic_int8_linear(scheme):
     """The int8 product (VNNI, AVX2 or plain loop, whichever this CPU built) computes what torch's dynamic

@@ -15,6 +15,7 @@
 #include <new>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 // Threads. On the process's main thread the kernels use OpenMP, the same runtime (torch's libgomp) and
@@ -266,6 +267,249 @@ void qgemv_core(const int8_t* w, const float* sw, const int32_t* rowsum, const f
   parallel(parts_for(N * K / 4), body);  // a quarter of the bytes of the same fp32 product
 }
 
+// ---- products over several rows (speculative verification: the k + 1 rows of one ``extend``) ----------------
+// Each weight is read once for all the rows (at most kMaxRows at a time), so verifying k tokens costs about one
+// step's weight traffic, not k (torch's at::mm, used for this before, made a 5-token verification of a
+// GPT-2-small-shaped target cost 4.5-5x a step; figures in benchmarks/RESULTS.md).
+constexpr int kMaxRows = 9;  // k = 8 guesses and the pending token in one pass
+
+// Splits n rows into groups of at most kMaxRows, as even as possible, and calls f(R, first) for each, with R a
+// std::integral_constant (the group's size, a template argument for the products' register blocks).
+template <class F>
+void by_groups(int64_t n, F&& f) {
+  const int64_t groups = (n + kMaxRows - 1) / kMaxRows;
+  for (int64_t g = 0, done = 0; g < groups; g++) {
+    const int64_t r = (n - done) / (groups - g);
+    switch (r) {
+      case 1: f(std::integral_constant<int, 1>{}, done); break;
+      case 2: f(std::integral_constant<int, 2>{}, done); break;
+      case 3: f(std::integral_constant<int, 3>{}, done); break;
+      case 4: f(std::integral_constant<int, 4>{}, done); break;
+      case 5: f(std::integral_constant<int, 5>{}, done); break;
+      case 6: f(std::integral_constant<int, 6>{}, done); break;
+      case 7: f(std::integral_constant<int, 7>{}, done); break;
+      case 8: f(std::integral_constant<int, 8>{}, done); break;
+      default: f(std::integral_constant<int, kMaxRows>{}, done); break;
+    }
+    done += r;
+  }
+}
+
+#if defined(__AVX512F__)
+inline __mmask16 tail_mask(int64_t n) { return n % 16 ? static_cast<__mmask16>((1u << (n % 16)) - 1) : 0; }
+
+// W (N, K) fp32 (nn.Linear): y[i, n] = W[n] . x[i] (+ b[n]) for the R rows of x (stride K) and n in [n0, n1);
+// two weight rows at a time share the loads of x.
+template <int R>
+void rows_linear(const float* w, const float* x, const float* bv, float* y, int64_t n0, int64_t n1, int64_t N,
+                 int64_t K) {
+  const int64_t full = K / 16 * 16;
+  const __mmask16 tail = tail_mask(K);
+  int64_t n = n0;
+  for (; n + 2 <= n1; n += 2) {
+    const float* r0 = w + n * K;
+    const float* r1 = r0 + K;
+    __m512 a0[R], a1[R];
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < full; k += 16) {
+      const __m512 w0 = _mm512_loadu_ps(r0 + k), w1 = _mm512_loadu_ps(r1 + k);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++) {
+        const __m512 v = _mm512_loadu_ps(x + i * K + k);
+        a0[i] = _mm512_fmadd_ps(w0, v, a0[i]);
+        a1[i] = _mm512_fmadd_ps(w1, v, a1[i]);
+      }
+    }
+    if (tail) {
+      const __m512 w0 = _mm512_maskz_loadu_ps(tail, r0 + full), w1 = _mm512_maskz_loadu_ps(tail, r1 + full);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++) {
+        const __m512 v = _mm512_maskz_loadu_ps(tail, x + i * K + full);
+        a0[i] = _mm512_fmadd_ps(w0, v, a0[i]);
+        a1[i] = _mm512_fmadd_ps(w1, v, a1[i]);
+      }
+    }
+    const float b0 = bv ? bv[n] : 0.f, b1 = bv ? bv[n + 1] : 0.f;
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      y[i * N + n] = _mm512_reduce_add_ps(a0[i]) + b0;
+      y[i * N + n + 1] = _mm512_reduce_add_ps(a1[i]) + b1;
+    }
+  }
+  for (; n < n1; n++) {
+    const float* r0 = w + n * K;
+    __m512 a0[R];
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) a0[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < full; k += 16) {
+      const __m512 w0 = _mm512_loadu_ps(r0 + k);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++) a0[i] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i * K + k), a0[i]);
+    }
+    if (tail) {
+      const __m512 w0 = _mm512_maskz_loadu_ps(tail, r0 + full);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++) a0[i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(tail, x + i * K + full), a0[i]);
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) y[i * N + n] = _mm512_reduce_add_ps(a0[i]) + (bv ? bv[n] : 0.f);
+  }
+}
+
+// W (K, N) fp32 (GPT-2's Conv1D), no transposed copy: y[i, j] = x[i] . W[:, j] (+ b[j]) for the R rows of x, over
+// a tile of T vectors of 16 columns starting at j (the last vector masked by ``last``): the R x T sums stay in
+// registers for the whole of K, each weight vector loaded once and used R times.
+// Conv1D's weight rows are N floats apart: the products below take them in bands of kBand rows, each band's rows
+// read left to right side by side (kBand sequential streams, which the hardware prefetchers follow), with the
+// next band's asked for kBand rows ahead.
+constexpr int64_t kBand = 16;
+
+// W (K, N) fp32 (GPT-2's Conv1D), no transposed copy: y[i, j..] += x[i, k0:k1] . W[k0:k1, j..] for the R rows of x,
+// over a tile of T vectors of 16 columns starting at j (the last vector masked by ``last``): the R x T sums stay in
+// registers over the band, each weight vector loaded once and used R times.
+template <int R, int T>
+void conv1d_tile(const float* w, const float* x, float* y, int64_t j, int64_t k0, int64_t k1, int64_t N,
+                 int64_t K, __mmask16 last) {
+  __m512 acc[R][T];
+  #pragma GCC unroll 16
+  for (int i = 0; i < R; i++) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_ps();
+  }
+  for (int64_t k = k0; k < k1; k++) {
+    const float* r = w + k * N + j;
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; t++) _mm_prefetch(reinterpret_cast<const char*>(r + kBand * N + 16 * t), _MM_HINT_T1);
+    __m512 wv[T];
+    #pragma GCC unroll 16
+    for (int t = 0; t < T - 1; t++) wv[t] = _mm512_loadu_ps(r + 16 * t);
+    wv[T - 1] = _mm512_maskz_loadu_ps(last, r + 16 * (T - 1));
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      const __m512 c = _mm512_set1_ps(x[i * K + k]);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; t++) acc[i][t] = _mm512_fmadd_ps(c, wv[t], acc[i][t]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int t = 0; t < T; t++) {
+    const __mmask16 m = t == T - 1 ? last : static_cast<__mmask16>(0xFFFF);
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      float* yi = y + i * N + j + 16 * t;
+      _mm512_mask_storeu_ps(yi, m, _mm512_add_ps(acc[i][t], _mm512_maskz_loadu_ps(m, yi)));
+    }
+  }
+}
+
+// Columns [j0, j1) of the Conv1D product: the bias, then band by band, tiles as wide as the registers allow for
+// R rows (R x T sums), then single vectors, the last one masked.
+template <int R>
+void rows_conv1d(const float* w, const float* x, const float* bv, float* y, int64_t j0, int64_t j1, int64_t N,
+                 int64_t K) {
+  constexpr int T = R <= 3 ? 6 : 24 / R;
+  for (int i = 0; i < R; i++)
+    for (int64_t j = j0; j < j1; j++) y[i * N + j] = bv ? bv[j] : 0.f;
+  for (int64_t k0 = 0; k0 < K; k0 += kBand) {
+    const int64_t k1 = std::min(K, k0 + kBand);
+    int64_t j = j0;
+    for (; j + 16 * T <= j1; j += 16 * T) conv1d_tile<R, T>(w, x, y, j, k0, k1, N, K, 0xFFFF);
+    for (; j < j1; j += 16) conv1d_tile<R, 1>(w, x, y, j, k0, k1, N, K, j1 - j >= 16 ? 0xFFFF : tail_mask(j1 - j));
+  }
+}
+
+// One group of R <= kMaxRows rows, its weight split over the threads: by output rows (Linear) or by
+// 16-aligned column bands (Conv1D).
+template <int R>
+void rows_group(bool conv1d, const float* w, const float* x, const float* bv, float* y, int64_t N, int64_t K) {
+  auto body = [=](int t, int parts) {
+    if (conv1d) {
+      const int64_t chunks = (N + 15) / 16;
+      const int64_t j0 = std::min(N, chunks * t / parts * 16), j1 = std::min(N, chunks * (t + 1) / parts * 16);
+      if (j0 < j1) rows_conv1d<R>(w, x, bv, y, j0, j1, N, K);
+    } else {
+      rows_linear<R>(w, x, bv, y, N * t / parts, N * (t + 1) / parts, N, K);
+    }
+  };
+  parallel(parts_for(N * K), body);
+}
+
+// y (n, N) = the fp32 product of each row of x (n, K), kMaxRows rows at most per pass over the weights.
+void rows_fp32(bool conv1d, const float* w, const float* x, const float* bv, float* y, int64_t n, int64_t N,
+               int64_t K) {
+  by_groups(n, [&](auto R, int64_t first) {
+    rows_group<decltype(R)::value>(conv1d, w, x + first * K, bv, y + first * N, N, K);
+  });
+}
+constexpr bool kOwnRows = true;
+#else
+void rows_fp32(bool, const float*, const float*, const float*, float*, int64_t, int64_t, int64_t) {}
+constexpr bool kOwnRows = false;  // without AVX-512: torch's matrix product (each weight still read once)
+#endif
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+// Dynamic int8 over R rows: each row quantized as ``qgemv_core`` quantizes it (its own scale and zero point, in
+// ``qx`` with stride ``Kp``), each int8 weight row then multiplied with all R: the same integers and the same
+// scaling as R one-row products, so the logits equal stepping's exactly.
+template <int R>
+void rows_int8(const int8_t* w, const float* sw, const int32_t* rowsum, const uint8_t* qx, const QInput* in,
+               const float* bv, float* y, int64_t n0, int64_t n1, int64_t N, int64_t K, int64_t Kp) {
+  const int64_t full = K / 64 * 64;
+  const __mmask64 tail = K % 64 ? (~0ULL >> (64 - K % 64)) : 0;
+  for (int64_t n = n0; n < n1; n++) {
+    const int8_t* r = w + n * K;
+    __m512i acc[R];
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < full; k += 64) {
+      const __m512i wv = _mm512_loadu_si512(r + k);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_loadu_si512(qx + i * Kp + k), wv);
+    }
+    if (tail) {
+      const __m512i wv = _mm512_maskz_loadu_epi8(tail, r + full);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++)
+        acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_maskz_loadu_epi8(tail, qx + i * Kp + full), wv);
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      const int32_t a = _mm512_reduce_add_epi32(acc[i]);
+      const float v = static_cast<float>(a - in[i].zero_point * rowsum[n]) * (in[i].scale * sw[n]);
+      y[i * N + n] = bv ? v + bv[n] : v;
+    }
+  }
+}
+
+template <int R>
+void rows_int8_group(const int8_t* w, const float* sw, const int32_t* rowsum, const float* x, const float* bv,
+                     float* y, int64_t N, int64_t K) {
+  const int64_t Kp = (K + 63) / 64 * 64;
+  std::vector<uint8_t> qx(R * Kp);
+  QInput in[R];
+  for (int i = 0; i < R; i++) in[i] = quantize_row(x + i * K, K, qx.data() + i * Kp);
+  const uint8_t* q = qx.data();
+  const QInput* ins = in;
+  auto body = [=](int t, int parts) {
+    rows_int8<R>(w, sw, rowsum, q, ins, bv, y, N * t / parts, N * (t + 1) / parts, N, K, Kp);
+  };
+  parallel(parts_for(N * K / 4), body);
+}
+
+void rows_q8(const int8_t* w, const float* sw, const int32_t* rowsum, const float* x, const float* bv, float* y,
+             int64_t n, int64_t N, int64_t K) {
+  by_groups(n, [&](auto R, int64_t first) {
+    rows_int8_group<decltype(R)::value>(w, sw, rowsum, x + first * K, bv, y + first * N, N, K);
+  });
+}
+constexpr bool kOwnRowsInt8 = true;
+#else
+void rows_q8(const int8_t*, const float*, const int32_t*, const float*, const float*, float*, int64_t, int64_t,
+             int64_t) {}
+constexpr bool kOwnRowsInt8 = false;  // row by row, each a one-row product
+#endif
+
 }  // namespace
 
 // One layer's product, whatever its weight layout: built once per layer by the engine's twin, then called
@@ -319,14 +563,31 @@ struct Product {
     }
   }
 
-  // y (n, N) for the rows of x (n, K), contiguous: fp32 layers as one matrix product (torch's, so each weight is
-  // read once for all the rows: a speculative verification costs about one step, not n); int8 row by row.
+  // y (n, N) for the rows of x (n, K), contiguous: fp32 layers with each weight read once for all the rows
+  // (rows_fp32; so a speculative verification costs about one step, not n); int8 row by row.
   torch::Tensor rows(const torch::Tensor& x, float* scratch) const {
-    if (kind == LINEAR) return bias.defined() ? at::addmm(bias, x, W.t()) : at::mm(x, W.t());
-    if (kind == CONV1D) return bias.defined() ? at::addmm(bias, x, W) : at::mm(x, W);
+    if (kind == LINEAR && !kOwnRows) return bias.defined() ? at::addmm(bias, x, W.t()) : at::mm(x, W.t());
+    if (kind == CONV1D && !kOwnRows) return bias.defined() ? at::addmm(bias, x, W) : at::mm(x, W);
     auto y = torch::empty({x.size(0), N}, x.options());
+    if (kind != INT8) {
+      rows_fp32(kind == CONV1D, W.data_ptr<float>(), x.data_ptr<float>(),
+                bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(), x.size(0), N, K);
+      return y;
+    }
+    if (kOwnRowsInt8) {
+      rows_q8(W.data_ptr<int8_t>(), scale.data_ptr<float>(), rowsum.data_ptr<int32_t>(), x.data_ptr<float>(),
+              bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<float>(), x.size(0), N, K);
+      return y;
+    }
     for (int64_t i = 0; i < x.size(0); i++) run(x.data_ptr<float>() + i * K, y.data_ptr<float>() + i * N, scratch);
     return y;
+  }
+
+  torch::Tensor call_rows(torch::Tensor x) const {
+    TORCH_CHECK(x.dim() == 2 && x.size(1) == K && x.scalar_type() == torch::kFloat, "x: fp32 (n, K)");
+    x = x.contiguous();
+    auto scratch = torch::empty({std::max<int64_t>(scratch_floats(), 1)}, x.options());
+    return rows(x, scratch.data_ptr<float>());
   }
 
   torch::Tensor call(torch::Tensor x) const {
@@ -736,6 +997,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<torch::Tensor, std::optional<torch::Tensor>, std::optional<torch::Tensor>, bool>(),
            py::arg("W"), py::arg("bias") = py::none(), py::arg("scale") = py::none(), py::arg("transposed") = false)
       .def("__call__", &Product::call)
+      .def("rows", &Product::call_rows, "y (n, N) for x (n, K): every row in one pass over the weights")
       .def_readonly("n_in", &Product::K)
       .def_readonly("n_out", &Product::N);
   py::class_<Gpt2Decoder>(m, "Gpt2Decoder")
