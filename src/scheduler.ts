@@ -76,6 +76,23 @@ export class Budget {
     return this._units <= 0 || this._now() >= this.deadline;
   }
 
+  /**
+   * Run `fn` once the frame's tasks are done (the scheduler's budgets), or now (a budget of its
+   * own). For work that reads layout, such as following a stream's end: done after every DOM
+   * write of the frame, it costs the one layout the frame needs anyway, where a read between
+   * writes forces an extra one.
+   */
+  defer(fn: () => void): void {
+    if (this._deferred === null) {
+      fn();
+    } else {
+      this._deferred.push(fn);
+    }
+  }
+
+  /** The deferred work, run by the scheduler at the end of the frame (null: run at once). */
+  _deferred: (() => void)[] | null = null;
+
   private _units: number;
 }
 
@@ -169,6 +186,8 @@ export class FrameScheduler {
     const start = this._clock.now();
     this._adapt(start);
     const budget = new Budget(start + this._budgetMs, this._frameUnits, () => this._clock.now());
+    const deferred: (() => void)[] = [];
+    budget._deferred = deferred;
     const ran = new Set<string>();
     const again: [string, Task][] = [];
     for (;;) {
@@ -193,6 +212,14 @@ export class FrameScheduler {
       }
       if (!done) {
         again.push([key, task]);
+      }
+    }
+    budget._deferred = null;
+    for (const fn of deferred) {
+      try {
+        fn();
+      } catch (e) {
+        console.error('[aigc-lab] deferred render work failed', e);
       }
     }
     for (const [key, task] of again) {

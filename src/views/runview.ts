@@ -378,6 +378,15 @@ export class RunView {
     this._textBox = el('div', 'aigc-run-text', this.node);
     this._textNode = document.createTextNode('');
     this._listenForInspection();
+    // Follow the stream while the user is at its end (scrolled up: stay where they are).
+    this._textBox.addEventListener(
+      'scroll',
+      () => {
+        const box = this._textBox;
+        this._follow = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
+      },
+      { passive: true }
+    );
   }
 
   readonly runId: string;
@@ -612,8 +621,9 @@ export class RunView {
 
   private _appendTokens(run: RunState, budget: Budget): void {
     const log = run.tokens;
-    const box = this._textBox;
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 8;
+    // Whether to follow the stream: kept by the scroll listener, not read here (a layout read
+    // between this frame's DOM writes would force a layout of its own).
+    const atBottom = this._follow;
     this._prune(log.dropped);
     if (this._renderedAbs < log.dropped) {
       this._renderedAbs = log.dropped; // dropped by the cap before this card rendered them
@@ -657,18 +667,30 @@ export class RunView {
       this._textNode.appendData(text);
     }
     this._renderedAbs = log.dropped + k;
-    if (atBottom) {
-      // Follow the stream; never smoothly when the user asked for reduced motion.
-      if (typeof box.scrollTo === 'function') {
-        box.scrollTo({
-          top: box.scrollHeight,
-          behavior: prefersReducedMotion() ? 'instant' : 'auto'
-        });
-      } else {
-        box.scrollTop = box.scrollHeight;
-      }
+    if (atBottom && !this._scrollQueued) {
+      // Follow the stream at the end of the frame, after every DOM write (one layout).
+      this._scrollQueued = true;
+      budget.defer(this._scrollToEnd);
     }
   }
+
+  /** Scroll the token stream to its end; never smoothly when the user asked for reduced motion. */
+  private _scrollToEnd = (): void => {
+    this._scrollQueued = false;
+    const box = this._textBox;
+    if (!box.isConnected) {
+      return;
+    }
+    if (typeof box.scrollTo === 'function') {
+      box.scrollTo({
+        top: box.scrollHeight,
+        behavior: prefersReducedMotion() ? 'instant' : 'auto'
+      });
+    } else {
+      box.scrollTop = box.scrollHeight;
+    }
+    this._follow = true;
+  };
 
   /** Reference latency for the tint: the median of the recent inter-token latencies (4 Hz). */
   private _refreshTintRef(run: RunState): void {
@@ -1057,6 +1079,10 @@ export class RunView {
   private _train: HTMLDivElement;
   private _trainText: HTMLDivElement;
   private _textBox: HTMLDivElement;
+  /** Whether the token stream follows its end (the user has not scrolled up). */
+  private _follow = true;
+  /** A scroll to the end waits for the end of the frame. */
+  private _scrollQueued = false;
   /** The Text node untinted tokens are appended to (inside the current chunk once used). */
   private _textNode: Text;
   private _chunk: HTMLDivElement | null = null;
