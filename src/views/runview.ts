@@ -248,6 +248,22 @@ function neighbour(span: HTMLElement, dir: 1 | -1): HTMLElement | null {
   }
 }
 
+/**
+ * A chunk of the token stream that no token will be added to: from now on the browser skips its
+ * layout and paint while it is off screen (`content-visibility: auto`, class `aigc-chunk-closed`),
+ * holding the height it has now (read at the end of a frame, when the layout is clean).
+ */
+function closeChunk(chunk: HTMLDivElement): void {
+  if (!chunk.isConnected) {
+    return;
+  }
+  const h = chunk.offsetHeight;
+  if (h > 0) {
+    chunk.style.setProperty('contain-intrinsic-size', `auto ${h}px`);
+    chunk.classList.add('aigc-chunk-closed');
+  }
+}
+
 /** A file name for a run's tokens CSV. */
 export function tokensCsvName(runId: string): string {
   return `aigc-lab-tokens-${runId.replace(/[^\w.-]+/g, '_')}.csv`;
@@ -640,7 +656,7 @@ export class RunView {
       const end = Math.min(n, TINT_MAX_TOKENS - log.dropped, k + Math.max(0, budget.units));
       let made = 0;
       while (k < end) {
-        this._chunkFor(log, k).appendChild(this._tokenSpan(log, k));
+        this._chunkFor(log, k, budget).appendChild(this._tokenSpan(log, k));
         k++;
         made++;
         // The time budget is checked every 32 spans (reading the clock costs too).
@@ -655,7 +671,7 @@ export class RunView {
       this._plain = true;
       let text = '';
       for (; k < n; k++) {
-        const chunk = this._chunkFor(log, k);
+        const chunk = this._chunkFor(log, k, budget);
         if (chunk !== this._textNode.parentNode) {
           this._textNode.appendData(text);
           text = '';
@@ -841,11 +857,15 @@ export class RunView {
    * `CHUNK_SOFT_TOKENS`, and after `CHUNK_MAX_TOKENS` in any case (a paragraph that long without
    * a newline then wraps at the boundary; the text itself is unchanged).
    */
-  private _chunkFor(tokens: ChunkLog<TokenItem>, k: number): HTMLDivElement {
+  private _chunkFor(tokens: ChunkLog<TokenItem>, k: number, budget: Budget): HTMLDivElement {
     const n = this._chunkTokens;
     const lineEnded = k > 0 && logAt(tokens, k - 1).text.endsWith('\n');
     const abs = tokens.dropped + k;
     if (this._chunk === null || n >= CHUNK_MAX_TOKENS || (n >= CHUNK_SOFT_TOKENS && lineEnded)) {
+      if (this._chunk !== null) {
+        const closed = this._chunk;
+        budget.defer(() => closeChunk(closed));
+      }
       this._chunk = el('div', 'aigc-chunk', this._textBox);
       this._chunkTokens = 0;
       this._domChunks.push({ node: this._chunk, start: abs, end: abs });
