@@ -339,6 +339,10 @@ describe('RunView', () => {
     expect(tokenTitle({ i: 0, id: null, text: 'a', ms: 50 }, 50, true)).toBe(
       '#0 · id – · "a" · TTFT 50.0 ms'
     );
+    // The form is filled in one pass: a piece that holds a placeholder stays as it is.
+    expect(tokenTitle({ i: 1, id: 7, text: '%4%1', ms: 9, draft: true }, 2, false)).toBe(
+      '#1 · id 7 · "%4%1" · 2.0 ms · from the draft'
+    );
   });
 });
 

@@ -153,6 +153,31 @@ function setAttr(node: Element, name: string, value: string): void {
   }
 }
 
+/** The translated forms of a token's tooltip, with `%1`..`%4` still to fill (`tokenTitle`). */
+interface TitleForms {
+  first: string;
+  later: string;
+  draft: string;
+}
+
+/** Per translation bundle: a card creates thousands of tooltips, gettext is looked up once. */
+const titleForms = new WeakMap<TranslationBundle, TitleForms>();
+
+function formsOf(trans: TranslationBundle): TitleForms {
+  let forms = titleForms.get(trans);
+  if (forms === undefined) {
+    // The placeholders go in as themselves, so a translation may reorder them.
+    const p: [string, string, string, string] = ['%1', '%2', '%3', '%4'];
+    forms = {
+      first: trans.__('#%1 · id %2 · %3 · TTFT %4 ms', ...p),
+      later: trans.__('#%1 · id %2 · %3 · %4 ms', ...p),
+      draft: trans.__('from the draft')
+    };
+    titleForms.set(trans, forms);
+  }
+  return forms;
+}
+
 /** The tooltip of a token: index, id, piece and latency. */
 export function tokenTitle(
   item: TokenItem,
@@ -160,13 +185,19 @@ export function tokenTitle(
   first: boolean,
   trans: TranslationBundle = NULL_TRANS
 ): string {
-  const id = item.id === null ? '–' : String(item.id);
-  const piece = JSON.stringify(item.text);
-  const ms = latency.toFixed(1);
-  const title = first
-    ? trans.__('#%1 · id %2 · %3 · TTFT %4 ms', item.i, id, piece, ms)
-    : trans.__('#%1 · id %2 · %3 · %4 ms', item.i, id, piece, ms);
-  return item.draft === true ? `${title} · ${trans.__('from the draft')}` : title;
+  const forms = formsOf(trans);
+  const values = [
+    String(item.i),
+    item.id === null ? '–' : String(item.id),
+    JSON.stringify(item.text),
+    latency.toFixed(1)
+  ];
+  // One pass over the form: a piece that itself holds "%2" is not filled again.
+  const title = (first ? forms.first : forms.later).replace(
+    /%([1-4])/g,
+    (_, d: string) => values[Number(d) - 1]
+  );
+  return item.draft === true ? `${title} · ${forms.draft}` : title;
 }
 
 /** A run status as the card shows it (the `data-status` attribute keeps the protocol's word). */
