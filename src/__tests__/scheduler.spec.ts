@@ -52,6 +52,26 @@ function units(total: number, log: string[], name: string, msPerUnit = 0, clock?
 }
 
 describe('FrameScheduler', () => {
+  it('runs deferred work after every task of the frame, and at once outside a frame', () => {
+    const clock = new ManualClock();
+    const s = new FrameScheduler(clock, { units: 100, budgetMs: 1000 });
+    const log: string[] = [];
+    s.mark('a', budget => {
+      budget.defer(() => log.push('a:deferred'));
+      log.push('a');
+      return true;
+    });
+    s.mark('b', () => {
+      log.push('b');
+      return true;
+    });
+    clock.frame();
+    expect(log).toEqual(['a', 'b', 'a:deferred']);
+    const own = new Budget(Infinity, 10);
+    own.defer(() => log.push('now'));
+    expect(log[log.length - 1]).toBe('now');
+  });
+
   it('shares one unit budget per frame between every task', () => {
     const clock = new ManualClock();
     const s = new FrameScheduler(clock, { units: 100, budgetMs: 1000 });

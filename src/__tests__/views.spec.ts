@@ -312,6 +312,38 @@ describe('RunView', () => {
     expect(text.textContent).toBe(runText(run));
   });
 
+  it('lets the browser skip closed chunks off screen, holding their height', () => {
+    const view = new RunView('r', () => undefined);
+    document.body.appendChild(view.node);
+    const height = Object.getOwnPropertyDescriptor(HTMLElement.prototype, 'offsetHeight');
+    Object.defineProperty(HTMLElement.prototype, 'offsetHeight', {
+      configurable: true,
+      get: () => 42
+    });
+    try {
+      const pieces = Array.from({ length: 3 * CHUNK_MAX_TOKENS }, (_, k) => `w${k} `);
+      let s = uncapped();
+      for (let i = 0; i < pieces.length; i += 100) {
+        s = reduce(s, tokens('r', i, pieces.slice(i, i + 100)));
+        view.update(s.runs['r']);
+      }
+      const chunks = Array.from(view.node.querySelectorAll<HTMLElement>('.aigc-chunk'));
+      expect(chunks.length).toBe(3);
+      for (const c of chunks.slice(0, -1)) {
+        expect(c.classList.contains('aigc-chunk-closed')).toBe(true);
+        expect(c.style.getPropertyValue('contain-intrinsic-size')).toBe('auto 42px');
+      }
+      // The growing chunk is laid out as usual.
+      expect(chunks[2].classList.contains('aigc-chunk-closed')).toBe(false);
+      expect(view.node.querySelector('.aigc-run-text')?.textContent).toBe(pieces.join(''));
+    } finally {
+      if (height) {
+        Object.defineProperty(HTMLElement.prototype, 'offsetHeight', height);
+      }
+      view.node.remove();
+    }
+  });
+
   it('closes a chunk at a line end once it is long enough, and at the hard limit otherwise', () => {
     const view = new RunView('r', () => undefined);
     // A line end every 50 tokens: chunks close at the first line end after CHUNK_SOFT_TOKENS.
