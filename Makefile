@@ -12,8 +12,13 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 JLPM := $(VENV)/bin/jlpm
 # llama.cpp (the test extra llama-cpp-python, the real tool that checks our GGUF exports) builds from source
-# for this CPU (AVX-512/VNNI); pip keeps the built wheel in its cache, so only the first install compiles
-export CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
+# with AVX-512/VNNI/BF16 named one by one, not -march=native: on a Xeon with AMX, native builds ggml's AMX
+# matrix path, which crashes (SIGSEGV in ggml_backend_amx_mul_mat) on the first Q8_0 model inside this VM; the
+# named set builds the same kernels on the AMD EPYC machines and the Xeon ones. pip keeps the built wheel in
+# its cache (keyed by the source, not by these flags: `pip cache remove llama_cpp_python` after changing them)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_F16C=ON -DGGML_FMA=ON -DGGML_BMI2=ON \
+  -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+  -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 # the lock: every Python package any install below makes, transitive ones and build tools included, pinned
 # (compiled by pip-tools from pyproject.toml, holding pins.txt; `make lock` refreshes it)
 LOCK := constraints.txt

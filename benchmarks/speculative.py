@@ -121,6 +121,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repetition-penalty", type=float, default=1.0,
+                    help="greedy decoding with this penalty (still deterministic: the identity check holds); a "
+                         "briefly trained target's plain greedy text repeats a short loop, which any draft guesses")
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
 
@@ -136,7 +139,8 @@ def main() -> None:
     quiet = EventBus()
 
     def gen(prompt: str, **kw):
-        return al.generate(target, prompt, max_new_tokens=args.tokens, event_bus=quiet, **kw).wait()
+        return al.generate(target, prompt, max_new_tokens=args.tokens, event_bus=quiet,
+                           repetition_penalty=args.repetition_penalty, **kw).wait()
 
     variants = {"plain": {}, "k2": {"draft": draft, "num_draft_tokens": 2},
                 "k4": {"draft": draft, "num_draft_tokens": 4}, "k8": {"draft": draft, "num_draft_tokens": 8},
@@ -175,6 +179,7 @@ def main() -> None:
     print(json.dumps({"target": args.target, "target_params": target.params, "draft_params": draft.params,
                       "train_steps": args.steps, "draft_distill_steps": args.draft_steps, "pair_from_cache": cached,
                       "setup_s": round(setup_s, 1), "tokens": args.tokens, "rounds": args.rounds,
+                      "repetition_penalty": args.repetition_penalty,
                       "target_layers": plan and plan["layers"], "target_stepper": plan and plan["stepper"],
                       "greedy_identical": identical, "tok_s": tok_s, "speculation": info, "verification": verify,
                       "ratios": ratios, "best_model_draft_ratio": best}, indent=1))
