@@ -24,9 +24,8 @@ QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q6_k")
 # bounds: q4_k_m (about 4.8 bits a weight) q4_0's; q6_k (6.56 bits) between q4_0's and q8_0's
 K_CHECKS = {"q4_k_m": ("Q4_K", 0.70, 0.05), "q6_k": ("Q6_K", 0.80, 0.02)}
 N_NEW = 24
-INSTALL = ("llama-cpp-python is not installed, and the GGUF export is verified by llama.cpp itself: install it "
-           'with CMAKE_ARGS="-DGGML_NATIVE=ON" .venv/bin/python -m pip install -c constraints.txt '
-           '"llama-cpp-python==0.3.36" (or run `make setup`)')
+INSTALL = ("llama-cpp-python is not installed, and the GGUF export is verified by llama.cpp itself: run `make setup` "
+           "(it builds llama.cpp with the Makefile's CMAKE_ARGS: AVX-512 named, no AMX)")
 
 
 def llama_cpp():
