@@ -141,8 +141,10 @@ def test_a_closed_comm_is_shown_and_connect_reopens_it(routed):
 
 def test_an_unanswered_cancel_gives_stop_back_and_interrupt_stops_the_run(routed):
     lab, sockets = routed
-    nb = attached(lab, "import aigc_lab as al\nm = al.models.load('starter:gpt-tiny')")
-    # a long foreground run: only a cancel request or a kernel interrupt ends it
+    # a long foreground run: only a cancel request or a kernel interrupt ends it (a context of 50,000 positions:
+    # the stock gpt-tiny's 1,024 fill in about 2 s on a fast machine, and the run ends on its own)
+    nb = attached(lab, "import aigc_lab as al\nm = al.models.build_starter('starter:gpt-tiny', "
+                       "al.data.samples.python_docs()[:200], n_positions=50_000)")
     nb.start("s = al.generate(m, 'Once', max_new_tokens=100_000, ignore_eos=True, cpu_kernel=False)\n"
              "for _ in s: pass")
     handle = lab.page.wait_for_function(
