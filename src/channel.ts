@@ -315,7 +315,13 @@ export class KernelChannel implements IDisposable {
   }
 
   private _onStatus(_: Kernel.IKernelConnection, status: KernelMessage.Status): void {
-    const down = status === 'restarting' || status === 'autorestarting' || status === 'dead';
+    // after a restart the new kernel reports 'starting' until it is ready: still down (the server sends
+    // 'restarting' and 'starting' within milliseconds, and the restart must show for longer than one frame)
+    const down =
+      status === 'restarting' ||
+      status === 'autorestarting' ||
+      status === 'dead' ||
+      (this._down && status === 'starting');
     if (status === 'dead') {
       this.store.dispatch({ type: 'link', link: 'dead' });
     } else if (down) {
