@@ -10,8 +10,9 @@
  * comm-target registry, but disposes every open comm (`_clearKernelState`) without calling their
  * `onClose`. So we watch `statusChanged` ('restarting' / 'autorestarting' / 'dead'), mark running
  * runs interrupted, drop the comm and re-register the target (idempotent: the registry is a map by
- * target name). A changed kernel (`sessionContext.kernelChanged`) is a new connection and gets its
- * own channel.
+ * target name). The restart shows until the websocket services reopens for it is up and the new
+ * kernel reports a live status on it (the old kernel's last statuses, on the old socket, do not end
+ * it). A changed kernel (`sessionContext.kernelChanged`) is a new connection and gets its own channel.
  *
  * Page reload: a comm the kernel opened before this page existed is unknown to the new kernel
  * connection, and `comm_msg` for unknown comm ids is dropped silently by services. On attach we
@@ -315,13 +316,15 @@ export class KernelChannel implements IDisposable {
   }
 
   private _onStatus(_: Kernel.IKernelConnection, status: KernelMessage.Status): void {
-    // after a restart the new kernel reports 'starting' until it is ready: still down (the server sends
-    // 'restarting' and 'starting' within milliseconds, and the restart must show for longer than one frame)
+    // A restart ends when the websocket services reopens for it is up and the new kernel reports a live
+    // status on it. Before that, the old kernel's last statuses still arrive on the old socket (the busy /
+    // idle of the shutdown the server sends it): they do not end the restart. After the reopen the new
+    // kernel reports 'starting' until it is ready: still down.
     const down =
       status === 'restarting' ||
       status === 'autorestarting' ||
       status === 'dead' ||
-      (this._down && status === 'starting');
+      (this._down && (status === 'starting' || !this._reopened));
     if (status === 'dead') {
       this.store.dispatch({ type: 'link', link: 'dead' });
     } else if (down) {
@@ -331,6 +334,7 @@ export class KernelChannel implements IDisposable {
     }
     if (down && !this._down) {
       this._down = true;
+      this._reopened = false;
       this._comm = null; // services disposes the comm without calling onClose
       this._side.reset();
       this._failAll('the kernel restarted');
@@ -347,8 +351,13 @@ export class KernelChannel implements IDisposable {
   private _onConnectionStatus(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
     // While the kernel restarts, its websocket reconnecting is part of the restart: the link stays
     // 'restarting' until the kernel reports a live status (otherwise one frame can show only the lost socket).
-    if (this.kernel.status !== 'dead' && !this._down) {
-      // 'connecting': services is retrying; 'disconnected': it stopped (a deliberate close, or out of retries)
+    if (this._down) {
+      // the restart's own reconnect: once it is up, the next live status ends the restart
+      this._reopened = status === 'connected';
+    }
+    if (this.kernel.status !== 'dead' && (!this._down || status === 'disconnected')) {
+      // 'connecting': services is retrying; 'disconnected': it stopped (a deliberate close, or out of
+      // retries; during a restart too: nothing will end the restart then)
       const link =
         status === 'connected' ? 'ok' : status === 'connecting' ? 'websocket-lost' : 'disconnected';
       this.store.dispatch({ type: 'link', link });
@@ -413,6 +422,8 @@ export class KernelChannel implements IDisposable {
   private _pending = new Map<string, PendingRequest>();
   private _sink: MessageSink;
   private _down = false;
+  /** While down: whether the websocket has reconnected since the restart began. */
+  private _reopened = false;
   private _isDisposed = false;
   private _disposed = new Signal<this, void>(this);
 }

@@ -11,7 +11,7 @@ import {
   newRequestId
 } from '../channel';
 import { CONTROL_TIMEOUT_MS } from '../sideshell';
-import { Store, runText } from '../store';
+import { Store, linkSummary, runText } from '../store';
 import { fixture, loadFixtures } from './fixtures';
 
 /** Just enough of a comm for KernelChannel. */
@@ -140,15 +140,33 @@ class FakeKernel {
     } as unknown as KernelMessage.ICommOpenMsg);
     return comm;
   }
-  /** What services 7 does on restart: status 'restarting', comms disposed without onClose. */
+  /**
+   * What services 7 does on restart: status 'restarting', comms disposed without onClose; while the
+   * REST restart runs, the old kernel's shutdown statuses still arrive on the old socket; then the
+   * socket is reopened ('connecting' sets the status 'unknown') and the new kernel reports in.
+   */
   restart(): void {
     for (const c of this.comms.values()) {
       c.isDisposed = true;
     }
     this.comms.clear();
-    this.statusChanged.emit('restarting');
-    this.statusChanged.emit('starting');
-    this.statusChanged.emit('idle');
+    this.setStatus('restarting');
+    this.setStatus('busy'); // the old kernel handling the server's shutdown_request
+    this.setStatus('idle');
+    this.setConnection('connecting');
+    this.setStatus('unknown');
+    this.setConnection('connected');
+    this.setStatus('starting');
+    this.setStatus('busy'); // kernel_info_request
+    this.setStatus('idle');
+  }
+  setStatus(status: Kernel.Status): void {
+    this.status = status;
+    this.statusChanged.emit(status);
+  }
+  setConnection(status: Kernel.ConnectionStatus): void {
+    this.connectionStatus = status;
+    this.connectionStatusChanged.emit(status);
   }
   dispose(): void {
     this.isDisposed = true;
@@ -380,6 +398,31 @@ describe('KernelChannel', () => {
       ['history', 'sub-2'],
       ['cancel', 'sub-2']
     ]);
+  });
+
+  it('shows a restart from its start until the new kernel reports on the reopened socket', () => {
+    const { fake, channel } = makeChannel();
+    fake.open(fixture('valid', 'hello.json'));
+    const shown: string[] = [];
+    channel.store.subscribe(s => {
+      const now = linkSummary(s.connection).state;
+      if (shown[shown.length - 1] !== now) {
+        shown.push(now);
+      }
+    });
+    fake.restart();
+    // neither the old kernel's last statuses nor the socket's reopening show as anything but the restart
+    expect(shown).toEqual(['restarting', 'waiting']);
+  });
+
+  it('a restart whose reconnect gives up says so', () => {
+    const { fake, channel } = makeChannel();
+    fake.open(fixture('valid', 'hello.json'));
+    fake.setStatus('restarting');
+    fake.setConnection('connecting');
+    expect(linkSummary(channel.store.state.connection).state).toBe('restarting');
+    fake.setConnection('disconnected');
+    expect(linkSummary(channel.store.state.connection).state).toBe('disconnected');
   });
 
   it('a newer protocol version shows a mismatch and is not rendered', async () => {
