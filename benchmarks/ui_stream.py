@@ -18,6 +18,13 @@ timing is measured **in the browser**:
 
 Prints ONE JSON object (medians over ``--reps`` repetitions for the timings).
 
+``--arrival`` splits the paced latency in two: an init script wraps every WebSocket's ``onmessage``
+and records ``Date.now()`` when a message carrying a token reaches the page's main thread
+(``kernel_to_ws``: the kernel's batching, ZeroMQ, the server, the socket and the wait for the main
+thread) and the rest (``ws_to_dom``: the panel's own render path); it then repeats the paced runs
+with the sidebar collapsed (nothing rendered, ``kernel_to_ws_hidden``), which shows what the
+transport costs when the page's main thread is free.
+
 ``--compare-nagle`` also runs the paced phase on a second server started without aigc_lab's server
 extension (kernel websockets keep Nagle's algorithm, Jupyter's default) and reports both p95s and
 their ratio, measured in the same run.
@@ -30,7 +37,7 @@ notebooks. A requestAnimationFrame loop records the longest frame of each phase;
 (``JSHeapUsedSize`` from the Chrome DevTools Protocol's ``Performance.getMetrics``, after a forced
 garbage collection) and the DOM's element count are read before, at checkpoints and after.
 
-    .venv/bin/python benchmarks/ui_stream.py [--tokens 2000] [--rate 500] [--reps 3] [--compare-nagle]
+    .venv/bin/python benchmarks/ui_stream.py [--tokens 2000] [--rate 500] [--reps 3] [--compare-nagle] [--arrival]
     .venv/bin/python benchmarks/ui_stream.py --soak [--soak-runs 50 --soak-tokens 5000 --soak-train 20
                                                      --soak-steps 2000 --soak-switches 10]
 """
@@ -138,6 +145,29 @@ JS_COLLECT = """
 """
 
 
+JS_ARRIVAL = r"""
+(() => {
+  // When each token's websocket message reached the main thread (the token texts are "<i>").
+  window.__arrival = {};
+  const decoder = new TextDecoder();
+  const prop = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage');
+  Object.defineProperty(WebSocket.prototype, 'onmessage', {
+    configurable: true,
+    get() { return prop.get.call(this); },
+    set(fn) {
+      prop.set.call(this, typeof fn !== 'function' ? fn : function (ev) {
+        const now = Date.now();
+        const text = typeof ev.data === 'string' ? ev.data : decoder.decode(ev.data);
+        for (const m of text.matchAll(/<(\d+)>/g)) {
+          if (!(m[1] in window.__arrival)) window.__arrival[m[1]] = now;
+        }
+        return fn.call(this, ev);
+      });
+    }
+  });
+})();
+"""
+
 BUILD: list[str] = []
 """The aigc-lab bundle (``remoteEntry.<hash>.js``) each page loaded: which build was measured."""
 
@@ -153,22 +183,37 @@ def percentile(values: list[float], q: float) -> float:
     return s[k]
 
 
-def one_run(h, lab, nb, n: int, rate: float, frames: bool) -> dict:
+def one_run(h, lab, nb, n: int, rate: float, frames: bool, arrival: bool = False, hidden: bool = False) -> dict:
+    """One run of ``n`` tokens at ``rate`` (0: as fast as the kernel publishes); ``hidden``: the panel is collapsed,
+    only websocket arrival is measured (needs ``arrival``)."""
     run = f"bench-{uuid.uuid4().hex[:8]}"
+    if arrival:
+        lab.page.evaluate("() => { window.__arrival = {}; }")
     lab.page.evaluate(JS_WATCH, {"run": run, "frames": frames})
     res = nb.execute(RUN_CODE.format(run=run, n=n, rate=rate), timeout=120)
     kernel = res.json_lines()[-1]
     # Wait until every token is in the DOM (or give up after a while: then some were dropped).
+    seen = "window.__arrival" if hidden else "window.__bench.dom"
     try:
-        lab.page.wait_for_function(
-            "(n) => Object.keys(window.__bench.dom).length >= n", arg=n, timeout=20_000)
+        lab.page.wait_for_function(f"(n) => Object.keys({seen}).length >= n", arg=n, timeout=20_000)
     except Exception:  # noqa: BLE001 - measured as dropped below
         pass
     lab.page.wait_for_timeout(150)  # a few more frames after the last token
     got = lab.page.evaluate(JS_COLLECT, run)
+    split: dict = {}
+    if arrival:
+        came = lab.page.evaluate("() => window.__arrival")
+        ws = [came[str(i)] - kernel["pub"][i] for i in range(n) if str(i) in came]
+        dom = [got["dom"][str(i)] - came[str(i)] for i in range(n) if str(i) in came and str(i) in got["dom"]]
+        split = {"kernel_to_ws_p50_ms": statistics.median(ws) if ws else None,
+                 "kernel_to_ws_p95_ms": percentile(ws, 0.95) if ws else None,
+                 "ws_to_dom_p50_ms": statistics.median(dom) if dom else None,
+                 "ws_to_dom_p95_ms": percentile(dom, 0.95) if dom else None}
+        if hidden:
+            return {"sent": n, "delivered": len(came), "dup": 0, **split}
     lat = [got["dom"][str(i)] - kernel["pub"][i] for i in range(n) if str(i) in got["dom"]]
     delivered = len(got["dom"])
-    return {
+    return {**split,
         "sent": n,
         "delivered": delivered,
         "dup": got["dup"] + (got["panel_dups"] or 0),
@@ -206,6 +251,8 @@ def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None)
     try:
         with sync_playwright() as pw:
             context, user_dir = h.launch_browser(pw)
+            if args.arrival:
+                context.add_init_script(JS_ARRIVAL)
             try:
                 page = context.pages[0] if context.pages else context.new_page()
                 page.goto(f"{server.url}lab?reset", wait_until="domcontentloaded",
@@ -227,10 +274,15 @@ def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None)
                 one_run(h, lab, nb, 200, 0, frames=False)
                 # Noise floor: the longest frame of an idle page on this machine right now.
                 idle = [page.evaluate(JS_IDLE_FRAMES, 2000) for _ in range(args.reps)]
-                paced = [one_run(h, lab, nb, args.tokens, args.rate, frames=False)
+                paced = [one_run(h, lab, nb, args.tokens, args.rate, frames=False, arrival=args.arrival)
                          for _ in range(args.reps)]
                 burst = [one_run(h, lab, nb, args.tokens, 0, frames=True)
                          for _ in range(args.reps)] if burst_phase else []
+                hidden = []
+                if args.arrival and burst_phase:
+                    page.evaluate("() => window.jupyterapp.shell.collapseRight()")
+                    hidden = [one_run(h, lab, nb, args.tokens, args.rate, frames=False, arrival=True, hidden=True)
+                              for _ in range(args.reps)]
                 nodelay = NODELAY_LOG_LINE in server.log_tail(2000)
             finally:
                 context.close()
@@ -238,7 +290,7 @@ def session(h, args, *, burst_phase: bool, server_args: list[str] | None = None)
     finally:
         h.stop_server(server)
         shutil.rmtree(server.tmp, ignore_errors=True)
-    return paced, burst, idle, nodelay
+    return paced, burst, idle, nodelay, hidden
 
 
 def open_panel(page) -> None:
@@ -463,6 +515,8 @@ def main() -> int:
     ap.add_argument("--no-tint", action="store_true", help="turn the token tinting setting off")
     ap.add_argument("--compare-nagle", action="store_true",
                     help="also measure the paced phase without aigc_lab's TCP_NODELAY server extension")
+    ap.add_argument("--arrival", action="store_true",
+                    help="split the paced latency at the websocket's arrival; repeat it with the panel collapsed")
     ap.add_argument("--soak", action="store_true", help="the soak instead (see the module docstring)")
     ap.add_argument("--soak-runs", type=int, default=50)
     ap.add_argument("--soak-tokens", type=int, default=5000)
@@ -476,10 +530,10 @@ def main() -> int:
         print(json.dumps(soak(h, args)))
         return 0
     started = time.monotonic()
-    paced, burst, idle, nodelay = session(h, args, burst_phase=True)
+    paced, burst, idle, nodelay, hidden = session(h, args, burst_phase=True)
     nagle: list[dict] = []
     if args.compare_nagle:
-        nagle, _, _, nagle_nodelay = session(h, args, burst_phase=False,
+        nagle, _, _, nagle_nodelay, _ = session(h, args, burst_phase=False,
                                              server_args=["--ServerApp.jpserver_extensions=aigc_lab=False"])
         if nagle_nodelay:
             raise SystemExit("--compare-nagle: the second server still loaded the TCP_NODELAY extension")
@@ -516,6 +570,12 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "wall_s": round(time.monotonic() - started, 1),
     }
+    if args.arrival:
+        for key in ("kernel_to_ws_p50_ms", "kernel_to_ws_p95_ms", "ws_to_dom_p50_ms", "ws_to_dom_p95_ms"):
+            out[key] = med(paced, key)
+        out["kernel_to_ws_hidden_p50_ms"] = med(hidden, "kernel_to_ws_p50_ms")
+        out["kernel_to_ws_hidden_p95_ms"] = med(hidden, "kernel_to_ws_p95_ms")
+        out["hidden_delivered"] = sum(r["delivered"] for r in hidden)
     if nagle:
         out["p95_kernel_to_dom_ms_without_nodelay"] = med(nagle, "p95_ms")
         out["p95_kernel_to_dom_ms_without_nodelay_each"] = [round(r["p95_ms"], 1) for r in nagle]
