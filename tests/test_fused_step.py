@@ -201,6 +201,30 @@ def test_extend_scores_several_tokens_in_one_call_like_the_full_forward(request,
     torch.testing.assert_close(torch.cat(got), torch.stack(want), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_greedy_proposes_in_one_call_what_stepping_and_argmax_give(kernel, family):
+    """A draft's greedy proposals in one kernel call (crossing the reserved 10 positions): the same tokens as a
+    step and an argmax per token, and the cache left as stepping leaves it (the next step's logits agree)."""
+    from aigc_lab.infer.fused_step import FusedStepper, gpt2_decoder, llama_decoder
+
+    # untied: a tied random model's argmax is mostly its input token, which would hide a wrong feedback
+    untied = {"tie_word_embeddings": False}
+    model = kernel_layers.twin_of(_gpt2(**untied) if family == "gpt2" else _llama_family("llama", **untied))
+    build = gpt2_decoder if family == "gpt2" else llama_decoder
+    one_call, by_step = FusedStepper(model, 10, build), FusedStepper(model, 10, build)
+    prompt = torch.tensor([list(range(7))])
+    for s in (one_call, by_step):
+        s.prefill(prompt, None)
+    tokens = one_call.greedy(3, 6)
+    want, token = [], 3
+    for _ in range(6):
+        token = int(by_step.step([token]).argmax())
+        want.append(token)
+    assert tokens == want and len(set(tokens)) > 1  # a random model's argmax moves: not one token repeated
+    assert one_call.cache.layers[0].get_seq_length() == by_step.cache.layers[0].get_seq_length() == 13
+    torch.testing.assert_close(one_call.step([tokens[-1]]), by_step.step([tokens[-1]]), rtol=0, atol=0)
+
+
 def test_same_logits_on_a_background_thread(kernel):
     """Off the main thread the products run on the kernel's own helper threads."""
     model = kernel_layers.twin_of(_gpt2(n_embd=256, n_head=4, n_layer=2, vocab_size=4000))

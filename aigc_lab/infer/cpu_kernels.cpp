@@ -990,6 +990,21 @@ struct LlamaDecoder {
   }
 };
 
+// Greedy decoding of ``n`` tokens in one call (a draft's proposals): ``token`` goes in at ``pos``, and each step's
+// argmax (the first of equal maxima, as torch.argmax) is the next step's token. Returns the n argmax tokens; the
+// cache then holds positions pos .. pos + n - 1 (``token`` and the first n - 1 of them).
+template <class Decoder>
+torch::Tensor greedy_run(Decoder& d, int64_t token, int64_t pos, int64_t n) {
+  TORCH_CHECK(n >= 1, "greedy needs at least one token");
+  auto out = torch::empty({n}, torch::kLong);
+  int64_t* o = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; i++) {
+    token = d.step(token, pos + i).argmax().template item<int64_t>();
+    o[i] = token;
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv", &gemv, "y = W x (+ b), W (N, K) fp32", py::arg("W"), py::arg("x"), py::arg("b") = py::none());
   m.def("gemv_t", &gemv_t, "y = x W (+ b), W (K, N) fp32", py::arg("W"), py::arg("x"), py::arg("b") = py::none());
@@ -1006,7 +1021,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     std::vector<Product>, std::vector<Product>, torch::Tensor, torch::Tensor, Product,
                     std::vector<torch::Tensor>, std::vector<torch::Tensor>, int64_t, double, double, std::string>())
       .def("step", &Gpt2Decoder::step, py::call_guard<py::gil_scoped_release>())
-      .def("extend", &Gpt2Decoder::extend, py::call_guard<py::gil_scoped_release>());
+      .def("extend", &Gpt2Decoder::extend, py::call_guard<py::gil_scoped_release>())
+      .def("greedy", &greedy_run<Gpt2Decoder>, py::call_guard<py::gil_scoped_release>());
   py::class_<LlamaDecoder>(m, "LlamaDecoder")
       .def(py::init<torch::Tensor, std::vector<torch::Tensor>, std::vector<Product>, std::vector<Product>,
                     std::vector<Product>, std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<Product>,
@@ -1014,5 +1030,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     torch::Tensor, Product, std::vector<torch::Tensor>, std::vector<torch::Tensor>, torch::Tensor,
                     torch::Tensor, int64_t, int64_t, int64_t, double, double>())
       .def("step", &LlamaDecoder::step, py::call_guard<py::gil_scoped_release>())
-      .def("extend", &LlamaDecoder::extend, py::call_guard<py::gil_scoped_release>());
+      .def("extend", &LlamaDecoder::extend, py::call_guard<py::gil_scoped_release>())
+      .def("greedy", &greedy_run<LlamaDecoder>, py::call_guard<py::gil_scoped_release>());
 }

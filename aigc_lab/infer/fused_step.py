@@ -162,6 +162,14 @@ class FusedStepper:
         self._advance(len(ids))
         return logits
 
+    def greedy(self, token: int, n: int) -> list[int]:
+        """The next ``n`` greedy tokens after ``token`` (argmax of the raw logits, each fed back) in one kernel call,
+        as a draft proposes them; the cache then holds ``token`` and the first n - 1 of them."""
+        pos = self._room(n)
+        tokens = self.decoder.greedy(token, pos, n)
+        self._advance(n)
+        return tokens.tolist()
+
     def rewind(self, n: int) -> None:
         rewind(self.cache, n)
 
