@@ -419,6 +419,101 @@ void rows_conv1d(const float* w, const float* x, const float* bv, float* y, int6
   }
 }
 
+#define AIGC_OWN_ROWS 1
+#elif defined(__AVX2__) && defined(__FMA__)
+// The same products with 8-float vectors (CPUs without AVX-512, such as AMD Zen 2/3): 16 registers, so one weight
+// row at a time for Linear and narrower Conv1D tiles; column tails in scalar code (no masked loads).
+inline float hsum8(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+// W (N, K) fp32 (nn.Linear): y[i, n] = W[n] . x[i] (+ b[n]) for the R rows of x (stride K) and n in [n0, n1).
+template <int R>
+void rows_linear(const float* w, const float* x, const float* bv, float* y, int64_t n0, int64_t n1, int64_t N,
+                 int64_t K) {
+  const int64_t full = K / 8 * 8;
+  for (int64_t n = n0; n < n1; n++) {
+    const float* r0 = w + n * K;
+    __m256 a0[R];
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) a0[i] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < full; k += 8) {
+      const __m256 w0 = _mm256_loadu_ps(r0 + k);
+      #pragma GCC unroll 16
+      for (int i = 0; i < R; i++) a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * K + k), a0[i]);
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      float sum = hsum8(a0[i]);
+      for (int64_t k = full; k < K; k++) sum += r0[k] * x[i * K + k];
+      y[i * N + n] = sum + (bv ? bv[n] : 0.f);
+    }
+  }
+}
+
+constexpr int64_t kBand = 16;  // Conv1D weight rows read side by side, as in the AVX-512 products above
+
+// y[i, j..j + 8T) += x[i, k0:k1] . W[k0:k1, j..] for the R rows of x: R x T sums in registers over the band.
+template <int R, int T>
+void conv1d_tile(const float* w, const float* x, float* y, int64_t j, int64_t k0, int64_t k1, int64_t N,
+                 int64_t K) {
+  __m256 acc[R][T];
+  #pragma GCC unroll 16
+  for (int i = 0; i < R; i++) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; t++) acc[i][t] = _mm256_setzero_ps();
+  }
+  for (int64_t k = k0; k < k1; k++) {
+    const float* r = w + k * N + j;
+    _mm_prefetch(reinterpret_cast<const char*>(r + kBand * N), _MM_HINT_T1);
+    __m256 wv[T];
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; t++) wv[t] = _mm256_loadu_ps(r + 8 * t);
+    #pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      const __m256 c = _mm256_set1_ps(x[i * K + k]);
+      #pragma GCC unroll 16
+      for (int t = 0; t < T; t++) acc[i][t] = _mm256_fmadd_ps(c, wv[t], acc[i][t]);
+    }
+  }
+  #pragma GCC unroll 16
+  for (int i = 0; i < R; i++) {
+    #pragma GCC unroll 16
+    for (int t = 0; t < T; t++) {
+      float* yi = y + i * N + j + 8 * t;
+      _mm256_storeu_ps(yi, _mm256_add_ps(acc[i][t], _mm256_loadu_ps(yi)));
+    }
+  }
+}
+
+// Columns [j0, j1) of the Conv1D product: the bias, then band by band, tiles of T vectors, single vectors, and the
+// last columns (fewer than 8) in scalar code.
+template <int R>
+void rows_conv1d(const float* w, const float* x, const float* bv, float* y, int64_t j0, int64_t j1, int64_t N,
+                 int64_t K) {
+  constexpr int T = R <= 2 ? 4 : R <= 3 ? 3 : R <= 6 ? 2 : 1;
+  for (int i = 0; i < R; i++)
+    for (int64_t j = j0; j < j1; j++) y[i * N + j] = bv ? bv[j] : 0.f;
+  for (int64_t k0 = 0; k0 < K; k0 += kBand) {
+    const int64_t k1 = std::min(K, k0 + kBand);
+    int64_t j = j0;
+    for (; j + 8 * T <= j1; j += 8 * T) conv1d_tile<R, T>(w, x, y, j, k0, k1, N, K);
+    for (; j + 8 <= j1; j += 8) conv1d_tile<R, 1>(w, x, y, j, k0, k1, N, K);
+    for (; j < j1; j++)
+      for (int i = 0; i < R; i++) {
+        float sum = 0.f;
+        for (int64_t k = k0; k < k1; k++) sum += x[i * K + k] * w[k * N + j];
+        y[i * N + j] += sum;
+      }
+  }
+}
+
+#define AIGC_OWN_ROWS 1
+#endif
+
+#if defined(AIGC_OWN_ROWS)
 // One group of R <= kMaxRows rows, its weight split over the threads: by output rows (Linear) or by
 // 16-aligned column bands (Conv1D).
 template <int R>
@@ -445,7 +540,7 @@ void rows_fp32(bool conv1d, const float* w, const float* x, const float* bv, flo
 constexpr bool kOwnRows = true;
 #else
 void rows_fp32(bool, const float*, const float*, const float*, float*, int64_t, int64_t, int64_t) {}
-constexpr bool kOwnRows = false;  // without AVX-512: torch's matrix product (each weight still read once)
+constexpr bool kOwnRows = false;  // without AVX2 and FMA: torch's matrix product (each weight still read once)
 #endif
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
