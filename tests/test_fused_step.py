@@ -201,11 +201,15 @@ def test_extend_scores_several_tokens_in_one_call_like_the_full_forward(request,
     torch.testing.assert_close(torch.cat(got), torch.stack(want), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_greedy_proposes_in_one_call_what_stepping_and_argmax_give(kernel, family):
+def test_greedy_proposes_in_one_call_what_stepping_and_argmax_give(kernel, family, penalty):
     """A draft's greedy proposals in one kernel call (crossing the reserved 10 positions): the same tokens as a
-    step and an argmax per token, and the cache left as stepping leaves it (the next step's logits agree)."""
+    step and the sampler's greedy pick per token (repetition penalty included), and the cache left as stepping
+    leaves it (the next step's logits agree)."""
     from aigc_lab.infer.fused_step import FusedStepper, gpt2_decoder, llama_decoder
+    from aigc_lab.infer.params import GenerationParams
+    from aigc_lab.infer.sampling import shaped
 
     # untied: a tied random model's argmax is mostly its input token, which would hide a wrong feedback
     untied = {"tie_word_embeddings": False}
@@ -215,10 +219,11 @@ def test_greedy_proposes_in_one_call_what_stepping_and_argmax_give(kernel, famil
     prompt = torch.tensor([list(range(7))])
     for s in (one_call, by_step):
         s.prefill(prompt, None)
-    tokens = one_call.greedy(3, 6)
-    want, token = [], 3
+    history = [*range(7), 3]
+    tokens = one_call.greedy(3, 6, history, penalty)
+    want, token, p = [], 3, GenerationParams(temperature=0.0, repetition_penalty=penalty)
     for _ in range(6):
-        token = int(by_step.step([token]).argmax())
+        token = int(shaped(by_step.step([token]), history + want, p).argmax())
         want.append(token)
     assert tokens == want and len(set(tokens)) > 1  # a random model's argmax moves: not one token repeated
     assert one_call.cache.layers[0].get_seq_length() == by_step.cache.layers[0].get_seq_length() == 13

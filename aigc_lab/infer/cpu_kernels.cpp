@@ -2,6 +2,7 @@
 #include <torch/extension.h>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <immintrin.h>
 #include <omp.h>
@@ -1086,15 +1087,40 @@ struct LlamaDecoder {
 };
 
 // Greedy decoding of ``n`` tokens in one call (a draft's proposals): ``token`` goes in at ``pos``, and each step's
-// argmax (the first of equal maxima, as torch.argmax) is the next step's token. Returns the n argmax tokens; the
-// cache then holds positions pos .. pos + n - 1 (``token`` and the first n - 1 of them).
+// argmax (the first of equal maxima, as torch.argmax) is the next step's token. With ``penalty`` != 1 the logits of
+// the ``penalized`` ids (the sequence so far; each new token joins them) are divided by it where positive, else
+// multiplied, before the argmax: the sampler's repetition penalty. Returns the n tokens; the cache then holds
+// positions pos .. pos + n - 1 (``token`` and the first n - 1 of them).
 template <class Decoder>
-torch::Tensor greedy_run(Decoder& d, int64_t token, int64_t pos, int64_t n) {
+torch::Tensor greedy_run(Decoder& d, int64_t token, int64_t pos, int64_t n, const std::vector<int64_t>& penalized,
+                         double penalty) {
   TORCH_CHECK(n >= 1, "greedy needs at least one token");
   auto out = torch::empty({n}, torch::kLong);
   int64_t* o = out.data_ptr<int64_t>();
+  std::vector<char> seen;
+  const float pen = static_cast<float>(penalty);
   for (int64_t i = 0; i < n; i++) {
-    token = d.step(token, pos + i).argmax().template item<int64_t>();
+    const torch::Tensor logits = d.step(token, pos + i).contiguous();
+    if (penalty == 1.0) {
+      token = logits.argmax().template item<int64_t>();
+    } else {
+      const float* lv = logits.data_ptr<float>();
+      const int64_t V = logits.numel();
+      if (seen.empty()) {
+        seen.assign(V, 0);
+        for (int64_t id : penalized)
+          if (id >= 0 && id < V) seen[id] = 1;
+      }
+      float best = -std::numeric_limits<float>::infinity();
+      int64_t arg = 0;
+      for (int64_t v = 0; v < V; v++) {
+        float val = lv[v];
+        if (seen[v]) val = val > 0.f ? val / pen : val * pen;
+        if (val > best) best = val, arg = v;
+      }
+      token = arg;
+      seen[token] = 1;
+    }
     o[i] = token;
   }
   return out;
@@ -1117,7 +1143,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     std::vector<torch::Tensor>, std::vector<torch::Tensor>, int64_t, double, double, std::string>())
       .def("step", &Gpt2Decoder::step, py::call_guard<py::gil_scoped_release>())
       .def("extend", &Gpt2Decoder::extend, py::call_guard<py::gil_scoped_release>())
-      .def("greedy", &greedy_run<Gpt2Decoder>, py::call_guard<py::gil_scoped_release>());
+      .def("greedy", &greedy_run<Gpt2Decoder>, py::arg("token"), py::arg("pos"), py::arg("n"),
+           py::arg("penalized") = std::vector<int64_t>{}, py::arg("penalty") = 1.0,
+           py::call_guard<py::gil_scoped_release>());
   py::class_<LlamaDecoder>(m, "LlamaDecoder")
       .def(py::init<torch::Tensor, std::vector<torch::Tensor>, std::vector<Product>, std::vector<Product>,
                     std::vector<Product>, std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<Product>,
@@ -1126,5 +1154,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     torch::Tensor, int64_t, int64_t, int64_t, double, double>())
       .def("step", &LlamaDecoder::step, py::call_guard<py::gil_scoped_release>())
       .def("extend", &LlamaDecoder::extend, py::call_guard<py::gil_scoped_release>())
-      .def("greedy", &greedy_run<LlamaDecoder>, py::call_guard<py::gil_scoped_release>());
+      .def("greedy", &greedy_run<LlamaDecoder>, py::arg("token"), py::arg("pos"), py::arg("n"),
+           py::arg("penalized") = std::vector<int64_t>{}, py::arg("penalty") = 1.0,
+           py::call_guard<py::gil_scoped_release>());
 }

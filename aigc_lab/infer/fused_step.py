@@ -162,11 +162,12 @@ class FusedStepper:
         self._advance(len(ids))
         return logits
 
-    def greedy(self, token: int, n: int) -> list[int]:
-        """The next ``n`` greedy tokens after ``token`` (argmax of the raw logits, each fed back) in one kernel call,
-        as a draft proposes them; the cache then holds ``token`` and the first n - 1 of them."""
+    def greedy(self, token: int, n: int, penalized: list[int] | None = None, penalty: float = 1.0) -> list[int]:
+        """The next ``n`` greedy tokens after ``token`` (each argmax fed back; with ``penalty`` != 1 the repetition
+        penalty on ``penalized`` and the new tokens first) in one kernel call, as a draft proposes them; the cache
+        then holds ``token`` and the first n - 1 of them."""
         pos = self._room(n)
-        tokens = self.decoder.greedy(token, pos, n)
+        tokens = self.decoder.greedy(token, pos, n, penalized or [], penalty)
         self._advance(n)
         return tokens.tolist()
 

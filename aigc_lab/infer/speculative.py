@@ -47,8 +47,8 @@ class ModelDraft:
     def propose(self, sequence: list[int], k: int, out: Output, gen: Any) -> tuple[list[int], list[Any]]:
         """k tokens after ``sequence`` and the distribution each was drawn from (None when greedy)."""
         p = out.p
-        if p.temperature == 0 and p.repetition_penalty == 1.0 and hasattr(self.stepper, "greedy"):
-            return self._greedy(sequence, k), [None] * k
+        if p.temperature == 0 and hasattr(self.stepper, "greedy"):
+            return self._greedy(sequence, k, out), [None] * k
         for token in sequence[self.seen:]:  # catch up on what the target emitted since the last round
             self.logits = self.stepper.step([token])
         self.seen = len(sequence)
@@ -69,17 +69,19 @@ class ModelDraft:
                 self.seen += 1
         return tokens, dists
 
-    def _greedy(self, sequence: list[int], k: int) -> list[int]:
-        """Greedy proposals on a kernel stepper: the argmax of the raw logits is what the sampler picks when nothing
-        shapes them, so the whole proposal loop (the catch-up's last token, then k - 1 guesses) is one kernel call."""
+    def _greedy(self, sequence: list[int], k: int, out: Output) -> list[int]:
+        """Greedy proposals on a kernel stepper, the whole loop (the catch-up's last token, then k - 1 guesses) in
+        one kernel call, the repetition penalty applied there (greedy picks see nothing else of the sampler)."""
         catch_up = sequence[self.seen:]
         for token in catch_up[:-1]:
             self.stepper.step([token])
+        penalty = out.p.repetition_penalty
         if catch_up:
-            tokens = self.stepper.greedy(catch_up[-1], k)
+            tokens = self.stepper.greedy(catch_up[-1], k, list(out.history), penalty)
         else:  # right after the prompt, whose forward gave the first row
-            first = int(self.logits.argmax())
-            tokens = [first] + (self.stepper.greedy(first, k - 1) if k > 1 else [])
+            first = int(shaped(self.logits, list(out.history), out.p).argmax())
+            rest = self.stepper.greedy(first, k - 1, [*out.history, first], penalty) if k > 1 else []
+            tokens = [first, *rest]
         self.logits = None  # the kernel kept the last row to itself: the next round catches up first
         self.seen = len(sequence) + k - 1
         return tokens
