@@ -11,20 +11,19 @@ PY := $(VENV)/bin/python
 # the venv's tools (jlpm, jupyter-builder, jupyter) come first for every recipe
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 JLPM := $(VENV)/bin/jlpm
-# llama.cpp (the test extra llama-cpp-python, the real tool that checks our GGUF exports) builds from source
-# with AVX-512/VNNI/BF16 named one by one, not -march=native: on a Xeon with AMX, native builds ggml's AMX
-# matrix path, which crashes (SIGSEGV in ggml_backend_amx_mul_mat) on the first Q8_0 model inside this VM; the
-# named set builds the same kernels on the AMD EPYC machines and the Xeon ones. pip keeps the built wheel in
-# its cache (keyed by the source, not by these flags: `pip cache remove llama_cpp_python` after changing them)
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_F16C=ON -DGGML_FMA=ON -DGGML_BMI2=ON \
-  -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
-  -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
+# llama.cpp (the test extra llama-cpp-python, the real tool that checks our GGUF exports) builds from source with
+# this CPU's instruction sets named one by one (tools/llama_cmake_args.sh says why not -march=native, nor a fixed
+# set). The wheel is built once per flag set and lock pin into LLAMA_WHEELS, then installed from there: pip's own
+# cache keys a built wheel by its source only, so a wheel built on another CPU would be reused (and die of SIGILL)
+export CMAKE_ARGS ?= $(shell sh tools/llama_cmake_args.sh) -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 # the lock: every Python package any install below makes, transitive ones and build tools included, pinned
 # (compiled by pip-tools from pyproject.toml, holding pins.txt; `make lock` refreshes it)
 LOCK := constraints.txt
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c $(LOCK)
 PORT ?= 8888
 CHROMIUM ?= /usr/bin/chromium
+LLAMA_PIN := $(shell grep -m1 '^llama-cpp-python==' $(LOCK))
+LLAMA_WHEELS := $(HOME)/.cache/aigc_lab/wheels/llama-$(shell printf '%s %s' '$(LLAMA_PIN)' '$(CMAKE_ARGS)' | sha1sum | cut -c1-12)
 
 TS_SOURCES := $(shell find src style schema -type f 2>/dev/null) package.json tsconfig.json
 PY_SOURCES := $(shell find aigc_lab -name '*.py' -not -path '*/labextension/*')
@@ -64,7 +63,12 @@ $(EXT_BUILT): $(NODE_STAMP) $(TS_SOURCES)
 
 # 4. the Python package (editable) with every dependency; then, once 3 is built too, the extension linked into
 #    the venv and the server extension enabled (an editable install does not copy the wheel's shared data)
-$(DEPS_STAMP): $(BASE_STAMP) pyproject.toml $(LOCK)
+$(DEPS_STAMP): $(BASE_STAMP) pyproject.toml $(LOCK) tools/llama_cmake_args.sh
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || { rm -rf $(LLAMA_WHEELS).tmp && \
+	  echo "building $(LLAMA_PIN) for this CPU ($(CMAKE_ARGS)): about 6 minutes on 2 cores, once" && \
+	  $(PY) -m pip wheel --disable-pip-version-check -q -c $(LOCK) --no-deps --no-build-isolation --no-cache-dir \
+	    -w $(LLAMA_WHEELS).tmp "$(LLAMA_PIN)" && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); }
+	$(PIP) --force-reinstall --no-deps $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	SKIP_JUPYTER_BUILDER=1 $(PIP) --no-build-isolation -e ".[test]"
 	@touch $@
 

@@ -25,7 +25,7 @@ QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q6_k")
 K_CHECKS = {"q4_k_m": ("Q4_K", 0.70, 0.05), "q6_k": ("Q6_K", 0.80, 0.02)}
 N_NEW = 24
 INSTALL = ("llama-cpp-python is not installed, and the GGUF export is verified by llama.cpp itself: run `make setup` "
-           "(it builds llama.cpp with the Makefile's CMAKE_ARGS: AVX-512 named, no AMX)")
+           "(it builds llama.cpp for this CPU: tools/llama_cmake_args.sh)")
 
 
 def llama_cpp():

@@ -14,7 +14,8 @@ from ..errors import ExportError
 # name -> llama_ftype (llama.h)
 K_QUANTS: dict[str, int] = {"q2_k": 10, "q3_k_m": 12, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17,
                             "q6_k": 18}
-INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python (it builds llama.cpp; a few minutes)')
+INSTALL = ("pip install llama-cpp-python (it builds llama.cpp; a few minutes; in a clone of aigc-lab, `make setup` "
+           "builds it with this CPU's instruction sets named, see tools/llama_cmake_args.sh)")
 
 
 def llama_cpp(quant: str) -> Any:
