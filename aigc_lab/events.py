@@ -192,8 +192,24 @@ class Ack:
     type: ClassVar[str] = "ack"
 
 
-Event = (Hello | RunStart | Token | Tokens | RunEnd | TrainStep | TrainSteps | TrainEval | Checkpoint | DataStep
-         | Cancel | History | Ack)
+RunEvent = RunStart | Token | Tokens | RunEnd | TrainStep | TrainSteps | TrainEval | Checkpoint | DataStep
+BATCHABLE: tuple[str, ...] = ("run.start", "tokens", "run.end", "train.step", "train.steps", "train.eval",
+                              "checkpoint", "data.step")
+"""The message types a ``batch`` may hold: run events (``hello`` and ``ack`` travel alone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several run events in one comm message, in publish order (the comm sink's): the browser pays about a
+    millisecond per comm message whatever its size, so a flood of small messages (steps, evals, short runs)
+    starves the page's frames, where the same events in a few batches do not."""
+
+    messages: tuple[RunEvent, ...]
+    run: None = None
+    type: ClassVar[str] = "batch"
+
+
+Event = Hello | RunEvent | Batch | Cancel | History | Ack
 Message = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +234,9 @@ def to_message(event: Event) -> Message:
     if isinstance(event, Token):
         event = Tokens(run=event.run, items=(event,))
     msg: Message = {"v": PROTOCOL_VERSION, "type": event.type, "run": event.run}
+    if isinstance(event, Batch):
+        msg["messages"] = [to_message(e) for e in event.messages]
+        return msg
     if isinstance(event, Tokens):
         msg["items"] = [_token_item(t) for t in event.items]
         return msg
@@ -295,6 +314,7 @@ _SPECS: dict[str, tuple[Check, dict[str, Check]]] = {
     "cancel": (_is_str, {"id": _is_str}),
     "history": (lambda r: r is None, {"id": _is_str}),
     "ack": (_opt(_is_str), {"id": _is_str, "ok": lambda x: isinstance(x, bool), "error": _opt(_is_str)}),
+    "batch": (lambda r: r is None, {"messages": lambda x: isinstance(x, list)}),
 }
 
 
@@ -384,6 +404,17 @@ def _logprob_fields(item: dict[str, Any], n: int) -> dict[str, Any]:
     return {"logprob": item["logprob"], "top": tuple(top)}
 
 
+def _batched(n: int, item: Any) -> RunEvent:
+    """Message ``n`` of a batch, decoded: a run event, or a ``ProtocolError`` that names its place."""
+    kind = item.get("type") if isinstance(item, dict) else None
+    if isinstance(item, dict) and isinstance(kind, str) and kind in _SPECS and kind not in BATCHABLE:
+        raise ProtocolError(f"batch.messages[{n}]: a batch holds run events only, not {kind!r}")
+    try:
+        return from_message(item)  # type: ignore[return-value]  # a run event: checked above
+    except ProtocolError as exc:
+        raise ProtocolError(f"batch.messages[{n}]: {exc}") from None
+
+
 def from_message(msg: Any) -> Event:
     """Decode and validate an incoming message; raise ``ProtocolError`` saying what is wrong."""
     if not isinstance(msg, dict):
@@ -410,6 +441,8 @@ def from_message(msg: Any) -> Event:
         return Hello(kernel=msg["kernel"], version=msg["version"])
     if kind == "history":
         return History(id=msg["id"])
+    if kind == "batch":
+        return Batch(messages=tuple(_batched(n, item) for n, item in enumerate(msg["messages"])))
     if kind == "run.start":
         _check_fields(msg["model"], _MODEL_FIELDS, "run.start.model")
         model = ModelInfo(**{k: msg["model"][k] for k in _MODEL_FIELDS})

@@ -172,6 +172,37 @@ export interface AckMessage extends Envelope<'ack', string | null> {
   error: string | null;
 }
 
+/** A run event: what a `batch` may hold (`hello` and `ack` travel alone). */
+export type RunEventMessage =
+  | RunStartMessage
+  | TokensMessage
+  | RunEndMessage
+  | TrainStepMessage
+  | TrainStepsMessage
+  | TrainEvalMessage
+  | CheckpointMessage
+  | DataStepMessage;
+
+export const BATCHABLE: readonly RunEventMessage['type'][] = [
+  'run.start',
+  'tokens',
+  'run.end',
+  'train.step',
+  'train.steps',
+  'train.eval',
+  'checkpoint',
+  'data.step'
+];
+
+/**
+ * Several run events in one comm message, in publish order (added within v1): the browser pays
+ * about a millisecond per comm message whatever its size, so the kernel's sink sends a flood of
+ * small messages as a few batches. Handled exactly as its messages one by one, in order.
+ */
+export interface BatchMessage extends Envelope<'batch', null> {
+  messages: RunEventMessage[];
+}
+
 /** Panel → kernel. */
 export interface CancelMessage extends Envelope<'cancel', string> {
   id: string;
@@ -187,6 +218,7 @@ export type KernelToPanelMessage =
   | TrainEvalMessage
   | CheckpointMessage
   | DataStepMessage
+  | BatchMessage
   | AckMessage;
 
 /** Panel → kernel: replay the kernel's recorded runs (answered by an `ack`, then the runs). */
@@ -285,7 +317,8 @@ const SPECS: { [type in MessageType]: [Check, Spec] } = {
   ],
   cancel: [isStr, { id: isStr }],
   history: [isNull, { id: isStr }],
-  ack: [opt(isStr), { id: isStr, ok: isBool, error: opt(isStr) }]
+  ack: [opt(isStr), { id: isStr, ok: isBool, error: opt(isStr) }],
+  batch: [isNull, { messages: isArr }]
 };
 
 class ProtocolError extends Error {}
@@ -463,6 +496,30 @@ function validate(x: unknown): Message {
       for (const key of Object.keys(metrics)) {
         if (!isNum(metrics[key])) {
           throw new ProtocolError(`train.eval.metrics['${key}'] must be a number`);
+        }
+      }
+      break;
+    }
+    case 'batch': {
+      const messages = x['messages'] as unknown[];
+      for (let n = 0; n < messages.length; n++) {
+        const inner = messages[n];
+        const kind = isObject(inner) ? inner['type'] : undefined;
+        if (isObject(inner) && isInt(inner['v']) && (inner['v'] as number) > PROTOCOL_VERSION) {
+          throw new ProtocolError(`batch.messages[${n}]: ${mismatchText(inner['v'] as number)}`);
+        }
+        if (isKnownType(kind) && !(BATCHABLE as readonly string[]).includes(kind)) {
+          throw new ProtocolError(
+            `batch.messages[${n}]: a batch holds run events only, not ${show(kind)}`
+          );
+        }
+        try {
+          validate(inner);
+        } catch (e) {
+          if (e instanceof ProtocolError) {
+            throw new ProtocolError(`batch.messages[${n}]: ${e.message}`);
+          }
+          throw e;
         }
       }
       break;

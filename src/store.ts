@@ -535,6 +535,8 @@ function applyMessage(state: State, msg: KernelToPanelMessage): State {
       return { ...state, dataSteps: [...state.dataSteps.slice(1 - MAX_DATA_STEPS), msg] };
     case 'ack':
       return applyAck(state, msg);
+    case 'batch': // its run events in order, as if they had come one by one (one update for all)
+      return msg.messages.reduce(applyMessage, state);
   }
 }
 

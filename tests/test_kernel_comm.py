@@ -48,6 +48,11 @@ def _drain(kc, seconds=0.5):
     return out
 
 
+def _unbatched(data):
+    """The messages a comm message carries: a ``batch`` opened, in order, or the message itself."""
+    return data["messages"] if data.get("type") == "batch" else [data]
+
+
 def _panel_says(kc, comm_id, request):
     """Send ``request`` as the panel would, and wait for the kernel's ack."""
     kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": comm_id, "data": request}))
@@ -78,8 +83,8 @@ def test_import_opens_the_comm_with_hello_then_streams_batched_tokens(kernel):
         "bus.publish(events.RunEnd(run='fast', status='ok', metrics=events.RunMetrics(tokens=2000)))\n"
     )
     msgs = _run(kernel, code) + _drain(kernel)
-    data = [m["content"]["data"] for m in msgs if m["msg_type"] == "comm_msg"
-            and m["content"]["comm_id"] == comm_id]
+    data = [d for m in msgs if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+            for d in _unbatched(m["content"]["data"])]
     token_msgs = [d for d in data if d["type"] == "tokens" and d["run"] == "fast"]
     items = [it for d in token_msgs for it in d["items"]]
     assert [it["i"] for it in items] == list(range(2000))
@@ -180,16 +185,16 @@ def test_a_request_on_a_subshell_is_answered_while_a_cell_runs():
             except queue.Empty:
                 continue
             if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id:
-                data = m["content"]["data"]
-                seen.append(data)
-                if data["type"] == "ack" and data["id"] == "h-sub":
-                    ack_at = len(seen)
-                elif ack_at is not None and live_at is None and data["type"] == "tokens":
-                    live_at = len(seen)
+                for data in _unbatched(m["content"]["data"]):
+                    seen.append(data)
+                    if data["type"] == "ack" and data["id"] == "h-sub":
+                        ack_at = len(seen)
+                    elif ack_at is not None and live_at is None and data["type"] == "tokens":
+                        live_at = len(seen)
             elif (m["msg_type"] == "status" and m["parent_header"].get("msg_id") == cell
                   and m["content"]["execution_state"] == "idle"):
                 idle_at = len(seen)
-        seen += [m["content"]["data"] for m in _drain(kc) if m["msg_type"] == "comm_msg"]
+        seen += [d for m in _drain(kc) if m["msg_type"] == "comm_msg" for d in _unbatched(m["content"]["data"])]
         hooks = _run(kc, "print('HOOKS', len(hooks))")
     finally:
         kc.stop_channels()

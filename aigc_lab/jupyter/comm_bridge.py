@@ -1,12 +1,16 @@
 """Bridge between the kernel's event bus and the JupyterLab panel over the ``aigc_lab`` comm.
 
-Token and training-step events are batched: the engine's per-token (per-step) ``publish`` only appends
-to a list, and a flusher thread sends at most one ``tokens`` (``train.steps``) message per run per half
-frame interval (8 ms; or per ``max_batch`` items), so a fast stream neither floods the browser nor slows
-the engine. Every other event flushes the pending items first, so the panel sees messages in publish
-order. One message per step was a flood: a training loop at thousands of steps per second outran the
-Jupyter server's reading of the kernel's IOPub, whose ZMQ queue then dropped messages, the cell's final
-``idle`` status among them, so the notebook never saw the cell finish.
+Events are batched: the engine's ``publish`` only appends to a list, and a flusher thread sends what is
+queued at most once per half frame interval (8 ms; sooner when ``max_batch`` items wait): consecutive
+tokens (training steps) of a run as one ``tokens`` (``train.steps``) message, and when more than one
+message is due, all of them in publish order as one ``batch`` (at most ``max_batch`` items each). A lone
+event after a quiet spell goes at once. So a fast stream neither floods the browser nor slows the engine.
+One message per step was a flood: a training loop at thousands of steps per second outran the Jupyter
+server's reading of the kernel's IOPub, whose ZMQ queue then dropped messages, the cell's final ``idle``
+status among them, so the notebook never saw the cell finish. And one message per event was still a
+flood for the browser, which pays about a millisecond per comm message: 20 fast training runs (an eval
+every 100 steps, each flushing the steps before it) made 840 messages in under a second, and the page
+drew no frame for 100-170 ms at a time (benchmarks/RESULTS.md).
 
 The comm the kernel opens streams live events only once a panel has spoken (its first request,
 normally ``history``): with no frontend listening (nbval, ``jupyter execute``, a classic notebook
@@ -26,7 +30,7 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import __version__, runs
@@ -36,6 +40,7 @@ from ..bus import recorder as default_recorder
 from ..errors import ProtocolError
 from ..events import (
     Ack,
+    Batch,
     Cancel,
     Event,
     Hello,
@@ -89,7 +94,7 @@ class CommBridge:
         self.live = live  # False: record only, until the panel's first request
         self.flush_interval = flush_interval
         self.max_batch = max_batch
-        self._pending: list[Token | TrainStep] = []
+        self._pending: list[Event] = []
         self._lock = threading.Lock()  # guards _pending
         self._send_lock = threading.Lock()  # keeps message order between threads
         self._wake = threading.Event()
@@ -104,22 +109,17 @@ class CommBridge:
 
     # -- kernel -> panel -------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        """Bus sink: queue tokens and steps (cheap), send everything else after what is queued."""
+        """Bus sink: queue the event (cheap); the flusher sends it."""
         if self._closed or not self.live:
             return
-        if isinstance(event, (Token, TrainStep)):
-            with self._lock:
-                self._pending.append(event)
-                n = len(self._pending)
-            if n == 1 or n >= self.max_batch:
-                self._wake.set()
-            return
-        with self._send_lock:
-            self._flush_locked()
-            self._emit(to_message(event))
+        with self._lock:
+            self._pending.append(event)
+            n = len(self._pending)
+        if n == 1 or n >= self.max_batch:
+            self._wake.set()
 
     def flush(self) -> None:
-        """Send every queued token and step now."""
+        """Send everything queued now."""
         with self._send_lock:
             self._flush_locked()
 
@@ -127,19 +127,46 @@ class CommBridge:
         with self._lock:
             pending, self._pending = self._pending, []
         self._last_flush = time.perf_counter()
-        start = 0
-        for n in range(1, len(pending) + 1):  # one message per run and kind, keeping order
-            first = pending[start]
-            if n == len(pending) or pending[n].run != first.run or type(pending[n]) is not type(first):
-                self._emit_batches(first.run, pending[start:n])
-                start = n
+        self._send_events(pending)
 
-    def _emit_batches(self, run: str, items: Sequence[Token | TrainStep]) -> None:
-        """Send ``items`` (one run's, all tokens or all steps) in messages of at most ``max_batch``."""
-        for k in range(0, len(items), self.max_batch):
-            chunk = tuple(items[k:k + self.max_batch])
-            batch = Tokens(run=run, items=chunk) if isinstance(chunk[0], Token) else TrainSteps(run=run, items=chunk)
-            self._emit(to_message(batch))
+    def _send_events(self, events: Sequence[Event]) -> None:
+        """Send ``events`` in order: each run's consecutive tokens (steps) as one message of at most ``max_batch``
+        items, and the messages in ``batch`` es of at most ``max_batch`` items (a message that is not a batch of
+        items counts one); a batch of one message is sent as that message."""
+        group: list[Event] = []
+        weight = 0
+
+        def close() -> None:
+            nonlocal group, weight
+            if group:
+                self._emit(to_message(group[0] if len(group) == 1 else Batch(messages=tuple(group))))
+            group, weight = [], 0
+
+        for message in self._coalesced(events):
+            size = len(message.items) if isinstance(message, (Tokens, TrainSteps)) else 1
+            if weight + size > self.max_batch:
+                close()
+            group.append(message)
+            weight += size
+        close()
+
+    def _coalesced(self, events: Sequence[Event]) -> Iterator[Event]:
+        """``events`` with each run of consecutive ``Token`` s (``TrainStep`` s) of one run, and the items of
+        ``Tokens`` / ``TrainSteps`` (a replay's), as batches of at most ``max_batch`` items."""
+        start = 0
+        for n in range(1, len(events) + 1):
+            first = events[start]
+            if n < len(events) and isinstance(first, (Token, TrainStep)) and events[n].run == first.run \
+                    and type(events[n]) is type(first):
+                continue
+            if isinstance(first, (Token, TrainStep, Tokens, TrainSteps)):
+                items = events[start:n] if isinstance(first, (Token, TrainStep)) else first.items
+                wrap = Tokens if isinstance(first, (Token, Tokens)) else TrainSteps
+                for k in range(0, len(items), self.max_batch):
+                    yield wrap(run=first.run, items=tuple(items[k:k + self.max_batch]))
+            else:
+                yield first
+            start = n
 
     def _emit(self, msg: Message) -> None:
         try:
@@ -199,7 +226,7 @@ class CommBridge:
         return reply
 
     def _replay(self, request: History) -> Message:
-        """Ack the request, then send every recorded run as ordinary messages (tokens in big batches)."""
+        """Ack the request, then send every recorded run as ordinary messages, in batches."""
         reply = to_message(Ack(run=None, id=request.id, ok=True))
         with self._send_lock:
             # Live before the snapshot: an event published meanwhile is recorded first (the
@@ -208,11 +235,7 @@ class CommBridge:
             self.live = True
             self._flush_locked()
             self._emit(reply)
-            for event in self._history.replay():
-                if isinstance(event, (Tokens, TrainSteps)):
-                    self._emit_batches(event.run, event.items)
-                else:
-                    self._emit(to_message(event))
+            self._send_events(list(self._history.replay()))
         return reply
 
     def close(self) -> None:

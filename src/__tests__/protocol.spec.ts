@@ -100,6 +100,28 @@ describe('parseMessage', () => {
     }
   });
 
+  it('checks every message of a batch in place, and holds run events only, one level deep', () => {
+    const end = { v: 1, type: 'checkpoint', run: 'r', step: 1, path: 'p' };
+    const ok = parseMessage({ v: 1, type: 'batch', run: null, messages: [end, end] });
+    expect(ok.ok).toBe(true);
+    const cases: Array<[unknown[], RegExp]> = [
+      [[end, { ...end, path: 3 }], /^batch\.messages\[1\]: checkpoint: field 'path'/],
+      [[{ v: 1, type: 'batch', run: null, messages: [] }], /messages\[0\]: .*run events only/],
+      [[{ v: 1, type: 'ack', run: null, id: 'x', ok: true, error: null }], /run events only/],
+      [[{ v: 1, type: 'cancel', run: 'r', id: 'x' }], /run events only/],
+      [[{ ...end, v: 2 }], /messages\[0\]: .*v2/],
+      [['end'], /messages\[0\]: .*JSON object/]
+    ];
+    for (const [messages, reason] of cases) {
+      const result = parseMessage({ v: 1, type: 'batch', run: null, messages });
+      expect(result, JSON.stringify(messages)).toMatchObject({ ok: false, kind: 'invalid' });
+      if (!result.ok) {
+        expect(result.reason, JSON.stringify(messages)).toMatch(reason);
+      }
+    }
+    expect(parseMessage({ v: 1, type: 'batch', run: 'r', messages: [] }).ok).toBe(false);
+  });
+
   it('checks nested model and metrics objects', () => {
     const start = fixture('valid', 'run_start_generate.json') as { model: object };
     expect(parseMessage({ ...start, model: { ...start.model, params: '5M' } })).toMatchObject({

@@ -134,6 +134,33 @@ describe('run lifecycle over the fixtures', () => {
   });
 });
 
+describe('batches', () => {
+  it('a batch is its messages one by one, in order, in one store update', () => {
+    const parts = [
+      fx('run_start_generate.json'),
+      fx('tokens.json'),
+      fx('run_start_train.json'),
+      fx('train_steps.json'),
+      fx('train_eval.json'),
+      fx('run_end_ok.json')
+    ];
+    const messages = parts.map(a => (a.type === 'message' ? a.message : null));
+    const inner = messages.filter(
+      (m): m is Exclude<KernelToPanelMessage, { type: 'hello' | 'ack' | 'batch' }> =>
+        m !== null && m.type !== 'hello' && m.type !== 'ack' && m.type !== 'batch'
+    );
+    expect(inner.length).toBe(parts.length);
+    const oneByOne = reduceAll(initialState(), parts);
+    const store = new Store();
+    let updates = 0;
+    store.subscribe(() => updates++);
+    store.dispatch(msg({ v: 1, type: 'batch', run: null, messages: inner }));
+    expect(updates).toBe(1);
+    expect(store.state).toEqual(oneByOne);
+    expect(store.state.order.length).toBe(2);
+  });
+});
+
 describe('token stream', () => {
   it('2000 tokens in batches arrive complete, in order, without dups or gaps', () => {
     let s = reduce(initialState(), fx('run_start_generate.json'));
