@@ -8,9 +8,8 @@ event after a quiet spell goes at once. So a fast stream neither floods the brow
 One message per step was a flood: a training loop at thousands of steps per second outran the Jupyter
 server's reading of the kernel's IOPub, whose ZMQ queue then dropped messages, the cell's final ``idle``
 status among them, so the notebook never saw the cell finish. And one message per event was still a
-flood for the browser, which pays about a millisecond per comm message: 20 fast training runs (an eval
-every 100 steps, each flushing the steps before it) made 840 messages in under a second, and the page
-drew no frame for 100-170 ms at a time (benchmarks/RESULTS.md).
+flood for the browser, which pays about a millisecond per comm message whatever its size: 20 fast
+training runs (an eval every 100 steps, each flushing the steps before it) made 842 messages.
 
 The comm the kernel opens streams live events only once a panel has spoken (its first request,
 normally ``history``): with no frontend listening (nbval, ``jupyter execute``, a classic notebook
