@@ -5,7 +5,9 @@ for ``--steps`` steps; a draft (the same architecture with ``--draft-layers`` la
 the same tokenizer) is then distilled from it on the same corpus for ``--draft-steps`` steps (``al.finetune(...,
 "distill", teacher=target)``, the documented way to make a draft: it learns the target's own next-token
 distribution), so the draft's acceptance is real, not that of random weights. The trained pair is cached under
-``~/.cache/aigc_lab/bench`` (``--retrain`` to train again).
+``~/.cache/aigc_lab/bench`` (``--retrain`` to train again). ``--on-policy N`` distils the draft on N continuations
+the target writes itself as well (sequence-level distillation: the contexts a greedy verification meets), and
+``--draft-int8`` also runs the draft quantized to dynamic int8 (a quarter of the bytes per draft step).
 
 Then, interleaved over ``--rounds`` rounds (medians reported), greedy decoding of ``--tokens`` tokens on the
 engine's default (kernel) path: the target alone, the target with the draft at k = 2, 4, 8 and "auto", and
@@ -39,42 +41,83 @@ PROMPTS = {
 }
 
 
-def _cache_dir(args: argparse.Namespace) -> Path:
-    key = hashlib.sha1(json.dumps([args.target, args.draft_layers, args.draft_width, args.steps, args.rows, args.lr,
-                                   "one-line", "distilled", args.draft_steps],
-                                  sort_keys=True).encode()).hexdigest()[:10]
-    root = os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab")
-    return Path(root) / "bench" / f"speculative-{key}"
+def _cache_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Where the trained target and draft are kept: the draft's key includes the target's, so a new draft recipe
+    reuses a trained target."""
+    target_key = [args.target, args.steps, args.rows, args.lr, "one-line"]
+    if args.precision != "fp32":  # older caches keep their key
+        target_key.append(args.precision)
+    draft_key = [*target_key, args.draft_layers, args.draft_width, "distilled", args.draft_steps]
+    if args.on_policy:
+        draft_key += ["on-policy", args.on_policy, args.repetition_penalty]
+    root = Path(os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab"))
+
+    def key(parts: list) -> str:
+        return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:10]
+
+    return (root / "bench" / f"speculative-target-{key(target_key)}",
+            root / "bench" / f"speculative-draft-{key(draft_key)}")
 
 
 def trained_pair(args: argparse.Namespace) -> tuple:
-    """(target, draft): the target trained on the rows, the draft distilled from it on the same rows (same
-    tokenizer); from the cache when there."""
+    """(target, draft, from cache): the target trained on the rows, the draft distilled from it on the same rows
+    (same tokenizer), and with ``--on-policy`` on the target's own continuations too; each from the cache when
+    there."""
     import aigc_lab as al
     from aigc_lab.bus import EventBus
     from aigc_lab.data.samples import python_docs
 
-    folder = _cache_dir(args)
-    if (folder / "target").exists() and (folder / "draft").exists() and not args.retrain:
-        return al.models.load(str(folder / "target")), al.models.load(str(folder / "draft")), True
+    target_dir, draft_dir = _cache_dirs(args)
+    cached = [d.exists() and not args.retrain for d in (target_dir, draft_dir)]
     # one line each: with the docs' blank lines kept, a short run's greedy text falls into "\n" repeats, which any
     # draft guesses (acceptance near 1, but not a real one)
     corpus = [" ".join(t.split()) for t in python_docs()[: args.rows]]
-    target = al.models.build_starter(args.target, corpus)
-    heads = max(1, args.draft_width // 64)
+    hp = dict(lr=args.lr, batch_size=8, max_length=128, background=False, event_bus=EventBus(),
+              precision=args.precision)
+    if cached[0]:
+        target = al.models.load(str(target_dir))
+    else:
+        target = al.finetune(al.models.build_starter(args.target, corpus), corpus, "full", max_steps=args.steps,
+                             **hp).model
+        target.save(target_dir)
+    if cached[1]:
+        return target, al.models.load(str(draft_dir)), all(cached)
     draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
-                                    n_head=heads)
+                                    n_head=max(1, args.draft_width // 64))
     assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()
-    hp = dict(lr=args.lr, batch_size=8, max_length=128, background=False, event_bus=EventBus())
-    trained = [al.finetune(target, corpus, "full", max_steps=args.steps, **hp).model]
+    rows = corpus
+    if args.on_policy:  # half the rows the target's own text
+        own = on_policy_rows(target, corpus, args)
+        rows = corpus + own * max(1, len(corpus) // len(own))
     # temperature 1 and the KL term alone: the draft matches the target's distribution itself, which is what a
     # greedy verification accepts (its argmax), not a softened one
-    trained.append(al.finetune(draft, corpus, "distill", teacher=trained[0], max_steps=args.draft_steps,
-                               temperature=1.0, alpha=1.0, **hp).model)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, handle in zip(("target", "draft"), trained, strict=True):
-        handle.save(folder / name)
-    return trained[0], trained[1], False
+    draft = al.finetune(draft, rows, "distill", teacher=target, max_steps=args.draft_steps, temperature=1.0,
+                        alpha=1.0, **hp).model
+    draft.save(draft_dir)
+    return target, draft, False
+
+
+def on_policy_rows(target, corpus: list[str], args: argparse.Namespace) -> list[str]:
+    """``args.on_policy`` texts the target writes itself: the first words of a corpus row (rows spread over the
+    corpus, none of them a benchmark prompt), then the target's greedy continuation under the benchmark's
+    repetition penalty. Distilled on these too, the draft learns the target where its own decoding goes, not only
+    on human text: the contexts a greedy verification sees (sequence-level / on-policy distillation)."""
+    from tqdm.auto import tqdm
+
+    import aigc_lab as al
+    from aigc_lab.bus import EventBus
+
+    quiet = EventBus()
+    docs = [text.split() for text in corpus]
+    per_doc = -(-args.on_policy // len(docs))  # prefixes at evenly spaced words of each row
+    starts = [(d, len(words) * j // per_doc) for j in range(per_doc) for d, words in enumerate(docs)]
+    rows = []
+    for d, at in tqdm(starts[: args.on_policy], desc="on-policy continuations"):
+        prefix = " ".join(docs[d][at:at + 8])
+        stream = al.generate(target, prefix, max_new_tokens=96, repetition_penalty=args.repetition_penalty,
+                             event_bus=quiet).wait()
+        rows.append(prefix + stream.text)
+    return rows
 
 
 def timed(fn) -> tuple[float, object]:
@@ -119,11 +162,19 @@ def main() -> None:
     ap.add_argument("--draft-steps", type=int, default=300, help="the draft's distillation steps")
     ap.add_argument("--rows", type=int, default=2000, help="corpus rows both models train on")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="training precision of both models (bf16: autocast, about twice as fast on a CPU with "
+                         "AVX-512 BF16; the weights stay fp32)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repetition-penalty", type=float, default=1.0,
                     help="greedy decoding with this penalty (still deterministic: the identity check holds); a "
                          "briefly trained target's plain greedy text repeats a short loop, which any draft guesses")
+    ap.add_argument("--on-policy", type=int, default=0, metavar="N",
+                    help="distil the draft on N continuations the target writes itself (greedy, the benchmark's "
+                         "repetition penalty) as well as on the corpus: half its rows")
+    ap.add_argument("--draft-int8", action="store_true",
+                    help="also run the draft quantized to dynamic int8 (al.models.quantize): k = 4 and auto")
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
 
@@ -145,6 +196,12 @@ def main() -> None:
     variants = {"plain": {}, "k2": {"draft": draft, "num_draft_tokens": 2},
                 "k4": {"draft": draft, "num_draft_tokens": 4}, "k8": {"draft": draft, "num_draft_tokens": 8},
                 "auto": {"draft": draft, "num_draft_tokens": "auto"}}
+    summary_names = ["plain", "prompt", "k4"]
+    if args.draft_int8:  # the same draft at a quarter of the bytes per step
+        small = al.quantize(draft, "int8")
+        variants |= {"int8k4": {"draft": small, "num_draft_tokens": 4},
+                     "int8auto": {"draft": small, "num_draft_tokens": "auto"}}
+        summary_names.append("int8k4")
     for kw in ({}, variants["k4"], {"draft": "prompt"}):
         gen(PROMPTS["story"], **kw)  # warm-up: twins, kernels, caches
     times: dict[str, list[float]] = {}
@@ -153,7 +210,7 @@ def main() -> None:
     plan = None
     for _ in range(args.rounds):
         for prompt_name, prompt in PROMPTS.items():
-            names = list(variants) if prompt_name == "story" else ["plain", "prompt", "k4"]
+            names = list(variants) if prompt_name == "story" else summary_names
             for name in names:
                 kw = {"draft": "prompt"} if name == "prompt" else variants[name]
                 seconds, stream = timed(lambda kw=kw, prompt=prompt: gen(prompt, **kw))
@@ -170,16 +227,21 @@ def main() -> None:
                 elif stream.ids != info[f"{prompt_name}_plain"]["ids"]:
                     identical = False
     verify = verification_cost(target)
+    draft_cost = {"fp32": verification_cost(draft)["step_ms"]}
+    if args.draft_int8:
+        draft_cost["int8"] = verification_cost(small)["step_ms"]
     tok_s = {k: round(statistics.median(v), 1) for k, v in times.items()}
     for v in info.values():
         v.pop("ids", None)
     ratios = {f"{k}_vs_plain": round(tok_s[k] / tok_s[f"{k.split('_')[0]}_plain"], 3)
               for k in tok_s if not k.endswith("_plain")}
-    best = max((v for k, v in ratios.items() if k.startswith("story_k") or k.startswith("story_auto")), default=None)
+    best = max((v for k, v in ratios.items() if k.startswith("story_") and not k.startswith("story_prompt")),
+               default=None)
     print(json.dumps({"target": args.target, "target_params": target.params, "draft_params": draft.params,
                       "train_steps": args.steps, "draft_distill_steps": args.draft_steps, "pair_from_cache": cached,
                       "setup_s": round(setup_s, 1), "tokens": args.tokens, "rounds": args.rounds,
                       "repetition_penalty": args.repetition_penalty,
+                      "draft_on_policy_rows": args.on_policy, "draft_step_ms": draft_cost,
                       "target_layers": plan and plan["layers"], "target_stepper": plan and plan["stepper"],
                       "greedy_identical": identical, "tok_s": tok_s, "speculation": info, "verification": verify,
                       "ratios": ratios, "best_model_draft_ratio": best}, indent=1))
