@@ -48,8 +48,10 @@ def _cache_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.precision != "fp32":  # older caches keep their key
         target_key.append(args.precision)
     draft_key = [*target_key, args.draft_layers, args.draft_width, "distilled", args.draft_steps]
+    if args.draft_from == "prune":  # older caches keep their key
+        draft_key = [*target_key, "pruned", args.draft_layers, args.draft_mlp_ratio, "distilled", args.draft_steps]
     if args.on_policy:
-        draft_key += ["on-policy", args.on_policy, args.repetition_penalty]
+        draft_key += ["on-policy", args.on_policy, on_policy_penalty(args)]
     root = Path(os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab"))
 
     def key(parts: list) -> str:
@@ -82,8 +84,14 @@ def trained_pair(args: argparse.Namespace) -> tuple:
         target.save(target_dir)
     if cached[1]:
         return target, al.models.load(str(draft_dir)), all(cached)
-    draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
-                                    n_head=max(1, args.draft_width // 64))
+    if args.draft_from == "prune":  # the target's own most important blocks, narrower MLPs (al.prune's surgery)
+        from aigc_lab.models.prune import prune_model
+
+        draft = prune_model(target, corpus, drop_blocks=target.model.config.num_hidden_layers - args.draft_layers,
+                            mlp_ratio=args.draft_mlp_ratio)
+    else:
+        draft = al.models.build_starter(args.target, corpus, n_layer=args.draft_layers, n_embd=args.draft_width,
+                                        n_head=max(1, args.draft_width // 64))
     assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()
     rows = corpus
     if args.on_policy:  # half the rows the target's own text
@@ -97,11 +105,16 @@ def trained_pair(args: argparse.Namespace) -> tuple:
     return target, draft, False
 
 
+def on_policy_penalty(args: argparse.Namespace) -> float:
+    """The repetition penalty of the target's own continuations (default: the benchmark's)."""
+    return args.repetition_penalty if args.on_policy_penalty is None else args.on_policy_penalty
+
+
 def on_policy_rows(target, corpus: list[str], args: argparse.Namespace) -> list[str]:
-    """``args.on_policy`` texts the target writes itself: the first words of a corpus row (rows spread over the
-    corpus, none of them a benchmark prompt), then the target's greedy continuation under the benchmark's
-    repetition penalty. Distilled on these too, the draft learns the target where its own decoding goes, not only
-    on human text: the contexts a greedy verification sees (sequence-level / on-policy distillation)."""
+    """``args.on_policy`` texts the target writes itself: eight words from evenly spaced places of the corpus
+    rows (none of them a benchmark prompt), then the target's greedy continuation under ``--on-policy-penalty``.
+    Distilled on these too, the draft learns the target where its own decoding goes, not only on human text:
+    the contexts a greedy verification sees (sequence-level / on-policy distillation)."""
     from tqdm.auto import tqdm
 
     import aigc_lab as al
@@ -114,7 +127,7 @@ def on_policy_rows(target, corpus: list[str], args: argparse.Namespace) -> list[
     rows = []
     for d, at in tqdm(starts[: args.on_policy], desc="on-policy continuations"):
         prefix = " ".join(docs[d][at:at + 8])
-        stream = al.generate(target, prefix, max_new_tokens=96, repetition_penalty=args.repetition_penalty,
+        stream = al.generate(target, prefix, max_new_tokens=96, repetition_penalty=on_policy_penalty(args),
                              event_bus=quiet).wait()
         rows.append(prefix + stream.text)
     return rows
@@ -158,6 +171,11 @@ def main() -> None:
     ap.add_argument("--target", default="starter:gpt-small")
     ap.add_argument("--draft-layers", type=int, default=2)
     ap.add_argument("--draft-width", type=int, default=256)
+    ap.add_argument("--draft-from", choices=("scratch", "prune"), default="scratch",
+                    help="the draft before distillation: a new model of --draft-layers x --draft-width, or the "
+                         "target pruned to its --draft-layers most important blocks with --draft-mlp-ratio of "
+                         "each MLP (the tutorial's prune -> distill -> draft)")
+    ap.add_argument("--draft-mlp-ratio", type=float, default=0.5)
     ap.add_argument("--steps", type=int, default=300, help="the target's training steps")
     ap.add_argument("--draft-steps", type=int, default=300, help="the draft's distillation steps")
     ap.add_argument("--rows", type=int, default=2000, help="corpus rows both models train on")
@@ -173,8 +191,11 @@ def main() -> None:
     ap.add_argument("--on-policy", type=int, default=0, metavar="N",
                     help="distil the draft on N continuations the target writes itself (greedy, the benchmark's "
                          "repetition penalty) as well as on the corpus: half its rows")
+    ap.add_argument("--on-policy-penalty", type=float, default=None,
+                    help="the repetition penalty of those continuations (default: --repetition-penalty), so one "
+                         "draft can be measured at several penalties")
     ap.add_argument("--draft-int8", action="store_true",
-                    help="also run the draft quantized to dynamic int8 (al.models.quantize): k = 4 and auto")
+                    help="also run the draft quantized to dynamic int8 (al.quantize): k = 2, 4 and auto")
     ap.add_argument("--retrain", action="store_true")
     args = ap.parse_args()
 
@@ -199,7 +220,8 @@ def main() -> None:
     summary_names = ["plain", "prompt", "k4"]
     if args.draft_int8:  # the same draft at a quarter of the bytes per step
         small = al.quantize(draft, "int8")
-        variants |= {"int8k4": {"draft": small, "num_draft_tokens": 4},
+        variants |= {"int8k2": {"draft": small, "num_draft_tokens": 2},
+                     "int8k4": {"draft": small, "num_draft_tokens": 4},
                      "int8auto": {"draft": small, "num_draft_tokens": "auto"}}
         summary_names.append("int8k4")
     for kw in ({}, variants["k4"], {"draft": "prompt"}):
@@ -241,7 +263,11 @@ def main() -> None:
                       "train_steps": args.steps, "draft_distill_steps": args.draft_steps, "pair_from_cache": cached,
                       "setup_s": round(setup_s, 1), "tokens": args.tokens, "rounds": args.rounds,
                       "repetition_penalty": args.repetition_penalty,
-                      "draft_on_policy_rows": args.on_policy, "draft_step_ms": draft_cost,
+                      "draft_on_policy_rows": args.on_policy, "draft_on_policy_penalty": on_policy_penalty(args),
+                      "draft_from": args.draft_from, "draft_layers": args.draft_layers,
+                      "draft_width": args.draft_width if args.draft_from == "scratch" else None,
+                      "draft_mlp_ratio": args.draft_mlp_ratio if args.draft_from == "prune" else None,
+                      "draft_step_ms": draft_cost,
                       "target_layers": plan and plan["layers"], "target_stepper": plan and plan["stepper"],
                       "greedy_identical": identical, "tok_s": tok_s, "speculation": info, "verification": verify,
                       "ratios": ratios, "best_model_draft_ratio": best}, indent=1))
