@@ -208,18 +208,7 @@ export interface CancelMessage extends Envelope<'cancel', string> {
   id: string;
 }
 
-export type KernelToPanelMessage =
-  | HelloMessage
-  | RunStartMessage
-  | TokensMessage
-  | RunEndMessage
-  | TrainStepMessage
-  | TrainStepsMessage
-  | TrainEvalMessage
-  | CheckpointMessage
-  | DataStepMessage
-  | BatchMessage
-  | AckMessage;
+export type KernelToPanelMessage = HelloMessage | RunEventMessage | BatchMessage | AckMessage;
 
 /** Panel → kernel: replay the kernel's recorded runs (answered by an `ack`, then the runs). */
 export interface HistoryMessage extends Envelope<'history', null> {
