@@ -216,6 +216,11 @@ export class KernelChannel implements IDisposable {
     if (this._isDisposed) {
       return;
     }
+    // The lookup (`_lookUpComms`, on another channel) can answer before this comm_open arrives on
+    // IOPub: then it has already attached to this comm and asked for the replay. Services hands us a
+    // new object for the same comm, so attach to it, but ask once: two replays for one attach send
+    // the runs streamed live in between twice.
+    const attached = this._comm !== null && this._comm.commId === comm.commId;
     this._attach(comm);
     const data: unknown = msg.content.data;
     // An empty open payload carries nothing; hello normally travels as the open data.
@@ -224,7 +229,7 @@ export class KernelChannel implements IDisposable {
     }
     // The kernel streams live events only to a panel that has made a request (docs/protocol.md,
     // "Who is listening"); this request also replays what ran before the comm reached us.
-    if (this.store.state.connection.protocolMismatch === null) {
+    if (!attached && this.store.state.connection.protocolMismatch === null) {
       this.requestHistory();
     }
   };

@@ -533,6 +533,26 @@ describe('KernelChannel', () => {
     expect(sent(fake, comm)).toHaveLength(1);
   });
 
+  it('asks for one replay when the lookup finds the comm before its comm_open arrives', async () => {
+    // comm_info_reply (control or shell) and comm_open (IOPub) travel on different channels: on a
+    // busy machine the lookup's answer can come first. Two replays for one attach re-send every
+    // run streamed live in between (a UI test saw 30 duplicate tokens after a restart).
+    const { fake, channel } = makeChannel();
+    await settle();
+    fake.existingComms = { 'comm-1': { target_name: 'aigc_lab' } };
+    fake.setConnection('connecting');
+    fake.setConnection('connected'); // no comm yet: look it up
+    await settle();
+    expect(channel.hasComm).toBe(true);
+    fake.open(fixture('valid', 'hello.json'), 'comm-1'); // then its comm_open
+    await settle();
+    expect(channel.store.state.connection.connected).toBe(true);
+    const histories = fake.shellSent.filter(r => (r.data as { type: string }).type === 'history');
+    expect(histories).toHaveLength(1);
+    fake.comms.get('comm-1')?.deliver(fixture('valid', 'tokens.json')); // the comm services now holds
+    expect(channel.store.state.runs['gen-7f3a']).toBeDefined();
+  });
+
   it('request ids are unique', () => {
     const ids = new Set(Array.from({ length: 1000 }, () => newRequestId()));
     expect(ids.size).toBe(1000);
