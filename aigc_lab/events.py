@@ -193,8 +193,7 @@ class Ack:
 
 
 RunEvent = RunStart | Token | Tokens | RunEnd | TrainStep | TrainSteps | TrainEval | Checkpoint | DataStep
-BATCHABLE: tuple[str, ...] = ("run.start", "tokens", "run.end", "train.step", "train.steps", "train.eval",
-                              "checkpoint", "data.step")
+BATCHABLE: tuple[str, ...] = tuple(c.type for c in RunEvent.__args__ if c is not Token)  # Token goes as "tokens"
 """The message types a ``batch`` may hold: run events (``hello`` and ``ack`` travel alone)."""
 
 
@@ -202,7 +201,7 @@ BATCHABLE: tuple[str, ...] = ("run.start", "tokens", "run.end", "train.step", "t
 class Batch:
     """Several run events in one comm message, in publish order (the comm sink's): the browser pays about a
     millisecond per comm message whatever its size, so a flood of small messages (steps, evals, short runs)
-    starves the page's frames, where the same events in a few batches do not."""
+    is sent as a few batches."""
 
     messages: tuple[RunEvent, ...]
     run: None = None

@@ -216,12 +216,7 @@ export class KernelChannel implements IDisposable {
     if (this._isDisposed) {
       return;
     }
-    // The lookup (`_lookUpComms`, on another channel) can answer before this comm_open arrives on
-    // IOPub: then it has already attached to this comm and asked for the replay. Services hands us a
-    // new object for the same comm, so attach to it, but ask once: two replays for one attach send
-    // the runs streamed live in between twice.
-    const attached = this._comm !== null && this._comm.commId === comm.commId;
-    this._attach(comm);
+    const fresh = this._attach(comm);
     const data: unknown = msg.content.data;
     // An empty open payload carries nothing; hello normally travels as the open data.
     if (!(typeof data === 'object' && data !== null && Object.keys(data).length === 0)) {
@@ -229,12 +224,19 @@ export class KernelChannel implements IDisposable {
     }
     // The kernel streams live events only to a panel that has made a request (docs/protocol.md,
     // "Who is listening"); this request also replays what ran before the comm reached us.
-    if (!attached && this.store.state.connection.protocolMismatch === null) {
+    if (fresh && this.store.state.connection.protocolMismatch === null) {
       this.requestHistory();
     }
   };
 
-  private _attach(comm: Kernel.IComm): void {
+  /**
+   * Take `comm` as this channel's comm; true when it is a new comm (ask for the replay then), false
+   * when it is the one already held. The lookup (`_lookUpComms`, on control or the shell) can answer
+   * before the comm's comm_open arrives on IOPub; services then hands over a new object for the
+   * same comm. One replay per attach: a second one, served after a live run, re-sends all of it.
+   */
+  private _attach(comm: Kernel.IComm): boolean {
+    const fresh = this._comm === null || this._comm.commId !== comm.commId;
     this._comm = comm;
     comm.onMsg = (m: KernelMessage.ICommMsgMsg) => {
       if (!this._isDisposed) {
@@ -248,6 +250,7 @@ export class KernelChannel implements IDisposable {
         this.store.dispatch({ type: 'comm.closed' });
       }
     };
+    return fresh;
   }
 
   /**
@@ -308,8 +311,9 @@ export class KernelChannel implements IDisposable {
         if (info.target_name !== COMM_TARGET || this.kernel.hasComm(commId)) {
           continue;
         }
-        const comm = this.kernel.createComm(COMM_TARGET, commId);
-        this._attach(comm);
+        if (!this._attach(this.kernel.createComm(COMM_TARGET, commId))) {
+          continue;
+        }
         this.store.dispatch({ type: 'comm.reattached' });
         // Runs that happened before this page (or panel) existed: ask the kernel to replay them.
         this.requestHistory();

@@ -234,7 +234,7 @@ class CommBridge:
             self.live = True
             self._flush_locked()
             self._emit(reply)
-            self._send_events(list(self._history.replay()))
+            self._send_events(self._history.replay())
         return reply
 
     def close(self) -> None:
