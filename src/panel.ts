@@ -17,7 +17,8 @@
  * - Views are kept per kernel (`ChannelViews`): switching notebooks swaps the cards' container,
  *   it does not rebuild them.
  * - Charts redraw at most every `CHART_INTERVAL_MS` while data streams, downsampled
- *   (`series.ts`), with a text summary for screen readers.
+ *   (`series.ts`), with a text summary for screen readers. A redraw runs first in its frame and
+ *   spends the rest of it (`Budget.spend`): streams render in the next frame, not in the same.
  *
  * DOM contract (used by the UI tests):
  *   #aigc-lab-panel[data-kernel-id][data-connected][data-link][data-run-count][data-theme-light]
@@ -566,7 +567,7 @@ export class AigcLabPanel extends Widget {
       }
     }
     this._history.update(runs, selected, this._focusedId(runs));
-    this._scheduler.mark('charts', this._chartsTask);
+    this._scheduler.mark('charts', this._chartsTask, true);
   }
 
   private _focusedId(runs: readonly RunState[]): string | null {
@@ -656,13 +657,21 @@ export class AigcLabPanel extends Widget {
     };
   }
 
-  private _chartsTask = (): boolean => {
+  /**
+   * The charts' task, run first in its frame: a redraw (uPlot draws after the task, where the
+   * budget cannot see it) spends the frame, so token streams render in the next one rather than
+   * in a frame that draws the charts too.
+   */
+  private _chartsTask = (budget: Budget): boolean => {
     const state = this._channel?.store.state ?? null;
-    this._renderCharts(state, this._selection());
+    if (this._renderCharts(state, this._selection())) {
+      budget.spend();
+    }
     return true;
   };
 
-  private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {
+  /** Redraw the charts if what they show changed and the last redraw is old enough; true if drawn. */
+  private _renderCharts(state: State | null, selected: ReadonlySet<string>): boolean {
     const picked =
       state === null ? { latency: [], loss: [], evals: [] } : pickChartRuns(state, selected);
     // Redraw only when a charted run changed (by identity) or the selection changed.
@@ -673,7 +682,7 @@ export class AigcLabPanel extends Widget {
       '|' +
       picked.evals.map(r => `${r.id}:${r.evals.length}`).join(',');
     if (key === this._chartKey) {
-      return;
+      return false;
     }
     const now = performance.now();
     const wait = this._lastChartDraw + CHART_INTERVAL_MS - now;
@@ -681,10 +690,10 @@ export class AigcLabPanel extends Widget {
       if (this._chartTimer === null) {
         this._chartTimer = setTimeout(() => {
           this._chartTimer = null;
-          this._scheduler.mark('charts', this._chartsTask);
+          this._scheduler.mark('charts', this._chartsTask, true);
         }, wait);
       }
-      return;
+      return false;
     }
     this._chartKey = key;
     this._lastChartDraw = now;
@@ -699,6 +708,7 @@ export class AigcLabPanel extends Widget {
     this._evalMetrics.node.hidden = picked.evals.length === 0;
     this._evalMetrics.update(evalMetricSeries(picked.evals, window));
     this._evalMetrics.summary = evalSummary(picked.evals, trans);
+    return true;
   }
 
   private _trans: TranslationBundle;

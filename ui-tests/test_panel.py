@@ -328,11 +328,15 @@ def test_two_runs_overlay(lab, starter):
     fp32, int8 = res.json_lines()[-1]["runs"]
     lab.wait_run(fp32, "ok")
     lab.wait_run(int8, "ok")
+    before = wait_chart(lab, ".aigc-latency-chart", series=1, runs=[int8])  # the latest run alone
     select_runs(lab, [fp32, int8])
     attrs = wait_chart(lab, ".aigc-latency-chart", series=2, runs=[fp32, int8])
     assert attrs["data-markers"] == "2", attrs  # one TTFT marker per run
-    legend = lab.page.locator("#aigc-lab-panel .aigc-latency-chart .u-legend").inner_text()
-    assert "int8" in legend and "float32" in legend, legend
+    # Other runs' series are swapped into the plot in place, not by building a new one.
+    assert attrs["data-builds"] == before["data-builds"], (before, attrs)
+    legend = lab.page.locator("#aigc-lab-panel .aigc-latency-chart .u-legend")
+    assert legend.locator(".u-series").count() == 2, legend.inner_html()  # one per run
+    assert "int8" in legend.inner_text() and "float32" in legend.inner_text(), legend.inner_text()
     row = lab.page.locator(f'#aigc-lab-panel tr.aigc-history-row[data-run-id="{int8}"]')
     assert "int8" in row.inner_text(), row.inner_text()
     # Export CSV (a real download of a Blob) holds both runs.

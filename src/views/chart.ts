@@ -4,10 +4,12 @@
  * The container carries what the data says, whether or not a canvas could be drawn (jsdom, a
  * hidden panel), so tests can read it:
  *   .aigc-chart[data-series-count][data-point-count][data-runs][data-markers][data-rendered]
+ *   [data-builds] (plots built: a new run's series replace the old ones in place, no rebuild)
  *
  * Colours, fonts and grid are read from the computed `--jp-*` variables when the plot is built;
  * `retheme()` rebuilds it (called on a JupyterLab theme change). Data updates use `setData`
- * (one redraw), structure changes (other series) rebuild the plot.
+ * (one redraw); other series are swapped in place (`delSeries` / `addSeries`); only other axes
+ * or scales rebuild the plot.
  *
  * Accessibility: the chart is a `figure` labelled by its title and described by a text summary
  * (`summary`, e.g. "train loss 2.31 at step 400 of 2000, min 1.90 at step 380") in a visually
@@ -19,7 +21,7 @@
 
 import uPlot from 'uplot';
 
-import { ChartData, ChartMarker, pointCount } from '../series';
+import { ChartData, ChartMarker, ChartSeries, pointCount } from '../series';
 
 /** Theme values read from JupyterLab's CSS variables. */
 export interface ChartTheme {
@@ -102,6 +104,25 @@ function canDraw(): boolean {
   );
 }
 
+/** What makes two series the same series of the plot (uPlot options included). */
+function seriesKey(s: ChartSeries): string {
+  return `${s.run}|${s.label}|${s.colorIndex}|${s.dashed}|${s.scale ?? 'y'}|${s.points}|${s.spanGaps}`;
+}
+
+/** uPlot's options for one series. */
+function seriesOptions(s: ChartSeries, theme: ChartTheme): uPlot.Series {
+  const color = theme.series[s.colorIndex % theme.series.length];
+  return {
+    label: s.label,
+    scale: s.scale ?? 'y',
+    stroke: color,
+    width: 1.5,
+    dash: s.dashed ? [5, 3] : undefined,
+    spanGaps: s.spanGaps,
+    points: { show: s.points, size: 5, stroke: color, fill: theme.background }
+  };
+}
+
 export interface ChartOptions {
   className: string;
   title: string;
@@ -168,13 +189,14 @@ export class LiveChart {
       this._destroy();
       return;
     }
-    const key = this._structureKey(data);
+    const key = this._axesKey(data);
     if (this._plot === null || key !== this._key) {
       this._build();
-    } else {
-      this._plot.setData(this._aligned(data));
-      this.node.setAttribute('data-rendered', 'true');
+      return;
     }
+    this._swapSeries(this._plot, data);
+    this._plot.setData(this._aligned(data));
+    this.node.setAttribute('data-rendered', 'true');
   }
 
   /** Rebuild with the current theme (JupyterLab theme changed). */
@@ -204,15 +226,38 @@ export class LiveChart {
     }
   }
 
-  private _structureKey(d: ChartData): string {
-    const axes = `${d.yLabel ?? ''}|${d.y2Label ?? ''}|${d.yRange?.join('-') ?? ''}`;
-    return (
-      axes +
-      ';' +
-      d.series
-        .map(s => `${s.run}|${s.label}|${s.colorIndex}|${s.dashed}|${s.scale ?? 'y'}`)
-        .join(';')
-    );
+  /** What only a rebuild can change: the axes and scales. */
+  private _axesKey(d: ChartData): string {
+    const y2 = d.series.some(s => s.scale === 'y2');
+    return `${d.yLabel ?? ''}|${d.y2Label ?? ''}|${d.yRange?.join('-') ?? ''}|${y2}`;
+  }
+
+  /**
+   * Bring the plot's series to `d`'s in place: the series from the first one that differs on are
+   * deleted and the new ones added (`delSeries` / `addSeries`). A new run replaces the charted
+   * one without rebuilding the plot (canvas, axes, legend: the costliest frame of a soak's burst
+   * was that rebuild).
+   */
+  private _swapSeries(plot: uPlot, d: ChartData): void {
+    const keys = d.series.map(seriesKey);
+    let same = 0;
+    while (
+      same < keys.length &&
+      same < this._seriesKeys.length &&
+      keys[same] === this._seriesKeys[same]
+    ) {
+      same++;
+    }
+    for (let k = this._seriesKeys.length; k > same; k--) {
+      plot.delSeries(k);
+    }
+    const theme = this._theme;
+    if (theme !== null) {
+      for (let k = same; k < keys.length; k++) {
+        plot.addSeries(seriesOptions(d.series[k], theme), k + 1);
+      }
+    }
+    this._seriesKeys = keys;
   }
 
   private _aligned(d: ChartData): uPlot.AlignedData {
@@ -232,7 +277,8 @@ export class LiveChart {
       return;
     }
     const { width, height } = this._size();
-    this._key = this._structureKey(this._data);
+    this._key = this._axesKey(this._data);
+    this._seriesKeys = this._data.series.map(seriesKey);
     if (width < 40) {
       // Hidden or not laid out yet: built when the resize observer sees a width.
       return;
@@ -275,15 +321,7 @@ export class LiveChart {
       ],
       series: [
         { label: this._options.xLabel },
-        ...this._data.series.map((s): uPlot.Series => ({
-          label: s.label,
-          scale: s.scale ?? 'y',
-          stroke: color(s.colorIndex),
-          width: 1.5,
-          dash: s.dashed ? [5, 3] : undefined,
-          spanGaps: s.spanGaps,
-          points: { show: s.points, size: 5, stroke: color(s.colorIndex), fill: theme.background }
-        }))
+        ...this._data.series.map(s => seriesOptions(s, theme))
       ],
       hooks: {
         draw: [
@@ -323,6 +361,7 @@ export class LiveChart {
     try {
       this._plot = new uPlot(opts, this._aligned(this._data), this._plotBox);
       this.node.setAttribute('data-rendered', 'true');
+      this.node.setAttribute('data-builds', String(++this._builds));
     } catch (e) {
       console.warn('[aigc-lab] chart could not be drawn', e);
       this._plot = null;
@@ -350,6 +389,7 @@ export class LiveChart {
       this._plot = null;
     }
     this._key = '';
+    this._seriesKeys = [];
   }
 
   private _options: ChartOptions;
@@ -359,6 +399,8 @@ export class LiveChart {
   private _theme: ChartTheme | null = null;
   private _plot: uPlot | null = null;
   private _key = '';
+  private _seriesKeys: string[] = [];
+  private _builds = 0;
   private _data: ChartData = { x: [], series: [], markers: [] };
   private _observer: ResizeObserver | null = null;
 }
