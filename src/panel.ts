@@ -17,8 +17,7 @@
  * - Views are kept per kernel (`ChannelViews`): switching notebooks swaps the cards' container,
  *   it does not rebuild them.
  * - Charts redraw at most every `CHART_INTERVAL_MS` while data streams, downsampled
- *   (`series.ts`), with a text summary for screen readers. A redraw runs first in its frame and
- *   spends the rest of it (`Budget.spend`): streams render in the next frame, not in the same.
+ *   (`series.ts`), with a text summary for screen readers.
  *
  * DOM contract (used by the UI tests):
  *   #aigc-lab-panel[data-kernel-id][data-connected][data-link][data-run-count][data-theme-light]
@@ -307,12 +306,10 @@ export class AigcLabPanel extends Widget {
     }
     this._unsubscribe?.();
     this._unsubscribe = null;
-    // The kernel left keeps its cards and headers, not its token DOM: a detached subtree of
-    // thousands of spans would cost memory, and a full style and layout pass when it comes back.
-    // Its shown card is rebuilt within the frame budget when it is followed again.
-    for (const view of this._cv?.views.values() ?? []) {
-      view.release();
-    }
+    // The kernel left keeps its cards, and its shown card keeps its token DOM (its hidden cards
+    // hold none): one stream per kernel, whose closed chunks are skipped by style and layout
+    // while off screen (`content-visibility: auto`), so coming back costs no re-render; a
+    // re-render of thousands of spans was a dozen busy frames after every switch.
     this._channel = channel;
     // A different kernel: show its views (kept from the last time it was followed, if it was).
     this._cv = channel === null ? null : this._viewsFor(channel);
@@ -567,7 +564,7 @@ export class AigcLabPanel extends Widget {
       }
     }
     this._history.update(runs, selected, this._focusedId(runs));
-    this._scheduler.mark('charts', this._chartsTask, true);
+    this._scheduler.mark('charts', this._chartsTask);
   }
 
   private _focusedId(runs: readonly RunState[]): string | null {
@@ -657,21 +654,14 @@ export class AigcLabPanel extends Widget {
     };
   }
 
-  /**
-   * The charts' task, run first in its frame: a redraw (uPlot draws after the task, where the
-   * budget cannot see it) spends the frame, so token streams render in the next one rather than
-   * in a frame that draws the charts too.
-   */
-  private _chartsTask = (budget: Budget): boolean => {
+  private _chartsTask = (): boolean => {
     const state = this._channel?.store.state ?? null;
-    if (this._renderCharts(state, this._selection())) {
-      budget.spend();
-    }
+    this._renderCharts(state, this._selection());
     return true;
   };
 
-  /** Redraw the charts if what they show changed and the last redraw is old enough; true if drawn. */
-  private _renderCharts(state: State | null, selected: ReadonlySet<string>): boolean {
+  /** Redraw the charts if what they show changed and the last redraw is old enough. */
+  private _renderCharts(state: State | null, selected: ReadonlySet<string>): void {
     const picked =
       state === null ? { latency: [], loss: [], evals: [] } : pickChartRuns(state, selected);
     // Redraw only when a charted run changed (by identity) or the selection changed.
@@ -682,7 +672,7 @@ export class AigcLabPanel extends Widget {
       '|' +
       picked.evals.map(r => `${r.id}:${r.evals.length}`).join(',');
     if (key === this._chartKey) {
-      return false;
+      return;
     }
     const now = performance.now();
     const wait = this._lastChartDraw + CHART_INTERVAL_MS - now;
@@ -690,10 +680,10 @@ export class AigcLabPanel extends Widget {
       if (this._chartTimer === null) {
         this._chartTimer = setTimeout(() => {
           this._chartTimer = null;
-          this._scheduler.mark('charts', this._chartsTask, true);
+          this._scheduler.mark('charts', this._chartsTask);
         }, wait);
       }
-      return false;
+      return;
     }
     this._chartKey = key;
     this._lastChartDraw = now;
@@ -708,7 +698,6 @@ export class AigcLabPanel extends Widget {
     this._evalMetrics.node.hidden = picked.evals.length === 0;
     this._evalMetrics.update(evalMetricSeries(picked.evals, window));
     this._evalMetrics.summary = evalSummary(picked.evals, trans);
-    return true;
   }
 
   private _trans: TranslationBundle;

@@ -71,14 +71,6 @@ export class Budget {
     this._units -= n;
   }
 
-  /**
-   * Spend what is left: the tasks not yet run wait for the next frame. For work whose cost the
-   * budget cannot see, such as a chart's redraw (drawn after the task returns).
-   */
-  spend(): void {
-    this._units = 0;
-  }
-
   /** True once the units or the time are used up. */
   get exhausted(): boolean {
     return this._units <= 0 || this._now() >= this.deadline;
@@ -163,20 +155,12 @@ export class FrameScheduler {
     }
   }
 
-  /**
-   * Run `task` at the next frame under `key` (marking again keeps its place, takes the new task).
-   * `first`: ahead of every task that waits (marked during a frame: the next to run in it).
-   */
-  mark(key: string, task: Task, first = false): void {
+  /** Run `task` at the next frame under `key` (marking again keeps its place, takes the new task). */
+  mark(key: string, task: Task): void {
     if (this._disposed) {
       return;
     }
-    if (first && this._dirty.keys().next().value !== key) {
-      this._dirty.delete(key);
-      this._dirty = new Map([[key, task], ...this._dirty]);
-    } else {
-      this._dirty.set(key, task);
-    }
+    this._dirty.set(key, task);
     this._request();
   }
 

@@ -52,56 +52,6 @@ function units(total: number, log: string[], name: string, msPerUnit = 0, clock?
 }
 
 describe('FrameScheduler', () => {
-  it('runs a task marked first ahead of those that wait, and spend() leaves them the next frame', () => {
-    const clock = new ManualClock();
-    const s = new FrameScheduler(clock, { units: 100, budgetMs: 1000 });
-    const log: string[] = [];
-    const a = units(150, log, 'a');
-    s.mark('a', a.task);
-    s.mark('b', units(10, log, 'b').task);
-    s.mark('chart', () => {
-      log.push('chart');
-      return true;
-    });
-    s.mark(
-      'draw',
-      budget => {
-        log.push('draw');
-        budget.spend();
-        return true;
-      },
-      true
-    );
-    clock.frame();
-    // 'draw' ran first and spent the frame; the others kept their order for the next one.
-    expect(log).toEqual(['draw']);
-    expect(s.pending).toBe(3);
-    clock.frame();
-    expect(log).toEqual(['draw', 'a:100']);
-    clock.frame();
-    expect(log).toEqual(['draw', 'a:100', 'b:10', 'chart', 'a:50']);
-    // Marked first while a frame runs: the next task of that frame.
-    log.length = 0;
-    s.mark('x', () => {
-      log.push('x');
-      s.mark(
-        'y',
-        () => {
-          log.push('y');
-          return true;
-        },
-        true
-      );
-      return true;
-    });
-    s.mark('z', () => {
-      log.push('z');
-      return true;
-    });
-    clock.frame();
-    expect(log).toEqual(['x', 'y', 'z']);
-  });
-
   it('runs deferred work after every task of the frame, and at once outside a frame', () => {
     const clock = new ManualClock();
     const s = new FrameScheduler(clock, { units: 100, budgetMs: 1000 });
