@@ -52,6 +52,8 @@ def _cache_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
         draft_key = [*target_key, "pruned", args.draft_layers, args.draft_mlp_ratio, "distilled", args.draft_steps]
     if args.on_policy:
         draft_key += ["on-policy", args.on_policy, on_policy_penalty(args)]
+    if args.draft_method != "distill":  # older caches keep their key
+        draft_key.append(args.draft_method)
     root = Path(os.environ.get("AIGC_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "aigc_lab"))
 
     def key(parts: list) -> str:
@@ -95,12 +97,17 @@ def trained_pair(args: argparse.Namespace) -> tuple:
     assert draft.tokenizer.get_vocab() == target.tokenizer.get_vocab()
     rows = corpus
     if args.on_policy:  # half the rows the target's own text
-        own = on_policy_rows(target, corpus, args)
+        own = on_policy_rows(target, corpus, args, target_dir)
         rows = corpus + own * max(1, len(corpus) // len(own))
-    # temperature 1 and the KL term alone: the draft matches the target's distribution itself, which is what a
-    # greedy verification accepts (its argmax), not a softened one
-    draft = al.finetune(draft, rows, "distill", teacher=target, max_steps=args.draft_steps, temperature=1.0,
-                        alpha=1.0, **hp).model
+    if args.draft_method == "sequence":
+        # sequence-level distillation alone: next-token loss on the target's own text (and the corpus), no
+        # teacher forward per step (for a large target that forward is most of a distillation step)
+        draft = al.finetune(draft, rows, "full", max_steps=args.draft_steps, **hp).model
+    else:
+        # temperature 1 and the KL term alone: the draft matches the target's distribution itself, which is what
+        # a greedy verification accepts (its argmax), not a softened one
+        draft = al.finetune(draft, rows, "distill", teacher=target, max_steps=args.draft_steps, temperature=1.0,
+                            alpha=1.0, **hp).model
     draft.save(draft_dir)
     return target, draft, False
 
@@ -110,7 +117,7 @@ def on_policy_penalty(args: argparse.Namespace) -> float:
     return args.repetition_penalty if args.on_policy_penalty is None else args.on_policy_penalty
 
 
-def on_policy_rows(target, corpus: list[str], args: argparse.Namespace) -> list[str]:
+def on_policy_rows(target, corpus: list[str], args: argparse.Namespace, target_dir: Path) -> list[str]:
     """``args.on_policy`` texts the target writes itself: eight words from evenly spaced places of the corpus
     rows (none of them a benchmark prompt), then the target's greedy continuation under ``--on-policy-penalty``.
     Distilled on these too, the draft learns the target where its own decoding goes, not only on human text:
@@ -120,6 +127,9 @@ def on_policy_rows(target, corpus: list[str], args: argparse.Namespace) -> list[
     import aigc_lab as al
     from aigc_lab.bus import EventBus
 
+    cache = target_dir.parent / f"{target_dir.name}-own-{args.on_policy}-{on_policy_penalty(args)}.json"
+    if cache.exists() and not args.retrain:  # the target's own text, kept beside it for other draft recipes
+        return json.loads(cache.read_text())
     quiet = EventBus()
     docs = [text.split() for text in corpus]
     per_doc = -(-args.on_policy // len(docs))  # prefixes at evenly spaced words of each row
@@ -130,6 +140,9 @@ def on_policy_rows(target, corpus: list[str], args: argparse.Namespace) -> list[
         stream = al.generate(target, prefix, max_new_tokens=96, repetition_penalty=on_policy_penalty(args),
                              event_bus=quiet).wait()
         rows.append(prefix + stream.text)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(cache)
     return rows
 
 
@@ -194,6 +207,11 @@ def main() -> None:
     ap.add_argument("--on-policy-penalty", type=float, default=None,
                     help="the repetition penalty of those continuations (default: --repetition-penalty), so one "
                          "draft can be measured at several penalties")
+    ap.add_argument("--draft-method", choices=("distill", "sequence"), default="distill",
+                    help="how the draft learns the target: distill (KL to the target's distribution, a teacher "
+                         "forward every step) or sequence (next-token loss on the target's own continuations, "
+                         "--on-policy, and the corpus: no teacher forward, several times cheaper for a large "
+                         "target)")
     ap.add_argument("--draft-int8", action="store_true",
                     help="also run the draft quantized to dynamic int8 (al.quantize): k = 2, 4 and auto")
     ap.add_argument("--retrain", action="store_true")
@@ -264,7 +282,8 @@ def main() -> None:
                       "setup_s": round(setup_s, 1), "tokens": args.tokens, "rounds": args.rounds,
                       "repetition_penalty": args.repetition_penalty,
                       "draft_on_policy_rows": args.on_policy, "draft_on_policy_penalty": on_policy_penalty(args),
-                      "draft_from": args.draft_from, "draft_layers": args.draft_layers,
+                      "draft_from": args.draft_from, "draft_method": args.draft_method,
+                      "draft_layers": args.draft_layers,
                       "draft_width": args.draft_width if args.draft_from == "scratch" else None,
                       "draft_mlp_ratio": args.draft_mlp_ratio if args.draft_from == "prune" else None,
                       "draft_step_ms": draft_cost,

@@ -314,6 +314,7 @@ export class AigcLabPanel extends Widget {
     // A different kernel: show its views (kept from the last time it was followed, if it was).
     this._cv = channel === null ? null : this._viewsFor(channel);
     this._runsBox.replaceChildren(...(this._cv === null ? [] : [this._cv.box]));
+    this._history.show(this._cv);
     if (this._cv !== null) {
       for (const view of this._cv.views.values()) {
         this._visibility.reset(view.node); // back in the page: on screen until told otherwise
@@ -436,6 +437,7 @@ export class AigcLabPanel extends Widget {
         this._scheduler.unmark(`run:${view.runId}`);
       }
       this._cache.delete(channel);
+      this._history.forget(cv);
     }
     if (channel === this._channel) {
       this.follow(null);

@@ -780,13 +780,21 @@ describe('AigcLabPanel', () => {
     expect(card('train-01').querySelector('.aigc-run-text')?.childNodes.length).toBe(0);
     // Another notebook and back: the same card (header, history kept), not rebuilt, and its
     // token stream kept too (the same spans, no re-render); tokens that came while away follow.
+    const row = (id: string) =>
+      panel.node.querySelector(`tr.aigc-history-row[data-run-id="${id}"]`);
+    const genRow = row('gen-7f3a');
+    expect(genRow).not.toBeNull();
     panel.follow(other);
     await frame();
     expect(card('gen-7f3a')).toBeNull();
+    expect(row('gen-7f3a')).toBeNull();
+    expect(panel.node.querySelectorAll('tr.aigc-history-row').length).toBe(0);
     one.store.dispatch(tokens('gen-7f3a', 2, ['z']));
     panel.follow(one);
     await frame();
     expect(card('gen-7f3a')).toBe(gen);
+    expect(row('gen-7f3a')).toBe(genRow); // the history rows are kept per kernel too
+    expect(panel.node.querySelectorAll('tr.aigc-history-row').length).toBe(2);
     expect(gen.querySelector('.aigc-run-text')?.textContent).toBe('xyz');
     expect(gen.querySelector('span.aigc-tok')).toBe(span);
     // Focus the other card: the newest is hidden and releases its token DOM.

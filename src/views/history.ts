@@ -105,8 +105,8 @@ export class HistoryTable {
     }
     this._columns = columns.map(([key]) => key);
     head.appendChild(hr);
-    this._body = document.createElement('tbody');
-    this._body.addEventListener('keydown', ev => this._onKeydown(ev));
+    this._table = table;
+    this._body = this._newBody();
     table.append(head, this._body);
     this.node.appendChild(table);
   }
@@ -140,6 +140,50 @@ export class HistoryTable {
       this._fill(row, run, selected.has(run.id), focused === run.id);
     }
     this._rove();
+  }
+
+  /**
+   * Show the rows kept under `key` (one kernel's runs; null: none), made on first use; the rows
+   * shown before are kept under their key. Switching notebooks then moves one `tbody`, instead
+   * of removing every row and making the other kernel's anew.
+   */
+  show(key: object | null): void {
+    if (key === this._key) {
+      return;
+    }
+    if (this._key !== null) {
+      this._kept.set(this._key, { body: this._body, rows: this._rows });
+    }
+    const kept = key === null ? undefined : this._kept.get(key);
+    if (key !== null) {
+      this._kept.delete(key);
+    }
+    this._swapIn(kept?.body ?? this._newBody(), kept?.rows ?? new Map(), key);
+  }
+
+  /** Drop the rows kept under `key` (its kernel is gone); shown, they are cleared. */
+  forget(key: object): void {
+    this._kept.delete(key);
+    if (key === this._key) {
+      this._swapIn(this._newBody(), new Map(), null);
+    }
+  }
+
+  private _swapIn(
+    body: HTMLTableSectionElement,
+    rows: Map<string, IRowView>,
+    key: object | null
+  ): void {
+    this._table.replaceChild(body, this._body);
+    this._body = body;
+    this._rows = rows;
+    this._key = key;
+  }
+
+  private _newBody(): HTMLTableSectionElement {
+    const body = document.createElement('tbody');
+    body.addEventListener('keydown', ev => this._onKeydown(ev));
+    return body;
   }
 
   /** Put keyboard focus on the row of `runId` (if shown). */
@@ -281,6 +325,10 @@ export class HistoryTable {
   }
 
   private _rows = new Map<string, IRowView>();
+  /** The rows not shown, by key (`show`). */
+  private _kept = new Map<object, { body: HTMLTableSectionElement; rows: Map<string, IRowView> }>();
+  private _key: object | null = null;
+  private _table: HTMLTableElement;
   private _focused: string | null = null;
   private _trans: TranslationBundle;
   private _columns: string[];
