@@ -469,33 +469,32 @@ def soak(h, args) -> dict:
                 heap["after_train_runs"] = heap_mb()
                 dom["after_train"] = page.evaluate(JS_DOM)
 
+                def switches(shown: bool) -> dict:
+                    """Activate the two notebooks in turn; wait for the panel to follow each, or with the
+                    panel collapsed for JupyterLab to make it current."""
+                    t = time.monotonic()
+                    page.evaluate(JS_FRAMES_START)
+                    for _ in range(args.soak_switches):
+                        for target, kid in ((other, other_kernel), (nb, nb_kernel)):
+                            target.activate()
+                            if shown:
+                                lab.wait_attr("#aigc-lab-panel", "data-kernel-id", kid)
+                            else:
+                                page.wait_for_function("(id) => window.jupyterapp.shell.currentWidget?.id === id",
+                                                       arg=target.widget_id, timeout=30_000)
+                            lab.next_frames(2)
+                    return {**page.evaluate(JS_FRAMES_STOP), "wall_s": round(time.monotonic() - t, 1)}
+
                 # The same switches with the panel collapsed first: what JupyterLab's own notebook
                 # activation costs on this machine, beside the panel's figure in the same run.
                 page.evaluate("() => window.jupyterapp.shell.collapseRight()")
                 lab.next_frames(3)
-                t = time.monotonic()
-                page.evaluate(JS_FRAMES_START)
-                for _ in range(args.soak_switches):
-                    for target in (other, nb):
-                        target.activate()
-                        page.wait_for_function("(id) => window.jupyterapp.shell.currentWidget?.id === id",
-                                               arg=target.widget_id, timeout=30_000)
-                        lab.next_frames(2)
-                phases["switches_panel_collapsed"] = {**page.evaluate(JS_FRAMES_STOP),
-                                                      "wall_s": round(time.monotonic() - t, 1)}
+                phases["switches_panel_collapsed"] = switches(shown=False)
                 open_panel(page)
                 lab.wait_attr("#aigc-lab-panel", "data-kernel-id", nb_kernel)
                 lab.next_frames(3)
-
                 # Switches between the two notebooks (the panel follows the active one).
-                t = time.monotonic()
-                page.evaluate(JS_FRAMES_START)
-                for _ in range(args.soak_switches):
-                    for target, kid in ((other, other_kernel), (nb, nb_kernel)):
-                        target.activate()
-                        lab.wait_attr("#aigc-lab-panel", "data-kernel-id", kid)
-                        lab.next_frames(2)
-                phases["switches"] = {**page.evaluate(JS_FRAMES_STOP), "wall_s": round(time.monotonic() - t, 1)}
+                phases["switches"] = switches(shown=True)
                 heap["after_switches"] = heap_mb()
                 dom["after_switches"] = page.evaluate(JS_DOM)
                 run_count = int(page.get_attribute("#aigc-lab-panel", "data-run-count"))

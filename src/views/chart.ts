@@ -190,11 +190,11 @@ export class LiveChart {
       return;
     }
     const key = this._axesKey(data);
-    if (this._plot === null || key !== this._key) {
+    if (this._plot === null || this._theme === null || key !== this._key) {
       this._build();
       return;
     }
-    this._swapSeries(this._plot, data);
+    this._swapSeries(this._plot, this._theme, data);
     this._plot.setData(this._aligned(data));
     this.node.setAttribute('data-rendered', 'true');
   }
@@ -238,7 +238,7 @@ export class LiveChart {
    * one without rebuilding the plot (canvas, axes, legend: the costliest frame of a soak's burst
    * was that rebuild).
    */
-  private _swapSeries(plot: uPlot, d: ChartData): void {
+  private _swapSeries(plot: uPlot, theme: ChartTheme, d: ChartData): void {
     const keys = d.series.map(seriesKey);
     let same = 0;
     while (
@@ -251,11 +251,8 @@ export class LiveChart {
     for (let k = this._seriesKeys.length; k > same; k--) {
       plot.delSeries(k);
     }
-    const theme = this._theme;
-    if (theme !== null) {
-      for (let k = same; k < keys.length; k++) {
-        plot.addSeries(seriesOptions(d.series[k], theme), k + 1);
-      }
+    for (let k = same; k < keys.length; k++) {
+      plot.addSeries(seriesOptions(d.series[k], theme), k + 1);
     }
     this._seriesKeys = keys;
   }
